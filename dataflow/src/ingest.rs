@@ -1,0 +1,271 @@
+//! Per-worker ingestion: admitted events are consolidated per epoch into facts, and the ledger of
+//! what this worker has put into the dataflow lets it retract minutes that leave the windows.
+//!
+//! The ledger is also the whole state of the traffic views (they are functions of it), which is
+//! why a snapshot of the ledger plus partition clocks and offsets is enough to recover exactly.
+
+use std::collections::{BTreeMap, HashMap};
+
+use differential_dataflow::input::InputSession;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use views::event::{minute_of, minute_start_ms, Event, Minute, Sym};
+use views::facts::{series_of, Dim, Fact};
+use views::ids::IdSet;
+use views::{Epoch, ViewConfig};
+
+use crate::clock::PartitionClock;
+use crate::deadletter::{self, Coords, DeadLetterSink};
+use crate::decode::Decoded;
+use crate::reject::{Reason, Rejection};
+
+/// A worker's input clock as reported into the dataflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerClock {
+    pub head: i64,
+    pub watermark: i64,
+    pub idle: bool,
+}
+
+/// What this worker has put into the dataflow and not yet retracted.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Ledger {
+    pub series: BTreeMap<Minute, HashMap<(Dim, Sym), i64>>,
+    pub users: BTreeMap<Minute, IdSet>,
+    pub names: HashMap<Sym, String>,
+    pub accepted: i64,
+    pub rejects: BTreeMap<Reason, i64>,
+}
+
+pub struct Ingest {
+    worker: u32,
+    views: ViewConfig,
+    lateness_ms: i64,
+    ledger: Ledger,
+    /// This epoch's events, consolidated on everything but user and exact time.
+    cube: FxHashMap<Event, i64>,
+    new_users: Vec<(Minute, u64)>,
+    new_names: Vec<(Sym, String)>,
+    accepted: i64,
+    rejects: BTreeMap<Reason, i64>,
+    clock: Option<WorkerClock>,
+    dead_letters: Box<dyn DeadLetterSink>,
+    /// Event times admitted this epoch, when freshness is measured.
+    pub freshness: Option<Vec<i64>>,
+}
+
+impl Ingest {
+    pub fn new(
+        worker: u32,
+        views: ViewConfig,
+        lateness_ms: i64,
+        dead_letters: Box<dyn DeadLetterSink>,
+    ) -> Ingest {
+        Ingest {
+            worker,
+            views,
+            lateness_ms,
+            ledger: Ledger::default(),
+            cube: FxHashMap::default(),
+            new_users: Vec::new(),
+            new_names: Vec::new(),
+            accepted: 0,
+            rejects: BTreeMap::new(),
+            clock: None,
+            dead_letters,
+            freshness: None,
+        }
+    }
+
+    pub fn lateness_ms(&self) -> i64 {
+        self.lateness_ms
+    }
+
+    /// Admits a decoded event through its partition's clock, or records why not.
+    pub fn offer(
+        &mut self,
+        clock: &mut PartitionClock,
+        decoded: Result<Decoded<'_>, Rejection>,
+        source: &Coords<'_>,
+        raw: &[u8],
+        now_ms: i64,
+    ) {
+        let admitted = decoded.and_then(|d| {
+            clock
+                .admit(d.event.ts, d.event_id, self.lateness_ms, now_ms)
+                .map(|_| d)
+        });
+        match admitted {
+            Ok(d) => self.add(&d),
+            Err(rejection) => self.reject(&rejection, source, raw, now_ms),
+        }
+    }
+
+    pub fn add(&mut self, d: &Decoded<'_>) {
+        let e = d.event;
+        for (sym, text) in d.texts() {
+            if !self.ledger.names.contains_key(&sym) {
+                self.ledger.names.insert(sym, text.to_string());
+                self.new_names.push((sym, text.to_string()));
+            }
+        }
+        let minute = minute_of(e.ts);
+        if self.ledger.users.entry(minute).or_default().insert(e.user) {
+            self.new_users.push((minute, e.user));
+        }
+        let cell = Event {
+            ts: minute_start_ms(minute),
+            user: 0,
+            ..e
+        };
+        *self.cube.entry(cell).or_default() += 1;
+        self.accepted += 1;
+        if let Some(f) = self.freshness.as_mut() {
+            f.push(e.ts);
+        }
+    }
+
+    pub fn reject(&mut self, rejection: &Rejection, source: &Coords<'_>, raw: &[u8], now_ms: i64) {
+        *self.rejects.entry(rejection.reason).or_default() += 1;
+        let payload = deadletter::payload_text(raw);
+        self.dead_letters
+            .put(&deadletter::letter(rejection, source, &payload, now_ms));
+    }
+
+    pub fn set_clock(&mut self, clock: Option<WorkerClock>) {
+        self.clock = clock;
+    }
+
+    /// Sends this epoch's facts, the clock, and the retractions of minutes that `as_of` has pushed
+    /// out of the windows.
+    pub fn flush(
+        &mut self,
+        input: &mut InputSession<Epoch, Fact, isize>,
+        reported: &mut Option<WorkerClock>,
+        as_of: Option<i64>,
+    ) {
+        let mut cells: FxHashMap<(Dim, Sym, Minute), i64> = FxHashMap::default();
+        for (cell, n) in self.cube.drain() {
+            let minute = minute_of(cell.ts);
+            for (dim, key) in series_of(&cell) {
+                *cells.entry((dim, key, minute)).or_default() += n;
+            }
+        }
+        for ((dim, key, minute), n) in cells {
+            input.update(Fact::Count { dim, key, minute }, n as isize);
+            *self
+                .ledger
+                .series
+                .entry(minute)
+                .or_default()
+                .entry((dim, key))
+                .or_default() += n;
+        }
+        for (minute, user) in self.new_users.drain(..) {
+            input.update(Fact::UserMinute { minute, user }, 1);
+        }
+        for (sym, text) in self.new_names.drain(..) {
+            input.update(Fact::Name { sym, text }, 1);
+        }
+        if self.accepted != 0 {
+            input.update(Fact::Accepted, self.accepted as isize);
+            self.ledger.accepted += std::mem::take(&mut self.accepted);
+        }
+        for (reason, n) in std::mem::take(&mut self.rejects) {
+            input.update(
+                Fact::Reject {
+                    reason: reason.as_str().to_string(),
+                },
+                n as isize,
+            );
+            *self.ledger.rejects.entry(reason).or_default() += n;
+        }
+        if self.clock != *reported {
+            let fact = |c: WorkerClock| Fact::Clock {
+                worker: self.worker,
+                head: c.head,
+                watermark: c.watermark,
+                idle: c.idle,
+            };
+            if let Some(old) = *reported {
+                input.update(fact(old), -1);
+            }
+            if let Some(new) = self.clock {
+                input.update(fact(new), 1);
+            }
+            *reported = self.clock;
+        }
+        if let Some(as_of) = as_of {
+            self.expire(input, minute_of(as_of));
+        }
+        self.dead_letters.flush();
+    }
+
+    /// Retracts minutes that no read can reach any more (see `views::query::visible`).
+    fn expire(&mut self, input: &mut InputSession<Epoch, Fact, isize>, as_of_minute: Minute) {
+        let counts_from = (as_of_minute + 1).saturating_sub(self.views.window_minutes);
+        let kept = self.ledger.series.split_off(&counts_from);
+        for (minute, cells) in std::mem::replace(&mut self.ledger.series, kept) {
+            for ((dim, key), n) in cells {
+                input.update(Fact::Count { dim, key, minute }, -(n as isize));
+            }
+        }
+        let users_from = (as_of_minute + 1).saturating_sub(self.views.user_minutes_kept());
+        let kept = self.ledger.users.split_off(&users_from);
+        for (minute, users) in std::mem::replace(&mut self.ledger.users, kept) {
+            for user in users {
+                input.update(Fact::UserMinute { minute, user }, -1);
+            }
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Re-inserts a recovered ledger (at the current input time).
+    pub fn restore(&mut self, ledger: Ledger, input: &mut InputSession<Epoch, Fact, isize>) {
+        for (minute, cells) in &ledger.series {
+            for ((dim, key), n) in cells {
+                input.update(
+                    Fact::Count {
+                        dim: *dim,
+                        key: *key,
+                        minute: *minute,
+                    },
+                    *n as isize,
+                );
+            }
+        }
+        for (minute, users) in &ledger.users {
+            for user in users {
+                input.update(
+                    Fact::UserMinute {
+                        minute: *minute,
+                        user: *user,
+                    },
+                    1,
+                );
+            }
+        }
+        for (sym, text) in &ledger.names {
+            input.update(
+                Fact::Name {
+                    sym: *sym,
+                    text: text.clone(),
+                },
+                1,
+            );
+        }
+        input.update(Fact::Accepted, ledger.accepted as isize);
+        for (reason, n) in &ledger.rejects {
+            input.update(
+                Fact::Reject {
+                    reason: reason.as_str().to_string(),
+                },
+                *n as isize,
+            );
+        }
+        self.ledger = ledger;
+    }
+}

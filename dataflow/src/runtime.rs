@@ -1,0 +1,242 @@
+//! The timely runtime: one dataflow per worker, fed by that worker's source in wall-clock epochs.
+//!
+//! Epoch e collects input until `start + e * epoch_ms`, then the input advances, so an idle source
+//! never stalls the frontier. Ingestion stops when the views fall `max_epochs_in_flight` behind.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use differential_dataflow::input::Input;
+use hdrhistogram::Histogram;
+use timely::dataflow::operators::capture::Capture;
+use views::{Epoch, Fact, ReadModel, Status, ViewConfig};
+
+use crate::config::EngineConfig;
+use crate::deadletter::DeadLetterSink;
+use crate::export::{Captured, Exporter, Freshness};
+use crate::ingest::Ingest;
+use crate::snapshot;
+use crate::source::{Checkpoint, Poll, Source, SourceError};
+
+pub type SourceFactory =
+    Arc<dyn Fn(usize, usize) -> Result<Box<dyn Source>, SourceError> + Send + Sync>;
+pub type SinkFactory = Arc<dyn Fn(usize) -> Box<dyn DeadLetterSink> + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("worker failed: {0}")]
+    Worker(String),
+}
+
+pub struct Engine {
+    pub config: EngineConfig,
+    pub views: ViewConfig,
+    pub read_model: Arc<ReadModel>,
+    pub status: Arc<Status>,
+    /// Set to stop reading; the engine then drains and returns.
+    pub stop: Arc<AtomicBool>,
+    /// Record each admitted event's time to report event-to-read-model freshness.
+    pub measure_freshness: bool,
+}
+
+#[derive(Debug)]
+pub struct RunReport {
+    pub elapsed: Duration,
+    pub freshness_ms: Option<Histogram<u64>>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, views: ViewConfig) -> Result<Engine, EngineError> {
+        config.validate().map_err(EngineError::Config)?;
+        views.validate().map_err(EngineError::Config)?;
+        Ok(Engine {
+            read_model: ReadModel::new(views.clone()),
+            status: Arc::new(Status::default()),
+            stop: Arc::new(AtomicBool::new(false)),
+            measure_freshness: false,
+            config,
+            views,
+        })
+    }
+
+    /// Runs until every source is exhausted or `stop` is set.
+    pub fn run(
+        &self,
+        sources: SourceFactory,
+        sinks: SinkFactory,
+    ) -> Result<RunReport, EngineError> {
+        let peers = self.config.workers;
+        let start = Instant::now();
+        let (capture_tx, capture_rx) = mpsc::channel::<Captured>();
+        let (fresh_tx, fresh_rx) = mpsc::channel::<Freshness>();
+        let caught_up = Arc::new(
+            (0..peers)
+                .map(|_| AtomicBool::new(false))
+                .collect::<Vec<_>>(),
+        );
+        let exporter = Exporter {
+            read_model: self.read_model.clone(),
+            status: self.status.clone(),
+            caught_up: caught_up.clone(),
+            start,
+            epoch_ms: self.config.epoch_ms,
+            peers,
+        };
+        let export = std::thread::Builder::new()
+            .name("export".into())
+            .spawn(move || exporter.run(capture_rx, fresh_rx))
+            .map_err(|e| EngineError::Worker(format!("cannot start the exporter: {e}")))?;
+        let worker = WorkerSetup {
+            config: self.config.clone(),
+            views: self.views.clone(),
+            read_model: self.read_model.clone(),
+            status: self.status.clone(),
+            stop: self.stop.clone(),
+            caught_up,
+            start,
+            measure_freshness: self.measure_freshness,
+        };
+        let guards = timely::execute(timely::Config::process(peers), move |w| {
+            worker.run(w, &sources, &sinks, capture_tx.clone(), fresh_tx.clone())
+        })
+        .map_err(EngineError::Worker)?;
+        let mut failures = Vec::new();
+        for result in guards.join() {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) | Err(e) => failures.push(e),
+            }
+        }
+        let freshness_ms = export
+            .join()
+            .map_err(|_| EngineError::Worker("the exporter panicked".into()))?;
+        if !failures.is_empty() {
+            self.stop.store(true, Ordering::Relaxed);
+            return Err(EngineError::Worker(failures.join("; ")));
+        }
+        Ok(RunReport {
+            elapsed: start.elapsed(),
+            freshness_ms,
+        })
+    }
+}
+
+struct WorkerSetup {
+    config: EngineConfig,
+    views: ViewConfig,
+    read_model: Arc<ReadModel>,
+    status: Arc<Status>,
+    stop: Arc<AtomicBool>,
+    caught_up: Arc<Vec<AtomicBool>>,
+    start: Instant,
+    measure_freshness: bool,
+}
+
+impl WorkerSetup {
+    fn run(
+        &self,
+        worker: &mut timely::worker::Worker,
+        sources: &SourceFactory,
+        sinks: &SinkFactory,
+        capture: mpsc::Sender<Captured>,
+        fresh: mpsc::Sender<Freshness>,
+    ) -> Result<(), String> {
+        let (index, peers) = (worker.index(), worker.peers());
+        let (mut input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
+            let (input, facts) = scope.new_collection::<Fact, isize>();
+            let (probe, rows) = views::all_views(facts).probe();
+            rows.inner.capture_into(capture);
+            (input, probe)
+        });
+        let fail = |e: &dyn std::fmt::Display| format!("worker {index}: {e}");
+        let mut source = sources(index, peers).map_err(|e| fail(&e))?;
+        let lateness = self.config.lateness_ms();
+        let mut ingest = Ingest::new(index as u32, self.views.clone(), lateness, sinks(index));
+        if self.measure_freshness {
+            ingest.freshness = Some(Vec::new());
+        }
+        if let Some(dir) = &self.config.state_dir {
+            if let Some(snap) = snapshot::load(dir, index, peers).map_err(|e| fail(&e))? {
+                tracing::info!(worker = index, dir = %dir.display(), partitions = snap.checkpoint.partitions.len(), "resuming from snapshot");
+                source.restore(snap.checkpoint).map_err(|e| fail(&e))?;
+                ingest.restore(snap.ledger, &mut input);
+            }
+        }
+        let epoch_ms = self.config.epoch_ms;
+        let mut epoch: Epoch = 1;
+        input.advance_to(epoch);
+        input.flush();
+        let mut reported = None;
+        let mut last_snapshot = Instant::now();
+        let mut last_report = Instant::now() - Duration::from_secs(1);
+        let mut commits: VecDeque<(Epoch, Checkpoint)> = VecDeque::new();
+        loop {
+            let deadline = self.start + Duration::from_millis(epoch * epoch_ms);
+            let poll = source.poll(&mut ingest, deadline).map_err(|e| fail(&e))?;
+            let now = Instant::now();
+            let finished = poll == Poll::Done || self.stop.load(Ordering::Relaxed);
+            if now >= deadline || finished {
+                ingest.set_clock(source.clock(lateness));
+                ingest.flush(&mut input, &mut reported, self.read_model.as_of_ms());
+                if let Some(times) = ingest.freshness.as_mut().filter(|t| !t.is_empty()) {
+                    let _ = fresh.send((epoch, std::mem::take(times)));
+                }
+                if source.caught_up() {
+                    self.caught_up[index].store(true, Ordering::Relaxed);
+                }
+                if let Some(dir) = &self.config.state_dir {
+                    if finished
+                        || last_snapshot.elapsed()
+                            >= Duration::from_secs(self.config.snapshot_seconds)
+                    {
+                        let checkpoint = source.checkpoint();
+                        snapshot::save(dir, index, peers, ingest.ledger(), &checkpoint)
+                            .map_err(|e| fail(&e))?;
+                        commits.push_back((epoch, checkpoint));
+                        last_snapshot = Instant::now();
+                    }
+                }
+                if last_report.elapsed() >= Duration::from_secs(1) || finished {
+                    source.report(&self.status);
+                    last_report = Instant::now();
+                }
+                let elapsed = now.saturating_duration_since(self.start).as_millis() as u64;
+                epoch = (elapsed / epoch_ms + 1).max(epoch + 1);
+                input.advance_to(epoch);
+                input.flush();
+            }
+            // Offsets are committed once the views have absorbed everything the snapshot covers.
+            while commits.front().is_some_and(|(e, _)| !probe.less_equal(e)) {
+                let (_, checkpoint) = commits.pop_front().expect("checked");
+                source.commit(&checkpoint);
+            }
+            if finished {
+                break;
+            }
+            let behind = epoch.saturating_sub(self.config.max_epochs_in_flight);
+            while probe.less_than(&behind) {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            if poll == Poll::Idle {
+                let wait = deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(5));
+                worker.step_or_park(Some(wait));
+            } else {
+                worker.step();
+            }
+        }
+        drop(input);
+        while !probe.done() {
+            worker.step_or_park(Some(Duration::from_millis(5)));
+        }
+        while let Some((_, checkpoint)) = commits.pop_front() {
+            source.commit(&checkpoint);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,239 @@
+//! NDJSON replay (plain or gzip). The file is one partition in arrival order: workers read and
+//! decode chunks in parallel, then admit them strictly in chunk order, so late-event and duplicate
+//! decisions are the same on any number of workers.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+use views::status::PartitionProgress;
+use views::Status;
+
+use super::{now_ms, worker_clock, Checkpoint, Poll, Source, SourceError};
+use crate::clock::PartitionClock;
+use crate::deadletter::Coords;
+use crate::decode::decode;
+use crate::ingest::{Ingest, WorkerClock};
+
+const CHUNK_BYTES: usize = 1 << 20;
+
+struct Reader {
+    input: Box<dyn BufRead + Send>,
+    next_index: u64,
+    next_line: u64,
+    eof: bool,
+}
+
+struct Chunk {
+    index: u64,
+    first_line: u64,
+    bytes: Vec<u8>,
+}
+
+impl Reader {
+    /// The next run of whole lines, about [`CHUNK_BYTES`] long.
+    fn next_chunk(&mut self) -> std::io::Result<Option<Chunk>> {
+        if self.eof {
+            return Ok(None);
+        }
+        let mut bytes = Vec::with_capacity(CHUNK_BYTES + 4096);
+        while bytes.len() < CHUNK_BYTES {
+            if self.input.read_until(b'\n', &mut bytes)? == 0 {
+                self.eof = true;
+                break;
+            }
+        }
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64
+            + u64::from(!bytes.ends_with(b"\n"));
+        let chunk = Chunk {
+            index: self.next_index,
+            first_line: self.next_line,
+            bytes,
+        };
+        self.next_index += 1;
+        self.next_line += lines;
+        Ok(Some(chunk))
+    }
+}
+
+/// The file shared by every worker's [`FileSource`].
+pub struct SharedFile {
+    name: String,
+    reader: Mutex<Reader>,
+    /// Index of the chunk whose turn it is to be admitted, and the partition clock.
+    turn: Mutex<(u64, PartitionClock)>,
+    turn_changed: Condvar,
+    lines_done: AtomicU64,
+    bytes_read: AtomicU64,
+    exhausted: AtomicBool,
+    /// Compressed size on disk, for progress.
+    pub file_bytes: u64,
+}
+
+impl SharedFile {
+    pub fn open(path: &Path) -> Result<Arc<SharedFile>, SourceError> {
+        let io = |error| SourceError::Io {
+            path: path.display().to_string(),
+            error,
+        };
+        let mut file = File::open(path).map_err(io)?;
+        let file_bytes = file.metadata().map_err(io)?.len();
+        let mut magic = [0u8; 2];
+        let gz = file.read(&mut magic).map_err(io)? == 2 && magic == [0x1f, 0x8b];
+        let file = File::open(path).map_err(io)?;
+        let input: Box<dyn BufRead + Send> = if gz {
+            Box::new(BufReader::with_capacity(
+                1 << 20,
+                flate2::read::MultiGzDecoder::new(BufReader::new(file)),
+            ))
+        } else {
+            Box::new(BufReader::with_capacity(1 << 20, file))
+        };
+        Ok(Arc::new(SharedFile {
+            name: path.display().to_string(),
+            reader: Mutex::new(Reader {
+                input,
+                next_index: 0,
+                next_line: 1,
+                eof: false,
+            }),
+            turn: Mutex::new((0, PartitionClock::default())),
+            turn_changed: Condvar::new(),
+            lines_done: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            exhausted: AtomicBool::new(false),
+            file_bytes,
+        }))
+    }
+
+    pub fn lines_done(&self) -> u64 {
+        self.lines_done.load(Ordering::Relaxed)
+    }
+
+    /// Uncompressed bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    pub fn source(self: &Arc<Self>) -> FileSource {
+        FileSource {
+            shared: self.clone(),
+            done: false,
+            last_clock: None,
+        }
+    }
+}
+
+pub struct FileSource {
+    shared: Arc<SharedFile>,
+    done: bool,
+    last_clock: Option<PartitionClock>,
+}
+
+impl FileSource {
+    fn process(&mut self, chunk: Chunk, ingest: &mut Ingest) {
+        let now = now_ms();
+        let lines: Vec<(u64, &[u8])> = chunk
+            .bytes
+            .split(|b| *b == b'\n')
+            .enumerate()
+            .map(|(i, line)| {
+                (
+                    chunk.first_line + i as u64,
+                    line.strip_suffix(b"\r").unwrap_or(line),
+                )
+            })
+            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+            .collect();
+        let decoded: Vec<_> = lines.iter().map(|(_, line)| decode(line, now)).collect();
+        let mut turn = self.shared.turn.lock();
+        while turn.0 != chunk.index {
+            self.shared.turn_changed.wait(&mut turn);
+        }
+        let clock = &mut turn.1;
+        for ((line, raw), result) in lines.iter().zip(decoded) {
+            let coords = Coords::File {
+                file: &self.shared.name,
+                line: *line,
+            };
+            ingest.offer(clock, result, &coords, raw, now);
+        }
+        self.last_clock = Some(clock.clone());
+        turn.0 += 1;
+        drop(turn);
+        self.shared.turn_changed.notify_all();
+        self.shared
+            .lines_done
+            .fetch_add(lines.len() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Source for FileSource {
+    fn poll(&mut self, ingest: &mut Ingest, deadline: Instant) -> Result<Poll, SourceError> {
+        while !self.done {
+            let chunk =
+                self.shared
+                    .reader
+                    .lock()
+                    .next_chunk()
+                    .map_err(|error| SourceError::Io {
+                        path: self.shared.name.clone(),
+                        error,
+                    })?;
+            let Some(chunk) = chunk else {
+                self.done = true;
+                self.shared.exhausted.store(true, Ordering::Relaxed);
+                break;
+            };
+            self.shared
+                .bytes_read
+                .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+            self.process(chunk, ingest);
+            if Instant::now() >= deadline {
+                return Ok(Poll::Busy);
+            }
+        }
+        Ok(Poll::Done)
+    }
+
+    fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
+        worker_clock(self.last_clock.iter().map(|c| (c, self.done)), lateness_ms)
+    }
+
+    fn caught_up(&self) -> bool {
+        self.done
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::default()
+    }
+
+    fn restore(&mut self, checkpoint: Checkpoint) -> Result<(), SourceError> {
+        if checkpoint.partitions.is_empty() {
+            Ok(())
+        } else {
+            Err(SourceError::Config(
+                "a file replay starts from the beginning; it does not resume from a snapshot"
+                    .into(),
+            ))
+        }
+    }
+
+    fn report(&self, status: &Status) {
+        let position = self.shared.lines_done() as i64;
+        status.set_partition(
+            self.shared.name.clone(),
+            PartitionProgress {
+                position,
+                high_watermark: None,
+            },
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! Kafka input: this worker's partitions (partition i of the sorted topic-partition list goes to
+//! worker i mod W), assigned explicitly, read with event-time clocks per partition.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use views::status::PartitionProgress;
+use views::Status;
+
+use super::{now_ms, worker_clock, Checkpoint, Poll, Source, SourceError};
+use crate::clock::PartitionClock;
+use crate::config::KafkaConfig;
+use crate::deadletter::Coords;
+use crate::decode::decode;
+use crate::ingest::{Ingest, WorkerClock};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Part {
+    topic: String,
+    partition: i32,
+    clock: PartitionClock,
+    /// Next offset to read; `None` until the first message or a restore.
+    next_offset: Option<i64>,
+    /// High watermark when the engine started: reading up to it is "caught up".
+    start_high: i64,
+    last_message: Instant,
+}
+
+impl Part {
+    fn name(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
+    }
+}
+
+pub struct KafkaSource {
+    consumer: BaseConsumer,
+    parts: Vec<Part>,
+    start: String,
+    idle_after: Duration,
+    assigned: bool,
+}
+
+/// Every partition of `topics`, sorted, so each worker computes the same split.
+pub fn topic_partitions(
+    consumer: &BaseConsumer,
+    topics: &[String],
+) -> Result<Vec<(String, i32)>, SourceError> {
+    let mut all = Vec::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .map_err(|e| {
+                SourceError::Kafka(format!(
+                    "cannot read metadata of topic `{topic}`: {e}; is the broker reachable?"
+                ))
+            })?;
+        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            continue;
+        };
+        if let Some(e) = t.error() {
+            return Err(SourceError::Kafka(format!(
+                "topic `{topic}`: {e:?}; create it or fix kafka.topics"
+            )));
+        }
+        all.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
+    }
+    if all.is_empty() {
+        return Err(SourceError::Kafka(format!(
+            "no partitions found for topics {topics:?}; create them or fix kafka.topics"
+        )));
+    }
+    all.sort();
+    Ok(all)
+}
+
+impl KafkaSource {
+    pub fn new(
+        config: &KafkaConfig,
+        worker: usize,
+        peers: usize,
+        idle_after: Duration,
+    ) -> Result<KafkaSource, SourceError> {
+        let consumer = crate::kafka::consumer(config)?;
+        let all = topic_partitions(&consumer, &config.topics)?;
+        let now = Instant::now();
+        let mut parts = Vec::new();
+        for (i, (topic, partition)) in all.into_iter().enumerate() {
+            if i % peers != worker {
+                continue;
+            }
+            let (_, high) = consumer
+                .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
+                .map_err(|e| {
+                    SourceError::Kafka(format!(
+                        "cannot read watermarks of {topic}/{partition}: {e}"
+                    ))
+                })?;
+            parts.push(Part {
+                topic,
+                partition,
+                clock: PartitionClock::default(),
+                next_offset: None,
+                start_high: high,
+                last_message: now,
+            });
+        }
+        Ok(KafkaSource {
+            consumer,
+            parts,
+            start: config.start.clone(),
+            idle_after,
+            assigned: false,
+        })
+    }
+
+    /// Start position of a partition without a checkpoint, from `kafka.start`.
+    fn start_offset(&self, topic: &str, partition: i32) -> Result<Offset, SourceError> {
+        Ok(match self.start.as_str() {
+            "earliest" => Offset::Beginning,
+            "latest" => Offset::End,
+            "committed" => Offset::Stored,
+            time => {
+                let ts = chrono::DateTime::parse_from_rfc3339(time)
+                    .map_err(|_| SourceError::Config(format!("kafka.start must be earliest, latest, committed or an RFC 3339 time, got `{time}`")))?
+                    .timestamp_millis();
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(topic, partition, Offset::Offset(ts))
+                    .map_err(|e| SourceError::Kafka(e.to_string()))?;
+                let found = self
+                    .consumer
+                    .offsets_for_times(tpl, METADATA_TIMEOUT)
+                    .map_err(|e| SourceError::Kafka(format!("offsets for {time}: {e}")))?;
+                found
+                    .find_partition(topic, partition)
+                    .map(|p| p.offset())
+                    .unwrap_or(Offset::End)
+            }
+        })
+    }
+
+    fn assign(&mut self) -> Result<(), SourceError> {
+        let mut tpl = TopicPartitionList::new();
+        for part in &self.parts {
+            let offset = match part.next_offset {
+                Some(o) => Offset::Offset(o),
+                None => self.start_offset(&part.topic, part.partition)?,
+            };
+            tpl.add_partition_offset(&part.topic, part.partition, offset)
+                .map_err(|e| SourceError::Kafka(e.to_string()))?;
+        }
+        self.consumer
+            .assign(&tpl)
+            .map_err(|e| SourceError::Kafka(format!("cannot assign partitions: {e}")))?;
+        tracing::info!(partitions = ?self.parts.iter().map(Part::name).collect::<Vec<_>>(), start = %self.start, "consuming");
+        self.assigned = true;
+        Ok(())
+    }
+
+    fn part_index(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.parts
+            .iter()
+            .position(|p| p.partition == partition && p.topic == topic)
+    }
+
+    fn is_idle(&self, part: &Part) -> bool {
+        part.last_message.elapsed() >= self.idle_after
+    }
+}
+
+impl Source for KafkaSource {
+    fn poll(&mut self, ingest: &mut Ingest, deadline: Instant) -> Result<Poll, SourceError> {
+        if self.parts.is_empty() {
+            return Ok(Poll::Idle);
+        }
+        if !self.assigned {
+            self.assign()?;
+        }
+        let mut now = now_ms();
+        let mut n = 0u32;
+        loop {
+            let message = match self.consumer.poll(Duration::ZERO) {
+                None => return Ok(if n == 0 { Poll::Idle } else { Poll::Busy }),
+                Some(Err(e)) => {
+                    // Transient broker errors are retried by librdkafka; say so once per poll.
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    return Ok(Poll::Idle);
+                }
+                Some(Ok(m)) => m,
+            };
+            let Some(i) = self.part_index(message.topic(), message.partition()) else {
+                continue;
+            };
+            let payload = message.payload().unwrap_or(&[]);
+            let part = &mut self.parts[i];
+            let coords = Coords::Kafka {
+                topic: &part.topic,
+                partition: part.partition,
+                offset: message.offset(),
+            };
+            ingest.offer(&mut part.clock, decode(payload, now), &coords, payload, now);
+            part.next_offset = Some(message.offset() + 1);
+            part.last_message = Instant::now();
+            n += 1;
+            if n % 256 == 0 {
+                now = now_ms();
+                if part.last_message >= deadline {
+                    return Ok(Poll::Busy);
+                }
+            }
+        }
+    }
+
+    fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
+        worker_clock(
+            self.parts.iter().map(|p| (&p.clock, self.is_idle(p))),
+            lateness_ms,
+        )
+    }
+
+    fn caught_up(&self) -> bool {
+        self.parts
+            .iter()
+            .all(|p| p.start_high == 0 || p.next_offset.is_some_and(|o| o >= p.start_high))
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        let partitions = self
+            .parts
+            .iter()
+            .filter_map(|p| p.next_offset.map(|o| (p.name(), (p.clock.clone(), o))))
+            .collect::<BTreeMap<_, _>>();
+        Checkpoint { partitions }
+    }
+
+    fn restore(&mut self, checkpoint: Checkpoint) -> Result<(), SourceError> {
+        for part in &mut self.parts {
+            if let Some((clock, offset)) = checkpoint.partitions.get(&part.name()) {
+                part.clock = clock.clone();
+                part.next_offset = Some(*offset);
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, checkpoint: &Checkpoint) {
+        let mut tpl = TopicPartitionList::new();
+        for part in &self.parts {
+            if let Some((_, offset)) = checkpoint.partitions.get(&part.name()) {
+                let _ =
+                    tpl.add_partition_offset(&part.topic, part.partition, Offset::Offset(*offset));
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(error = %e, "offset commit failed; it is retried with the next snapshot");
+            }
+        }
+    }
+
+    fn report(&self, status: &Status) {
+        for part in &self.parts {
+            let high = cached_high_watermark(&self.consumer, &part.topic, part.partition);
+            let position = part.next_offset.unwrap_or(0);
+            status.set_partition(
+                part.name(),
+                PartitionProgress {
+                    position,
+                    high_watermark: high.filter(|h| *h >= 0),
+                },
+            );
+        }
+    }
+}
+
+/// The high watermark librdkafka last saw in a fetch response, without a broker round trip (the
+/// safe wrapper only offers the blocking `fetch_watermarks`).
+fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; the out-pointers are locals.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}

@@ -1,0 +1,124 @@
+//! What enters the dataflow (facts) and what leaves it (rows).
+//!
+//! Counts live in the diff: a `Fact::Count` with diff 37 means 37 events. Ingestion consolidates each
+//! epoch's events into facts before they enter differential (many events share one
+//! `(series, minute)`), which is what makes a million events per second affordable.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, Minute, Sym, UserId, NONE};
+
+/// The dimension of a per-minute count series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Dim {
+    /// All events (key is [`NONE`]).
+    All,
+    /// Events by event name.
+    Event,
+    /// Events of any name that carry a page, by page.
+    Page,
+    /// `page_view` events by page.
+    PageView,
+    UtmSource,
+    Device,
+    Country,
+}
+
+impl Dim {
+    pub const ALL: [Dim; 7] = [
+        Dim::All,
+        Dim::Event,
+        Dim::Page,
+        Dim::PageView,
+        Dim::UtmSource,
+        Dim::Device,
+        Dim::Country,
+    ];
+    /// The acquisition / client breakdowns shown on the live view.
+    pub const BREAKDOWNS: [Dim; 3] = [Dim::UtmSource, Dim::Device, Dim::Country];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dim::All => "all",
+            Dim::Event => "event",
+            Dim::Page => "page",
+            Dim::PageView => "page_view",
+            Dim::UtmSource => "utm_source",
+            Dim::Device => "device",
+            Dim::Country => "country",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Dim> {
+        Dim::ALL.into_iter().find(|d| d.as_str() == text)
+    }
+}
+
+/// The count series one event contributes to, each with weight one.
+pub fn series_of(event: &Event) -> impl Iterator<Item = (Dim, Sym)> {
+    let page = (event.page != NONE).then_some((Dim::Page, event.page));
+    let page_view =
+        (event.page != NONE && event.is_page_view()).then_some((Dim::PageView, event.page));
+    [
+        Some((Dim::All, NONE)),
+        Some((Dim::Event, event.name)),
+        page,
+        page_view,
+        Some((Dim::UtmSource, event.utm_source)),
+        Some((Dim::Device, event.device)),
+        Some((Dim::Country, event.country)),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// An input record of the dataflow. Diffs are `isize` multiplicities.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Fact {
+    /// `diff` events in `(dim, key)` during `minute`.
+    Count { dim: Dim, key: Sym, minute: Minute },
+    /// The user had at least one event in `minute` (one per ingesting worker).
+    UserMinute { minute: Minute, user: UserId },
+    /// The text behind a symbol (one per ingesting worker that saw it).
+    Name { sym: Sym, text: String },
+    /// A worker's input clock: highest event time seen, its watermark, and whether all of its
+    /// partitions are idle (an idle worker does not hold back `as_of`).
+    Clock {
+        worker: u32,
+        head: i64,
+        watermark: i64,
+        idle: bool,
+    },
+    /// `diff` accepted events.
+    Accepted,
+    /// `diff` rejected inputs with this reason.
+    Reject { reason: String },
+}
+
+/// An output record of the dataflow, read into the [`crate::ReadModel`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Row {
+    Count {
+        dim: Dim,
+        key: Sym,
+        minute: Minute,
+    },
+    UserMinute {
+        minute: Minute,
+        user: UserId,
+    },
+    Name {
+        sym: Sym,
+        text: String,
+    },
+    Clock {
+        worker: u32,
+        head: i64,
+        watermark: i64,
+        idle: bool,
+    },
+    Accepted,
+    Reject {
+        reason: String,
+    },
+}

@@ -1,0 +1,20 @@
+//! clickflow's event schema, its views as differential functions, and the live read model.
+//! No Kafka, no HTTP here.
+
+pub mod config;
+pub mod event;
+pub mod facts;
+pub mod ids;
+pub mod model;
+pub mod query;
+pub mod read_model;
+pub mod status;
+pub mod tables;
+pub mod traffic;
+
+pub use config::ViewConfig;
+pub use event::{Event, Minute, Sym, UserId};
+pub use facts::{Dim, Fact, Row};
+pub use read_model::ReadModel;
+pub use status::Status;
+pub use traffic::{all_views, Epoch};

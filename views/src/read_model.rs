@@ -1,0 +1,132 @@
+//! The live read model: the API and the bot read it; only the dataflow exporter writes it.
+//!
+//! The exporter applies all updates of the epochs the frontier has passed under one write lock and
+//! then publishes, so every reader sees the views at one frontier and two views read together agree.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::config::ViewConfig;
+use crate::event::minute_start_ms;
+use crate::facts::Row;
+use crate::model::{Clock, Dump, Live, Rejects, Timeseries};
+use crate::query::{self, QueryError, TimeseriesQuery};
+use crate::tables::Tables;
+
+/// One changed count cell, as the change stream sends it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CountChange {
+    pub dim: &'static str,
+    pub key: String,
+    pub minute_ms: i64,
+    pub count: i64,
+}
+
+/// What one publish changed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Change {
+    #[serde(flatten)]
+    pub clock: Clock,
+    pub live: Live,
+    pub counts: Vec<CountChange>,
+}
+
+pub struct ReadModel {
+    config: ViewConfig,
+    tables: RwLock<Tables>,
+    changes: broadcast::Sender<Arc<Change>>,
+    /// `as_of` of the last publish (i64::MIN before the first), read lock-free by ingestion to
+    /// retract what fell out of the windows.
+    as_of: AtomicI64,
+}
+
+impl ReadModel {
+    pub fn new(config: ViewConfig) -> Arc<ReadModel> {
+        let (changes, _) = broadcast::channel(256);
+        Arc::new(ReadModel {
+            config,
+            tables: RwLock::new(Tables::default()),
+            changes,
+            as_of: AtomicI64::new(i64::MIN),
+        })
+    }
+
+    pub fn config(&self) -> &ViewConfig {
+        &self.config
+    }
+
+    /// Applies every update of the epochs up to `epoch` and publishes the result.
+    pub fn publish(&self, epoch: u64, updates: impl IntoIterator<Item = (Row, isize)>) {
+        let mut tables = self.tables.write();
+        for (row, diff) in updates {
+            tables.apply(row, diff);
+        }
+        tables.epoch = epoch;
+        if let Some(as_of) = tables.clock().1 {
+            self.as_of.fetch_max(as_of, Ordering::Relaxed);
+        }
+        let touched = std::mem::take(&mut tables.touched);
+        if self.changes.receiver_count() == 0 {
+            return;
+        }
+        let tables = parking_lot::RwLockWriteGuard::downgrade(tables);
+        let mut counts: Vec<CountChange> = touched
+            .into_iter()
+            .map(|(dim, key, minute)| CountChange {
+                dim: dim.as_str(),
+                key: tables.name(key),
+                minute_ms: minute_start_ms(minute),
+                count: tables
+                    .series(dim, key)
+                    .and_then(|s| s.get(&minute))
+                    .copied()
+                    .unwrap_or(0),
+            })
+            .collect();
+        counts.sort_by(|a, b| (a.dim, &a.key, a.minute_ms).cmp(&(b.dim, &b.key, b.minute_ms)));
+        counts.dedup_by(|a, b| (a.dim, &a.key, a.minute_ms) == (b.dim, &b.key, b.minute_ms));
+        let change = Change {
+            clock: query::clock(&tables),
+            live: query::live(&tables, &self.config),
+            counts,
+        };
+        let _ = self.changes.send(Arc::new(change));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.changes.subscribe()
+    }
+
+    /// `as_of` of the last publish, if any.
+    pub fn as_of_ms(&self) -> Option<i64> {
+        Some(self.as_of.load(Ordering::Relaxed)).filter(|v| *v != i64::MIN)
+    }
+
+    pub fn clock(&self) -> Clock {
+        query::clock(&self.tables.read())
+    }
+
+    pub fn live(&self) -> Live {
+        query::live(&self.tables.read(), &self.config)
+    }
+
+    pub fn timeseries(&self, q: &TimeseriesQuery) -> Result<Timeseries, QueryError> {
+        query::timeseries(&self.tables.read(), &self.config, q)
+    }
+
+    pub fn dump(&self) -> Dump {
+        query::dump(&self.tables.read(), &self.config)
+    }
+
+    pub fn rejects(&self) -> Rejects {
+        query::rejects(&self.tables.read())
+    }
+
+    pub fn accepted(&self) -> i64 {
+        self.tables.read().accepted
+    }
+}

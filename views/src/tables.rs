@@ -1,0 +1,182 @@
+//! The accumulated rows of every view at one frontier: what a snapshot reads.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::event::{Minute, Sym, UserId, NONE, NONE_TEXT};
+use crate::facts::{Dim, Row};
+use crate::ids::IdSet;
+
+#[derive(Default)]
+pub struct Tables {
+    pub(crate) counts: HashMap<(Dim, Sym), BTreeMap<Minute, i64>>,
+    pub(crate) user_minutes: BTreeMap<Minute, HashMap<UserId, i64>>,
+    pub(crate) names: HashMap<Sym, (String, i64)>,
+    pub(crate) clocks: HashMap<(u32, i64, i64, bool), i64>,
+    pub(crate) accepted: i64,
+    pub(crate) rejects: BTreeMap<String, i64>,
+    pub(crate) epoch: u64,
+    /// Count cells changed since the last publish, for the change stream.
+    pub(crate) touched: Vec<(Dim, Sym, Minute)>,
+}
+
+/// Adds `diff` to a map entry, removing it at zero so state shrinks with retractions.
+fn bump<K, M: MapLike<K>>(map: &mut M, key: K, diff: i64) {
+    map.entry_mut(key, diff);
+}
+
+trait MapLike<K> {
+    /// Adds `diff`, removes a zero entry, returns the new value.
+    fn entry_mut(&mut self, key: K, diff: i64) -> i64;
+}
+
+impl<K: Ord> MapLike<K> for BTreeMap<K, i64> {
+    fn entry_mut(&mut self, key: K, diff: i64) -> i64 {
+        use std::collections::btree_map::Entry;
+        match self.entry(key) {
+            Entry::Occupied(mut e) => {
+                *e.get_mut() += diff;
+                let v = *e.get();
+                if v == 0 {
+                    e.remove();
+                }
+                v
+            }
+            Entry::Vacant(e) => {
+                if diff != 0 {
+                    e.insert(diff);
+                }
+                diff
+            }
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> MapLike<K> for HashMap<K, i64> {
+    fn entry_mut(&mut self, key: K, diff: i64) -> i64 {
+        use std::collections::hash_map::Entry;
+        match self.entry(key) {
+            Entry::Occupied(mut e) => {
+                *e.get_mut() += diff;
+                let v = *e.get();
+                if v == 0 {
+                    e.remove();
+                }
+                v
+            }
+            Entry::Vacant(e) => {
+                if diff != 0 {
+                    e.insert(diff);
+                }
+                diff
+            }
+        }
+    }
+}
+
+impl Tables {
+    pub fn apply(&mut self, row: Row, diff: isize) {
+        let diff = diff as i64;
+        match row {
+            Row::Count { dim, key, minute } => {
+                let series = self.counts.entry((dim, key)).or_default();
+                bump(series, minute, diff);
+                if series.is_empty() {
+                    self.counts.remove(&(dim, key));
+                }
+                self.touched.push((dim, key, minute));
+            }
+            Row::UserMinute { minute, user } => {
+                let users = self.user_minutes.entry(minute).or_default();
+                bump(users, user, diff);
+                if users.is_empty() {
+                    self.user_minutes.remove(&minute);
+                }
+            }
+            Row::Name { sym, text } => {
+                let entry = self.names.entry(sym).or_insert_with(|| (text, 0));
+                entry.1 += diff;
+                if entry.1 <= 0 {
+                    self.names.remove(&sym);
+                }
+            }
+            Row::Clock {
+                worker,
+                head,
+                watermark,
+                idle,
+            } => bump(&mut self.clocks, (worker, head, watermark, idle), diff),
+            Row::Accepted => self.accepted += diff,
+            Row::Reject { reason } => bump(&mut self.rejects, reason, diff),
+        }
+    }
+
+    /// `(head, as_of)`: the highest event time seen, and the watermark of the slowest busy worker
+    /// (or of the most advanced one when every worker is idle).
+    pub fn clock(&self) -> (Option<i64>, Option<i64>) {
+        let live = self.clocks.iter().filter(|(_, n)| **n > 0).map(|(k, _)| *k);
+        let head = live.clone().map(|(_, head, _, _)| head).max();
+        let busy = live
+            .clone()
+            .filter(|(_, _, _, idle)| !idle)
+            .map(|(_, _, wm, _)| wm)
+            .min();
+        let as_of = busy.or_else(|| live.map(|(_, _, wm, _)| wm).max());
+        (head, as_of)
+    }
+
+    pub fn name(&self, sym: Sym) -> String {
+        if sym == NONE {
+            return NONE_TEXT.to_string();
+        }
+        match self.names.get(&sym) {
+            Some((text, _)) => text.clone(),
+            None => format!("#{sym:016x}"),
+        }
+    }
+
+    pub fn series(&self, dim: Dim, key: Sym) -> Option<&BTreeMap<Minute, i64>> {
+        self.counts.get(&(dim, key))
+    }
+
+    /// All keys of one dimension with their series.
+    pub fn dimension(&self, dim: Dim) -> impl Iterator<Item = (Sym, &BTreeMap<Minute, i64>)> {
+        self.counts
+            .iter()
+            .filter(move |((d, _), _)| *d == dim)
+            .map(|((_, k), s)| (*k, s))
+    }
+
+    /// Distinct users with an event in minutes `lo..=hi`.
+    pub fn distinct_users(&self, lo: Minute, hi: Minute) -> u64 {
+        if lo > hi {
+            return 0;
+        }
+        let mut range = self.user_minutes.range(lo..=hi);
+        let mut seen = IdSet::default();
+        match (range.next(), range.next()) {
+            (None, _) => 0,
+            (Some((_, only)), None) => only.len() as u64,
+            (Some((_, a)), Some((_, b))) => {
+                seen.extend(a.keys().copied());
+                seen.extend(b.keys().copied());
+                for (_, users) in range {
+                    seen.extend(users.keys().copied());
+                }
+                seen.len() as u64
+            }
+        }
+    }
+
+    /// Earliest minute with any user at or after `from`.
+    pub fn first_user_minute(&self, from: Minute) -> Option<Minute> {
+        self.user_minutes.range(from..).next().map(|(m, _)| *m)
+    }
+}
+
+/// Sum of a series over `lo..=hi`.
+pub fn window_sum(series: &BTreeMap<Minute, i64>, lo: Minute, hi: Minute) -> i64 {
+    if lo > hi {
+        return 0;
+    }
+    series.range(lo..=hi).map(|(_, v)| *v).sum()
+}
