@@ -1,1 +1,101 @@
+//! The HTTP API over the read model: REST JSON, a server-sent change stream, health and metrics.
+//! It reads `views::ReadModel` and `views::Status` only; it never touches timely or Kafka.
 
+mod error;
+mod metrics;
+mod stream;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use views::query::TimeseriesQuery;
+use views::{ReadModel, Status};
+
+pub use error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub read_model: Arc<ReadModel>,
+    pub status: Arc<Status>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address the HTTP server listens on.
+    pub listen: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: "127.0.0.1:8080".into() }
+    }
+}
+
+const ENDPOINTS: &[&str] = &[
+    "GET /api/v1/live",
+    "GET /api/v1/timeseries?metric=events|page_views|active_users&breakdown=none|event|page|utm_source|device|country&from=&to=&limit=",
+    "GET /api/v1/stream",
+    "GET /api/v1/rejects",
+    "GET /api/v1/dump",
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+];
+
+/// The whole HTTP surface, without a socket: tests call it directly.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/live", get(live))
+        .route("/api/v1/timeseries", get(timeseries))
+        .route("/api/v1/stream", get(stream::stream))
+        .route("/api/v1/rejects", get(rejects))
+        .route("/api/v1/dump", get(dump))
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn live(State(s): State<AppState>) -> Json<views::model::Live> {
+    Json(s.read_model.live())
+}
+
+async fn timeseries(
+    State(s): State<AppState>,
+    query: Result<Query<TimeseriesQuery>, QueryRejection>,
+) -> Result<Json<views::model::Timeseries>, ApiError> {
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("{}; see GET /api/v1 for the parameters", e.body_text())))?;
+    s.read_model.timeseries(&q).map(Json).map_err(|e| ApiError::bad_request(e.0))
+}
+
+async fn rejects(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let clock = s.read_model.clock();
+    Json(serde_json::json!({"as_of": clock.as_of, "as_of_ms": clock.as_of_ms, "rejects": s.read_model.rejects()}))
+}
+
+async fn dump(State(s): State<AppState>) -> Json<views::model::Dump> {
+    Json(s.read_model.dump())
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.status.is_ready() {
+        Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        let lag: i64 = s.status.partitions().values().filter_map(|p| p.lag()).sum();
+        let body = serde_json::json!({"status": "catching up", "message": format!("still reading the backlog ({lag} records behind); retry shortly")});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no endpoint at {}; available: {}", uri.path(), ENDPOINTS.join(", ")))
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use views::event::{minute_of, Minute};
-use views::ids::IdSet;
+use views::ids::IdMap;
 
 use crate::reject::{Reason, Rejection};
 
@@ -19,9 +19,11 @@ pub const MAX_HEAD_SKEW_MS: i64 = 60_000;
 pub struct PartitionClock {
     /// Highest admitted event time (capped at wall clock + skew), `None` before the first event.
     head: Option<i64>,
-    /// Event ids seen, by the minute of their event time; minutes behind the watermark are dropped
-    /// (an event that old is rejected as late before its id is looked at).
-    seen_ids: BTreeMap<Minute, IdSet>,
+    /// Event ids seen, with the minute of their event time; ids whose minute falls behind the
+    /// watermark are forgotten (an event that old is rejected as late before its id is looked at),
+    /// so the de-duplication window is the allowed lateness and memory stays bounded.
+    seen_ids: IdMap<Minute>,
+    ids_by_minute: BTreeMap<Minute, Vec<u64>>,
 }
 
 impl PartitionClock {
@@ -34,13 +36,7 @@ impl PartitionClock {
     }
 
     /// Decides whether an event is counted; admitting it may advance the watermark.
-    pub fn admit(
-        &mut self,
-        ts: i64,
-        event_id: Option<u64>,
-        lateness_ms: i64,
-        now_ms: i64,
-    ) -> Result<(), Rejection> {
+    pub fn admit(&mut self, ts: i64, event_id: Option<u64>, lateness_ms: i64, now_ms: i64) -> Result<(), Rejection> {
         if let Some(wm) = self.watermark(lateness_ms) {
             if ts < wm {
                 return Err(Rejection::new(
@@ -55,12 +51,11 @@ impl PartitionClock {
             }
         }
         if let Some(id) = event_id {
-            if !self.seen_ids.entry(minute_of(ts)).or_default().insert(id) {
-                return Err(Rejection::new(
-                    Reason::Duplicate,
-                    "this event_id was already counted",
-                ));
+            if self.seen_ids.contains_key(&id) {
+                return Err(Rejection::new(Reason::Duplicate, "this event_id was already counted"));
             }
+            self.seen_ids.insert(id, minute_of(ts));
+            self.ids_by_minute.entry(minute_of(ts)).or_default().push(id);
         }
         let capped = ts.min(now_ms.saturating_add(MAX_HEAD_SKEW_MS));
         if self.head.is_none_or(|h| capped > h) {
@@ -68,7 +63,10 @@ impl PartitionClock {
             self.head = Some(capped);
             let new = minute_of(capped - lateness_ms);
             if old != Some(new) {
-                self.seen_ids = self.seen_ids.split_off(&new);
+                let kept = self.ids_by_minute.split_off(&new);
+                for id in std::mem::replace(&mut self.ids_by_minute, kept).into_values().flatten() {
+                    self.seen_ids.remove(&id);
+                }
             }
         }
         Ok(())
@@ -88,10 +86,7 @@ mod tests {
         let t0 = 1_700_000_000_000;
         c.admit(t0, None, L, NOW).unwrap();
         c.admit(t0 - L, None, L, NOW).unwrap();
-        assert_eq!(
-            c.admit(t0 - L - 1, None, L, NOW).unwrap_err().reason,
-            Reason::TooLate
-        );
+        assert_eq!(c.admit(t0 - L - 1, None, L, NOW).unwrap_err().reason, Reason::TooLate);
         assert_eq!(c.head(), Some(t0));
     }
 
@@ -100,10 +95,7 @@ mod tests {
         let mut c = PartitionClock::default();
         let t0 = 1_700_000_000_000;
         c.admit(t0, Some(7), L, NOW).unwrap();
-        assert_eq!(
-            c.admit(t0, Some(7), L, NOW).unwrap_err().reason,
-            Reason::Duplicate
-        );
+        assert_eq!(c.admit(t0, Some(7), L, NOW).unwrap_err().reason, Reason::Duplicate);
         c.admit(t0, Some(8), L, NOW).unwrap();
     }
 

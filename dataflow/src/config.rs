@@ -50,10 +50,7 @@ impl EngineConfig {
             return Err("engine.workers must be at least 1".into());
         }
         if self.epoch_ms == 0 || self.epoch_ms > 10_000 {
-            return Err(format!(
-                "engine.epoch_ms must be in 1..=10000, got {}",
-                self.epoch_ms
-            ));
+            return Err(format!("engine.epoch_ms must be in 1..=10000, got {}", self.epoch_ms));
         }
         if self.max_epochs_in_flight == 0 {
             return Err("engine.max_epochs_in_flight must be at least 1".into());

@@ -15,19 +15,9 @@ use crate::reject::Rejection;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Coords<'a> {
-    Kafka {
-        topic: &'a str,
-        partition: i32,
-        offset: i64,
-    },
-    File {
-        file: &'a str,
-        line: u64,
-    },
-    Generator {
-        worker: u32,
-        seq: u64,
-    },
+    Kafka { topic: &'a str, partition: i32, offset: i64 },
+    File { file: &'a str, line: u64 },
+    Generator { worker: u32, seq: u64 },
 }
 
 #[derive(Serialize)]
@@ -53,19 +43,8 @@ pub fn payload_text(raw: &[u8]) -> String {
     String::from_utf8_lossy(cut).into_owned()
 }
 
-pub fn letter<'a>(
-    rejection: &'a Rejection,
-    source: &'a Coords<'a>,
-    payload: &'a str,
-    at_ms: i64,
-) -> DeadLetter<'a> {
-    DeadLetter {
-        reason: rejection.reason.as_str(),
-        detail: &rejection.detail,
-        source,
-        payload,
-        at_ms,
-    }
+pub fn letter<'a>(rejection: &'a Rejection, source: &'a Coords<'a>, payload: &'a str, at_ms: i64) -> DeadLetter<'a> {
+    DeadLetter { reason: rejection.reason.as_str(), detail: &rejection.detail, source, payload, at_ms }
 }
 
 /// NDJSON file shared by all workers (rejects are rare; one lock per letter is fine).
@@ -102,10 +81,7 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     pub fn new(producer: ThreadedProducer<DefaultProducerContext>, topic: &str) -> KafkaSink {
-        KafkaSink {
-            producer: Arc::new(producer),
-            topic: topic.into(),
-        }
+        KafkaSink { producer: Arc::new(producer), topic: topic.into() }
     }
 }
 
@@ -114,9 +90,7 @@ impl DeadLetterSink for KafkaSink {
         let Ok(body) = serde_json::to_vec(letter) else {
             return;
         };
-        let record = BaseRecord::to(&self.topic)
-            .key(letter.reason)
-            .payload(&body);
+        let record = BaseRecord::to(&self.topic).key(letter.reason).payload(&body);
         if let Err((e, _)) = self.producer.send(record) {
             // The queue is full or the broker refused: log with the letter, so it is still kept.
             tracing::error!(error = %e, letter = %String::from_utf8_lossy(&body), "dead letter not produced");

@@ -124,9 +124,7 @@ impl<'de> Deserialize<'de> for Ts {
                 Ok(Ts(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ts, E> {
-                i64::try_from(v)
-                    .map(Ts)
-                    .map_err(|_| E::custom(format!("{BAD_TS} {v} is not a time")))
+                i64::try_from(v).map(Ts).map_err(|_| E::custom(format!("{BAD_TS} {v} is not a time")))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Ts, E> {
                 Err(E::custom(format!("{BAD_TS} {v} is not whole milliseconds")))
@@ -194,33 +192,20 @@ impl<'de> Deserialize<'de> for Scalar {
 /// Decodes one event. `now_ms` bounds `ts` from above (a day of clock skew is allowed).
 pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Decoded<'_>, Rejection> {
     if bytes.len() > MAX_EVENT_BYTES {
-        return Err(Rejection::new(
-            Reason::TooLarge,
-            format!("{} bytes; the limit is {MAX_EVENT_BYTES}", bytes.len()),
-        ));
+        return Err(Rejection::new(Reason::TooLarge, format!("{} bytes; the limit is {MAX_EVENT_BYTES}", bytes.len())));
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Rejection::new(
-            Reason::NotUtf8,
-            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-        )
-    })?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Rejection::new(Reason::NotUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
     let raw: Raw = serde_json::from_str(text).map_err(|e| classify(text, e))?;
     let user_id = required(raw.user_id, "user_id")?;
     let name = required(raw.event, "event")?;
-    let ts = raw
-        .ts
-        .ok_or_else(|| Rejection::new(Reason::MissingField, "`ts` is required"))?
-        .0;
+    let ts = raw.ts.ok_or_else(|| Rejection::new(Reason::MissingField, "`ts` is required"))?.0;
     check_len("user_id", &user_id, MAX_USER_ID)?;
     check_len("event", &name, MAX_EVENT_NAME)?;
     if ts < MIN_TS_MS || ts > now_ms.saturating_add(MAX_FUTURE_MS) {
         return Err(Rejection::new(
             Reason::TsOutOfRange,
-            format!(
-                "ts {ts} ({}) is before 2000-01-01 or more than a day ahead of now",
-                views::query::rfc3339(ts)
-            ),
+            format!("ts {ts} ({}) is before 2000-01-01 or more than a day ahead of now", views::query::rfc3339(ts)),
         ));
     }
     let _ = (
@@ -233,12 +218,8 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Decoded<'_>, Rejection> {
         raw.partner,
         raw.props,
     );
-    let (page, utm_source, device, country) = (
-        optional(raw.page),
-        optional(raw.utm_source),
-        optional(raw.device),
-        optional(raw.country),
-    );
+    let (page, utm_source, device, country) =
+        (optional(raw.page), optional(raw.utm_source), optional(raw.device), optional(raw.country));
     let opt = |v: &Option<Cow<str>>| v.as_deref().map(sym).unwrap_or(NONE);
     let event = Event {
         ts,
@@ -266,9 +247,7 @@ fn optional(value: Option<Text<'_>>) -> Option<Cow<'_, str>> {
 }
 
 fn required<'a>(value: Option<Text<'a>>, field: &str) -> Result<Cow<'a, str>, Rejection> {
-    value
-        .map(|t| t.0)
-        .ok_or_else(|| Rejection::new(Reason::MissingField, format!("`{field}` is required")))
+    value.map(|t| t.0).ok_or_else(|| Rejection::new(Reason::MissingField, format!("`{field}` is required")))
 }
 
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), Rejection> {
@@ -297,11 +276,7 @@ fn classify(text: &str, err: serde_json::Error) -> Rejection {
             } else if message.starts_with("invalid type: map") && path == "." {
                 Rejection::new(Reason::WrongType, "the event must be a JSON object")
             } else {
-                let shown = if path == "." {
-                    "event".to_string()
-                } else {
-                    format!("`{path}`")
-                };
+                let shown = if path == "." { "event".to_string() } else { format!("`{path}`") };
                 Rejection::new(Reason::WrongType, format!("{shown}: {message}"))
             }
         }
@@ -333,11 +308,7 @@ mod tests {
 
     #[test]
     fn accepts_rfc3339_ts() {
-        let d = decode(
-            br#"{"user_id":"u","event":"click","ts":"2026-05-28T20:26:40Z"}"#,
-            NOW,
-        )
-        .unwrap();
+        let d = decode(br#"{"user_id":"u","event":"click","ts":"2026-05-28T20:26:40Z"}"#, NOW).unwrap();
         assert_eq!(d.event.ts, 1_780_000_000_000);
         assert_eq!(d.event.page, NONE);
     }
@@ -347,60 +318,23 @@ mod tests {
         assert_eq!(reason(b"{\"user_id\":"), Reason::InvalidJson);
         assert_eq!(reason(b"[1,2]"), Reason::WrongType);
         assert_eq!(reason(&[b'{', 0xff, b'}']), Reason::NotUtf8);
-        assert_eq!(
-            reason(br#"{"event":"x","ts":1779999999000}"#),
-            Reason::MissingField
-        );
-        assert_eq!(
-            reason(br#"{"user_id":"u","ts":1779999999000}"#),
-            Reason::MissingField
-        );
-        assert_eq!(
-            reason(br#"{"user_id":"u","event":"x"}"#),
-            Reason::MissingField
-        );
-        assert_eq!(
-            reason(br#"{"user_id":5,"event":"x","ts":1779999999000}"#),
-            Reason::WrongType
-        );
-        assert_eq!(
-            reason(br#"{"user_id":"","event":"x","ts":1779999999000}"#),
-            Reason::InvalidField
-        );
-        assert_eq!(
-            reason(br#"{"user_id":"u","event":"x","ts":"yesterday"}"#),
-            Reason::BadTs
-        );
-        assert_eq!(
-            reason(br#"{"user_id":"u","event":"x","ts":12.5}"#),
-            Reason::BadTs
-        );
-        assert_eq!(
-            reason(br#"{"user_id":"u","event":"x","ts":5}"#),
-            Reason::TsOutOfRange
-        );
-        assert_eq!(
-            reason(br#"{"user_id":"u","event":"x","ts":1789999999000}"#),
-            Reason::TsOutOfRange
-        );
-        assert_eq!(
-            reason(br#"{"user_id":"u","event":"x","ts":1779999999000,"props":{"a":[1]}}"#),
-            Reason::WrongType
-        );
-        let big = format!(
-            r#"{{"user_id":"u","event":"x","ts":1779999999000,"page":"{}"}}"#,
-            "a".repeat(70_000)
-        );
+        assert_eq!(reason(br#"{"event":"x","ts":1779999999000}"#), Reason::MissingField);
+        assert_eq!(reason(br#"{"user_id":"u","ts":1779999999000}"#), Reason::MissingField);
+        assert_eq!(reason(br#"{"user_id":"u","event":"x"}"#), Reason::MissingField);
+        assert_eq!(reason(br#"{"user_id":5,"event":"x","ts":1779999999000}"#), Reason::WrongType);
+        assert_eq!(reason(br#"{"user_id":"","event":"x","ts":1779999999000}"#), Reason::InvalidField);
+        assert_eq!(reason(br#"{"user_id":"u","event":"x","ts":"yesterday"}"#), Reason::BadTs);
+        assert_eq!(reason(br#"{"user_id":"u","event":"x","ts":12.5}"#), Reason::BadTs);
+        assert_eq!(reason(br#"{"user_id":"u","event":"x","ts":5}"#), Reason::TsOutOfRange);
+        assert_eq!(reason(br#"{"user_id":"u","event":"x","ts":1789999999000}"#), Reason::TsOutOfRange);
+        assert_eq!(reason(br#"{"user_id":"u","event":"x","ts":1779999999000,"props":{"a":[1]}}"#), Reason::WrongType);
+        let big = format!(r#"{{"user_id":"u","event":"x","ts":1779999999000,"page":"{}"}}"#, "a".repeat(70_000));
         assert_eq!(reason(big.as_bytes()), Reason::TooLarge);
     }
 
     #[test]
     fn type_errors_name_the_field() {
-        let r = decode(
-            br#"{"user_id":"u","event":"x","ts":1779999999000,"page":7}"#,
-            NOW,
-        )
-        .unwrap_err();
+        let r = decode(br#"{"user_id":"u","event":"x","ts":1779999999000,"page":7}"#, NOW).unwrap_err();
         assert!(r.detail.contains("`page`"), "{}", r.detail);
     }
 }

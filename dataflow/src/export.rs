@@ -29,11 +29,7 @@ pub type Freshness = (Epoch, Vec<i64>);
 impl Exporter {
     /// Runs until every worker's capture has closed; returns event-to-read-model freshness (ms)
     /// when workers sent event times.
-    pub fn run(
-        self,
-        captured: Receiver<Captured>,
-        freshness: Receiver<Freshness>,
-    ) -> Option<Histogram<u64>> {
+    pub fn run(self, captured: Receiver<Captured>, freshness: Receiver<Freshness>) -> Option<Histogram<u64>> {
         let mut frontier = MutableAntichain::new();
         let _ = frontier.update_iter(Some((0, self.peers as i64)));
         let mut pending: BTreeMap<Epoch, Vec<(Row, isize)>> = BTreeMap::new();
@@ -66,11 +62,7 @@ impl Exporter {
                 times.entry(epoch).or_default().extend(ts);
             }
             // Everything strictly before the frontier is complete; an empty frontier means all.
-            let complete_before = if open {
-                frontier.frontier().first().copied()
-            } else {
-                None
-            };
+            let complete_before = if open { frontier.frontier().first().copied() } else { None };
             self.publish(complete_before, &mut pending, &mut times, &mut histogram);
         }
         histogram
@@ -99,16 +91,13 @@ impl Exporter {
         };
         let published = before.map_or(last, |b| b.saturating_sub(1).max(last));
         let epochs: Vec<Epoch> = ready.keys().copied().collect();
-        self.read_model
-            .publish(published, ready.into_values().flatten());
+        self.read_model.publish(published, ready.into_values().flatten());
         let now = Instant::now();
         let now_ms = chrono::Utc::now().timestamp_millis();
         for epoch in epochs {
             // Epoch e collects input until start + e * epoch_ms; its oldest input waited this long.
-            let opened =
-                self.start + Duration::from_millis(epoch.saturating_sub(1) * self.epoch_ms);
-            self.status
-                .observe_epoch_latency(now.saturating_duration_since(opened).as_millis() as u64);
+            let opened = self.start + Duration::from_millis(epoch.saturating_sub(1) * self.epoch_ms);
+            self.status.observe_epoch_latency(now.saturating_duration_since(opened).as_millis() as u64);
         }
         let done: Vec<Epoch> = match before {
             Some(b) => times.range(..b).map(|(e, _)| *e).collect(),

@@ -114,16 +114,8 @@ const SOURCES: [(f64, Option<(&str, &str, &str)>); 8] = [
     (0.02, Some(("partner", "referral", "affiliate-42"))),
 ];
 const DEVICES: [(f64, &str); 3] = [(0.55, "mobile"), (0.40, "desktop"), (0.05, "tablet")];
-const COUNTRIES: [(f64, &str); 8] = [
-    (0.30, "US"),
-    (0.15, "DE"),
-    (0.12, "GB"),
-    (0.10, "FR"),
-    (0.10, "IN"),
-    (0.09, "BR"),
-    (0.08, "JP"),
-    (0.06, "CA"),
-];
+const COUNTRIES: [(f64, &str); 8] =
+    [(0.30, "US"), (0.15, "DE"), (0.12, "GB"), (0.10, "FR"), (0.10, "IN"), (0.09, "BR"), (0.08, "JP"), (0.06, "CA")];
 const CATEGORIES: [&str; 6] = ["shoes", "shirts", "jackets", "bags", "hats", "socks"];
 
 fn pick<T: Copy>(rng: &mut Pcg64, table: &[(f64, T)]) -> T {
@@ -158,7 +150,13 @@ pub struct Generator {
     next_session: u64,
     /// Records waiting for their (late) delivery time, with a tie-breaking sequence.
     held: BinaryHeap<Reverse<(i64, u64, Vec<u8>, String)>>,
+    /// Records delivered before this are the warm-up and are not returned.
+    first_ms: i64,
 }
+
+/// The simulation starts this long before the first returned record, so traffic begins in steady
+/// state (sessions already in progress) rather than with everyone landing at once.
+const WARM_UP_MS: i64 = 30 * 60_000;
 
 impl Generator {
     /// Starts generating at event time `start_ms`.
@@ -168,11 +166,12 @@ impl Generator {
             config,
             rng,
             seq: 0,
-            next_arrival: start_ms as f64,
+            next_arrival: (start_ms - WARM_UP_MS) as f64,
             due: BinaryHeap::new(),
             sessions: HashMap::new(),
             next_session: 0,
             held: BinaryHeap::new(),
+            first_ms: start_ms,
         }
     }
 
@@ -229,74 +228,36 @@ impl Generator {
         let rng = &mut self.rng;
         let product = rng.random_range(1..500u32);
         let category = CATEGORIES[rng.random_range(0..CATEGORIES.len())];
-        let (event, page, props, next): (&str, String, Option<serde_json::Value>, Option<Step>) =
-            match s.step {
-                Step::Bot => (
-                    "page_view",
-                    format!("/products/{product}"),
-                    None,
-                    Some(Step::Bot),
-                ),
-                Step::Landing => {
-                    let page = if rng.random_bool(0.7) {
-                        "/".to_string()
-                    } else {
-                        format!("/category/{category}")
-                    };
-                    (
-                        "page_view",
-                        page,
-                        None,
-                        rng.random_bool(0.75).then_some(Step::Browse),
-                    )
-                }
-                Step::Browse => {
-                    let page = if rng.random_bool(0.5) {
-                        "/search".to_string()
-                    } else {
-                        format!("/category/{category}")
-                    };
-                    (
-                        "page_view",
-                        page,
-                        None,
-                        rng.random_bool(0.7).then_some(Step::Product),
-                    )
-                }
-                Step::Product => {
-                    let next = match rng.random_range(0..100) {
-                        0..35 => Some(Step::Product),
-                        35..60 => Some(Step::Cart),
-                        _ => None,
-                    };
-                    ("page_view", format!("/products/{product}"), None, next)
-                }
-                Step::Cart => {
-                    let props =
-                        serde_json::json!({"product_id": product, "price": 10 + product % 90});
-                    (
-                        "add_to_cart",
-                        "/cart".to_string(),
-                        Some(props),
-                        rng.random_bool(0.55).then_some(Step::Checkout),
-                    )
-                }
-                Step::Checkout => (
-                    "page_view",
-                    "/checkout".to_string(),
-                    None,
-                    rng.random_bool(0.6).then_some(Step::Purchase),
-                ),
-                Step::Purchase => {
-                    let props = serde_json::json!({"order_value": rng.random_range(20..400)});
-                    (
-                        "purchase",
-                        "/checkout/complete".to_string(),
-                        Some(props),
-                        None,
-                    )
-                }
-            };
+        let (event, page, props, next): (&str, String, Option<serde_json::Value>, Option<Step>) = match s.step {
+            Step::Bot => ("page_view", format!("/products/{product}"), None, Some(Step::Bot)),
+            Step::Landing => {
+                let page = if rng.random_bool(0.7) { "/".to_string() } else { format!("/category/{category}") };
+                ("page_view", page, None, rng.random_bool(0.75).then_some(Step::Browse))
+            }
+            Step::Browse => {
+                let page = if rng.random_bool(0.5) { "/search".to_string() } else { format!("/category/{category}") };
+                ("page_view", page, None, rng.random_bool(0.7).then_some(Step::Product))
+            }
+            Step::Product => {
+                let next = match rng.random_range(0..100) {
+                    0..35 => Some(Step::Product),
+                    35..60 => Some(Step::Cart),
+                    _ => None,
+                };
+                ("page_view", format!("/products/{product}"), None, next)
+            }
+            Step::Cart => {
+                let props = serde_json::json!({"product_id": product, "price": 10 + product % 90});
+                ("add_to_cart", "/cart".to_string(), Some(props), rng.random_bool(0.55).then_some(Step::Checkout))
+            }
+            Step::Checkout => {
+                ("page_view", "/checkout".to_string(), None, rng.random_bool(0.6).then_some(Step::Purchase))
+            }
+            Step::Purchase => {
+                let props = serde_json::json!({"order_value": rng.random_range(20..400)});
+                ("purchase", "/checkout/complete".to_string(), Some(props), None)
+            }
+        };
         let referrer = s.first.then(|| match s.source {
             Some(("google", _, _)) => "https://www.google.com/",
             Some(("facebook", _, _)) => "https://www.facebook.com/",
@@ -368,18 +329,9 @@ impl Generator {
             self.config.malformed_share,
         );
         let (deliver, line) = if roll < late {
-            (
-                ts + self.rng.random_range(1000.0..(lateness * 0.8).max(1001.0)) as i64,
-                line,
-            )
+            (ts + self.rng.random_range(1000.0..(lateness * 0.8).max(1001.0)) as i64, line)
         } else if roll < late + too_late {
-            (
-                ts + self
-                    .rng
-                    .random_range((lateness * 1.3).max(1.0)..(lateness * 3.0).max(2.0))
-                    as i64,
-                line,
-            )
+            (ts + self.rng.random_range((lateness * 1.3).max(1.0)..(lateness * 3.0).max(2.0)) as i64, line)
         } else if roll < late + too_late + dup {
             self.hold(ts, line.clone(), key.clone());
             (ts, line)
@@ -401,37 +353,21 @@ impl Generator {
         match self.rng.random_range(0..7) {
             0 => text[..text.len() / 2].as_bytes().to_vec(),
             1 => text.replacen("\"user_id\"", "\"uid\"", 1).into_bytes(),
-            2 => text
-                .replacen("\"ts\":", "\"ts\":true,\"was\":", 1)
-                .into_bytes(),
-            3 => text
-                .replacen("\"ts\":", "\"ts\":\"last tuesday\",\"was\":", 1)
-                .into_bytes(),
-            4 => text
-                .replacen(
-                    "\"page\":\"",
-                    &format!("\"page\":\"{}", "x".repeat(70_000)),
-                    1,
-                )
-                .into_bytes(),
+            2 => text.replacen("\"ts\":", "\"ts\":true,\"was\":", 1).into_bytes(),
+            3 => text.replacen("\"ts\":", "\"ts\":\"last tuesday\",\"was\":", 1).into_bytes(),
+            4 => text.replacen("\"page\":\"", &format!("\"page\":\"{}", "x".repeat(70_000)), 1).into_bytes(),
             5 => {
                 let mut bytes = text.into_bytes();
                 bytes.insert(1, 0xff);
                 bytes
             }
-            _ => text
-                .replacen("\"user_id\":\"", "\"user_id\":\"\",\"was\":\"", 1)
-                .into_bytes(),
+            _ => text.replacen("\"user_id\":\"", "\"user_id\":\"\",\"was\":\"", 1).into_bytes(),
         }
     }
 
     /// Event time of the next thing to happen in the simulation.
     fn next_sim_time(&self) -> i64 {
-        let session = self
-            .due
-            .peek()
-            .map(|Reverse((t, _))| *t)
-            .unwrap_or(i64::MAX);
+        let session = self.due.peek().map(|Reverse((t, _))| *t).unwrap_or(i64::MAX);
         session.min(self.next_arrival as i64)
     }
 }
@@ -446,17 +382,15 @@ impl Iterator for Generator {
             if let Some(Reverse((deliver, _, _, _))) = self.held.peek() {
                 if *deliver <= sim {
                     let Reverse((deliver_ms, _, line, key)) = self.held.pop().expect("peeked");
-                    return Some(Generated {
-                        key,
-                        line,
-                        deliver_ms,
-                    });
+                    if deliver_ms >= self.first_ms {
+                        return Some(Generated { key, line, deliver_ms });
+                    }
+                    continue;
                 }
             }
             if (self.next_arrival as i64) <= sim {
                 let at = self.next_arrival as i64;
-                let mean_gap =
-                    1000.0 * Self::mean_events_per_session() / self.config.rate.max(0.001);
+                let mean_gap = 1000.0 * Self::mean_events_per_session() / self.config.rate.max(0.001);
                 self.next_arrival += self.exp(mean_gap);
                 self.start_session(at);
             } else if let Some(Reverse((at, id))) = self.due.pop() {
@@ -473,12 +407,8 @@ mod tests {
     #[test]
     fn same_seed_same_stream_in_delivery_order() {
         let start = 1_780_000_000_000;
-        let a: Vec<_> = Generator::new(GeneratorConfig::default(), start)
-            .take(5000)
-            .collect();
-        let b: Vec<_> = Generator::new(GeneratorConfig::default(), start)
-            .take(5000)
-            .collect();
+        let a: Vec<_> = Generator::new(GeneratorConfig::default(), start).take(5000).collect();
+        let b: Vec<_> = Generator::new(GeneratorConfig::default(), start).take(5000).collect();
         assert_eq!(a, b);
         assert!(a.windows(2).all(|w| w[0].deliver_ms <= w[1].deliver_ms));
     }
@@ -486,10 +416,7 @@ mod tests {
     #[test]
     fn rate_is_about_what_was_asked() {
         let start = 1_780_000_000_000;
-        let config = GeneratorConfig {
-            rate: 1000.0,
-            ..GeneratorConfig::default()
-        };
+        let config = GeneratorConfig { rate: 1000.0, ..GeneratorConfig::default() };
         let events: Vec<_> = Generator::new(config, start).take(60_000).collect();
         let span_s = (events.last().unwrap().deliver_ms - start) as f64 / 1000.0;
         let rate = 60_000.0 / span_s;

@@ -55,12 +55,7 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(
-        worker: u32,
-        views: ViewConfig,
-        lateness_ms: i64,
-        dead_letters: Box<dyn DeadLetterSink>,
-    ) -> Ingest {
+    pub fn new(worker: u32, views: ViewConfig, lateness_ms: i64, dead_letters: Box<dyn DeadLetterSink>) -> Ingest {
         Ingest {
             worker,
             views,
@@ -90,11 +85,7 @@ impl Ingest {
         raw: &[u8],
         now_ms: i64,
     ) {
-        let admitted = decoded.and_then(|d| {
-            clock
-                .admit(d.event.ts, d.event_id, self.lateness_ms, now_ms)
-                .map(|_| d)
-        });
+        let admitted = decoded.and_then(|d| clock.admit(d.event.ts, d.event_id, self.lateness_ms, now_ms).map(|_| d));
         match admitted {
             Ok(d) => self.add(&d),
             Err(rejection) => self.reject(&rejection, source, raw, now_ms),
@@ -113,11 +104,7 @@ impl Ingest {
         if self.ledger.users.entry(minute).or_default().insert(e.user) {
             self.new_users.push((minute, e.user));
         }
-        let cell = Event {
-            ts: minute_start_ms(minute),
-            user: 0,
-            ..e
-        };
+        let cell = Event { ts: minute_start_ms(minute), user: 0, ..e };
         *self.cube.entry(cell).or_default() += 1;
         self.accepted += 1;
         if let Some(f) = self.freshness.as_mut() {
@@ -128,8 +115,7 @@ impl Ingest {
     pub fn reject(&mut self, rejection: &Rejection, source: &Coords<'_>, raw: &[u8], now_ms: i64) {
         *self.rejects.entry(rejection.reason).or_default() += 1;
         let payload = deadletter::payload_text(raw);
-        self.dead_letters
-            .put(&deadletter::letter(rejection, source, &payload, now_ms));
+        self.dead_letters.put(&deadletter::letter(rejection, source, &payload, now_ms));
     }
 
     pub fn set_clock(&mut self, clock: Option<WorkerClock>) {
@@ -153,13 +139,7 @@ impl Ingest {
         }
         for ((dim, key, minute), n) in cells {
             input.update(Fact::Count { dim, key, minute }, n as isize);
-            *self
-                .ledger
-                .series
-                .entry(minute)
-                .or_default()
-                .entry((dim, key))
-                .or_default() += n;
+            *self.ledger.series.entry(minute).or_default().entry((dim, key)).or_default() += n;
         }
         for (minute, user) in self.new_users.drain(..) {
             input.update(Fact::UserMinute { minute, user }, 1);
@@ -172,12 +152,7 @@ impl Ingest {
             self.ledger.accepted += std::mem::take(&mut self.accepted);
         }
         for (reason, n) in std::mem::take(&mut self.rejects) {
-            input.update(
-                Fact::Reject {
-                    reason: reason.as_str().to_string(),
-                },
-                n as isize,
-            );
+            input.update(Fact::Reject { reason: reason.as_str().to_string() }, n as isize);
             *self.ledger.rejects.entry(reason).or_default() += n;
         }
         if self.clock != *reported {
@@ -227,44 +202,20 @@ impl Ingest {
     pub fn restore(&mut self, ledger: Ledger, input: &mut InputSession<Epoch, Fact, isize>) {
         for (minute, cells) in &ledger.series {
             for ((dim, key), n) in cells {
-                input.update(
-                    Fact::Count {
-                        dim: *dim,
-                        key: *key,
-                        minute: *minute,
-                    },
-                    *n as isize,
-                );
+                input.update(Fact::Count { dim: *dim, key: *key, minute: *minute }, *n as isize);
             }
         }
         for (minute, users) in &ledger.users {
             for user in users {
-                input.update(
-                    Fact::UserMinute {
-                        minute: *minute,
-                        user: *user,
-                    },
-                    1,
-                );
+                input.update(Fact::UserMinute { minute: *minute, user: *user }, 1);
             }
         }
         for (sym, text) in &ledger.names {
-            input.update(
-                Fact::Name {
-                    sym: *sym,
-                    text: text.clone(),
-                },
-                1,
-            );
+            input.update(Fact::Name { sym: *sym, text: text.clone() }, 1);
         }
         input.update(Fact::Accepted, ledger.accepted as isize);
         for (reason, n) in &ledger.rejects {
-            input.update(
-                Fact::Reject {
-                    reason: reason.as_str().to_string(),
-                },
-                *n as isize,
-            );
+            input.update(Fact::Reject { reason: reason.as_str().to_string() }, *n as isize);
         }
         self.ledger = ledger;
     }

@@ -33,12 +33,7 @@ pub fn consumer(config: &KafkaConfig) -> Result<BaseConsumer, SourceError> {
         // Keeps consumers quiet on a broker without group coordination for assigned partitions.
         .set("enable.partition.eof", "false");
     apply_user_properties(&mut client, config);
-    client.create().map_err(|e| {
-        SourceError::Kafka(format!(
-            "cannot create a consumer for {}: {e}",
-            config.brokers
-        ))
-    })
+    client.create().map_err(|e| SourceError::Kafka(format!("cannot create a consumer for {}: {e}", config.brokers)))
 }
 
 fn producer_config(config: &KafkaConfig) -> ClientConfig {
@@ -59,22 +54,14 @@ fn producer_config(config: &KafkaConfig) -> ClientConfig {
     client
 }
 
-pub fn producer(
-    config: &KafkaConfig,
-) -> Result<ThreadedProducer<DefaultProducerContext>, SourceError> {
-    producer_config(config).create().map_err(|e| {
-        SourceError::Kafka(format!(
-            "cannot create a producer for {}: {e}",
-            config.brokers
-        ))
-    })
+pub fn producer(config: &KafkaConfig) -> Result<ThreadedProducer<DefaultProducerContext>, SourceError> {
+    producer_config(config)
+        .create()
+        .map_err(|e| SourceError::Kafka(format!("cannot create a producer for {}: {e}", config.brokers)))
 }
 
 pub fn future_producer(config: &KafkaConfig) -> Result<FutureProducer, SourceError> {
-    producer_config(config).create().map_err(|e| {
-        SourceError::Kafka(format!(
-            "cannot create a producer for {}: {e}",
-            config.brokers
-        ))
-    })
+    producer_config(config)
+        .create()
+        .map_err(|e| SourceError::Kafka(format!("cannot create a producer for {}: {e}", config.brokers)))
 }

@@ -62,9 +62,6 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Rejection {
-            reason,
-            detail: detail.into(),
-        }
+        Rejection { reason, detail: detail.into() }
     }
 }

@@ -20,8 +20,7 @@ use crate::ingest::Ingest;
 use crate::snapshot;
 use crate::source::{Checkpoint, Poll, Source, SourceError};
 
-pub type SourceFactory =
-    Arc<dyn Fn(usize, usize) -> Result<Box<dyn Source>, SourceError> + Send + Sync>;
+pub type SourceFactory = Arc<dyn Fn(usize, usize) -> Result<Box<dyn Source>, SourceError> + Send + Sync>;
 pub type SinkFactory = Arc<dyn Fn(usize) -> Box<dyn DeadLetterSink> + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,20 +63,12 @@ impl Engine {
     }
 
     /// Runs until every source is exhausted or `stop` is set.
-    pub fn run(
-        &self,
-        sources: SourceFactory,
-        sinks: SinkFactory,
-    ) -> Result<RunReport, EngineError> {
+    pub fn run(&self, sources: SourceFactory, sinks: SinkFactory) -> Result<RunReport, EngineError> {
         let peers = self.config.workers;
         let start = Instant::now();
         let (capture_tx, capture_rx) = mpsc::channel::<Captured>();
         let (fresh_tx, fresh_rx) = mpsc::channel::<Freshness>();
-        let caught_up = Arc::new(
-            (0..peers)
-                .map(|_| AtomicBool::new(false))
-                .collect::<Vec<_>>(),
-        );
+        let caught_up = Arc::new((0..peers).map(|_| AtomicBool::new(false)).collect::<Vec<_>>());
         let exporter = Exporter {
             read_model: self.read_model.clone(),
             status: self.status.clone(),
@@ -111,17 +102,12 @@ impl Engine {
                 Ok(Err(e)) | Err(e) => failures.push(e),
             }
         }
-        let freshness_ms = export
-            .join()
-            .map_err(|_| EngineError::Worker("the exporter panicked".into()))?;
+        let freshness_ms = export.join().map_err(|_| EngineError::Worker("the exporter panicked".into()))?;
         if !failures.is_empty() {
             self.stop.store(true, Ordering::Relaxed);
             return Err(EngineError::Worker(failures.join("; ")));
         }
-        Ok(RunReport {
-            elapsed: start.elapsed(),
-            freshness_ms,
-        })
+        Ok(RunReport { elapsed: start.elapsed(), freshness_ms })
     }
 }
 
@@ -189,13 +175,9 @@ impl WorkerSetup {
                     self.caught_up[index].store(true, Ordering::Relaxed);
                 }
                 if let Some(dir) = &self.config.state_dir {
-                    if finished
-                        || last_snapshot.elapsed()
-                            >= Duration::from_secs(self.config.snapshot_seconds)
-                    {
+                    if finished || last_snapshot.elapsed() >= Duration::from_secs(self.config.snapshot_seconds) {
                         let checkpoint = source.checkpoint();
-                        snapshot::save(dir, index, peers, ingest.ledger(), &checkpoint)
-                            .map_err(|e| fail(&e))?;
+                        snapshot::save(dir, index, peers, ingest.ledger(), &checkpoint).map_err(|e| fail(&e))?;
                         commits.push_back((epoch, checkpoint));
                         last_snapshot = Instant::now();
                     }
@@ -222,9 +204,7 @@ impl WorkerSetup {
                 worker.step_or_park(Some(Duration::from_millis(1)));
             }
             if poll == Poll::Idle {
-                let wait = deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(5));
+                let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(5));
                 worker.step_or_park(Some(wait));
             } else {
                 worker.step();

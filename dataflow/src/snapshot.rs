@@ -16,18 +16,11 @@ const FORMAT: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("{path}: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}: unreadable snapshot ({error}); move it away to rebuild the views from Kafka")]
     Corrupt { path: PathBuf, error: String },
     #[error("{dir} holds snapshots of {found} workers, but {peers} are running; run with --workers {found} or empty the directory to rebuild from Kafka")]
-    WorkerCount {
-        dir: PathBuf,
-        found: usize,
-        peers: usize,
-    },
+    WorkerCount { dir: PathBuf, found: usize, peers: usize },
 }
 
 #[derive(Serialize)]
@@ -65,22 +58,9 @@ pub fn save(
     let tmp = path.with_extension("tmp");
     let file = File::create(&tmp).map_err(io(&tmp))?;
     let mut out = BufWriter::new(file);
-    bincode::serialize_into(
-        &mut out,
-        &Written {
-            format: FORMAT,
-            ledger,
-            checkpoint,
-        },
-    )
-    .map_err(|e| SnapshotError::Io {
-        path: tmp.clone(),
-        error: std::io::Error::other(e),
-    })?;
-    let file = out.into_inner().map_err(|e| SnapshotError::Io {
-        path: tmp.clone(),
-        error: e.into_error(),
-    })?;
+    bincode::serialize_into(&mut out, &Written { format: FORMAT, ledger, checkpoint })
+        .map_err(|e| SnapshotError::Io { path: tmp.clone(), error: std::io::Error::other(e) })?;
+    let file = out.into_inner().map_err(|e| SnapshotError::Io { path: tmp.clone(), error: e.into_error() })?;
     file.sync_all().map_err(io(&tmp))?;
     fs::rename(&tmp, &path).map_err(io(&path))?;
     if let Ok(d) = File::open(dir) {
@@ -90,27 +70,17 @@ pub fn save(
 }
 
 /// This worker's snapshot, if there is one.
-pub fn load(
-    dir: &Path,
-    worker: usize,
-    peers: usize,
-) -> Result<Option<WorkerSnapshot>, SnapshotError> {
+pub fn load(dir: &Path, worker: usize, peers: usize) -> Result<Option<WorkerSnapshot>, SnapshotError> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Ok(None);
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(found) = name
-            .strip_suffix(".snap")
-            .and_then(|n| n.rsplit_once("-of-"))
-            .and_then(|(_, p)| p.parse::<usize>().ok())
+        if let Some(found) =
+            name.strip_suffix(".snap").and_then(|n| n.rsplit_once("-of-")).and_then(|(_, p)| p.parse::<usize>().ok())
         {
             if found != peers {
-                return Err(SnapshotError::WorkerCount {
-                    dir: dir.to_path_buf(),
-                    found,
-                    peers,
-                });
+                return Err(SnapshotError::WorkerCount { dir: dir.to_path_buf(), found, peers });
             }
         }
     }
@@ -120,16 +90,10 @@ pub fn load(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(SnapshotError::Io { path, error }),
     };
-    let snapshot: WorkerSnapshot =
-        bincode::deserialize_from(BufReader::new(file)).map_err(|e| SnapshotError::Corrupt {
-            path: path.clone(),
-            error: e.to_string(),
-        })?;
+    let snapshot: WorkerSnapshot = bincode::deserialize_from(BufReader::new(file))
+        .map_err(|e| SnapshotError::Corrupt { path: path.clone(), error: e.to_string() })?;
     if snapshot.format != FORMAT {
-        return Err(SnapshotError::Corrupt {
-            path,
-            error: format!("format {} is not {FORMAT}", snapshot.format),
-        });
+        return Err(SnapshotError::Corrupt { path, error: format!("format {} is not {FORMAT}", snapshot.format) });
     }
     Ok(Some(snapshot))
 }

@@ -39,10 +39,7 @@ impl ViewConfig {
     /// Checks relations between fields that serde cannot; the message says what to change.
     pub fn validate(&self) -> Result<(), String> {
         if self.active_minutes == 0 || self.top_minutes == 0 || self.trend_baseline_minutes == 0 {
-            return Err(
-                "views: active_minutes, top_minutes and trend_baseline_minutes must be at least 1"
-                    .into(),
-            );
+            return Err("views: active_minutes, top_minutes and trend_baseline_minutes must be at least 1".into());
         }
         if self.top_minutes + self.trend_baseline_minutes > self.window_minutes {
             return Err(format!(

@@ -25,15 +25,8 @@ pub enum Dim {
 }
 
 impl Dim {
-    pub const ALL: [Dim; 7] = [
-        Dim::All,
-        Dim::Event,
-        Dim::Page,
-        Dim::PageView,
-        Dim::UtmSource,
-        Dim::Device,
-        Dim::Country,
-    ];
+    pub const ALL: [Dim; 7] =
+        [Dim::All, Dim::Event, Dim::Page, Dim::PageView, Dim::UtmSource, Dim::Device, Dim::Country];
     /// The acquisition / client breakdowns shown on the live view.
     pub const BREAKDOWNS: [Dim; 3] = [Dim::UtmSource, Dim::Device, Dim::Country];
 
@@ -57,8 +50,7 @@ impl Dim {
 /// The count series one event contributes to, each with weight one.
 pub fn series_of(event: &Event) -> impl Iterator<Item = (Dim, Sym)> {
     let page = (event.page != NONE).then_some((Dim::Page, event.page));
-    let page_view =
-        (event.page != NONE && event.is_page_view()).then_some((Dim::PageView, event.page));
+    let page_view = (event.page != NONE && event.is_page_view()).then_some((Dim::PageView, event.page));
     [
         Some((Dim::All, NONE)),
         Some((Dim::Event, event.name)),
@@ -83,12 +75,7 @@ pub enum Fact {
     Name { sym: Sym, text: String },
     /// A worker's input clock: highest event time seen, its watermark, and whether all of its
     /// partitions are idle (an idle worker does not hold back `as_of`).
-    Clock {
-        worker: u32,
-        head: i64,
-        watermark: i64,
-        idle: bool,
-    },
+    Clock { worker: u32, head: i64, watermark: i64, idle: bool },
     /// `diff` accepted events.
     Accepted,
     /// `diff` rejected inputs with this reason.
@@ -98,27 +85,10 @@ pub enum Fact {
 /// An output record of the dataflow, read into the [`crate::ReadModel`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Row {
-    Count {
-        dim: Dim,
-        key: Sym,
-        minute: Minute,
-    },
-    UserMinute {
-        minute: Minute,
-        user: UserId,
-    },
-    Name {
-        sym: Sym,
-        text: String,
-    },
-    Clock {
-        worker: u32,
-        head: i64,
-        watermark: i64,
-        idle: bool,
-    },
+    Count { dim: Dim, key: Sym, minute: Minute },
+    UserMinute { minute: Minute, user: UserId },
+    Name { sym: Sym, text: String },
+    Clock { worker: u32, head: i64, watermark: i64, idle: bool },
     Accepted,
-    Reject {
-        reason: String,
-    },
+    Reject { reason: String },
 }

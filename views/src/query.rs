@@ -40,23 +40,14 @@ pub(crate) fn visible(tables: &Tables, config: &ViewConfig) -> Visible {
 
 pub fn clock(tables: &Tables) -> Clock {
     let (head, as_of) = tables.clock();
-    Clock {
-        as_of: as_of.map(rfc3339),
-        as_of_ms: as_of,
-        head: head.map(rfc3339),
-        head_ms: head,
-        epoch: tables.epoch,
-    }
+    Clock { as_of: as_of.map(rfc3339), as_of_ms: as_of, head: head.map(rfc3339), head_ms: head, epoch: tables.epoch }
 }
 
 /// Keys of `dim` summed over `lo..=hi`, largest first (ties by name), non-zero only.
 fn ranked(tables: &Tables, dim: Dim, lo: Minute, hi: Minute, n: usize) -> Vec<KeyCount> {
     let mut rows: Vec<KeyCount> = tables
         .dimension(dim)
-        .map(|(key, series)| KeyCount {
-            key: tables.name(key),
-            count: window_sum(series, lo, hi),
-        })
+        .map(|(key, series)| KeyCount { key: tables.name(key), count: window_sum(series, lo, hi) })
         .filter(|row| row.count != 0)
         .collect();
     rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
@@ -85,11 +76,7 @@ pub fn live(tables: &Tables, config: &ViewConfig) -> Live {
         if minute < vis.counts_from {
             return 0;
         }
-        tables
-            .series(Dim::All, NONE)
-            .and_then(|s| s.get(&minute))
-            .copied()
-            .unwrap_or(0)
+        tables.series(Dim::All, NONE).and_then(|s| s.get(&minute)).copied().unwrap_or(0)
     };
     live.events_this_minute = at(hm);
     live.events_per_minute = hm.checked_sub(1).map(at).unwrap_or(0);
@@ -99,17 +86,11 @@ pub fn live(tables: &Tables, config: &ViewConfig) -> Live {
     let top_lo = lo(config.top_minutes).max(vis.counts_from);
     live.top_pages = ranked(tables, Dim::PageView, top_lo, hm, config.top_n)
         .into_iter()
-        .map(|kc| PageCount {
-            page: kc.key,
-            views: kc.count,
-        })
+        .map(|kc| PageCount { page: kc.key, views: kc.count })
         .collect();
     live.trending_pages = trending(tables, config, hm, vis.counts_from);
     for dim in Dim::BREAKDOWNS {
-        live.breakdowns.insert(
-            dim.as_str().to_string(),
-            ranked(tables, dim, top_lo, hm, config.top_n),
-        );
+        live.breakdowns.insert(dim.as_str().to_string(), ranked(tables, dim, top_lo, hm, config.top_n));
     }
     live
 }
@@ -117,17 +98,11 @@ pub fn live(tables: &Tables, config: &ViewConfig) -> Live {
 fn trending(tables: &Tables, config: &ViewConfig, hm: Minute, floor: Minute) -> Vec<TrendingPage> {
     let top_lo = (hm + 1).saturating_sub(config.top_minutes).max(floor);
     let base_hi = (hm + 1).saturating_sub(config.top_minutes);
-    let base_lo = base_hi
-        .saturating_sub(config.trend_baseline_minutes)
-        .max(floor);
+    let base_lo = base_hi.saturating_sub(config.trend_baseline_minutes).max(floor);
     let mut rows: Vec<(Sym, i64, i64)> = tables
         .dimension(Dim::PageView)
         .map(|(page, s)| {
-            let base = if base_hi == 0 {
-                0
-            } else {
-                window_sum(s, base_lo, base_hi - 1)
-            };
+            let base = if base_hi == 0 { 0 } else { window_sum(s, base_lo, base_hi - 1) };
             (page, window_sum(s, top_lo, hm), base)
         })
         .filter(|(_, recent, _)| *recent >= config.trend_min_views)
@@ -137,9 +112,7 @@ fn trending(tables: &Tables, config: &ViewConfig, hm: Minute, floor: Minute) -> 
     rows.sort_by(|a, b| {
         let lhs = a.1 as i128 * b.2.max(1) as i128;
         let rhs = b.1 as i128 * a.2.max(1) as i128;
-        rhs.cmp(&lhs)
-            .then_with(|| b.1.cmp(&a.1))
-            .then_with(|| names[&a.0].cmp(&names[&b.0]))
+        rhs.cmp(&lhs).then_with(|| b.1.cmp(&a.1)).then_with(|| names[&a.0].cmp(&names[&b.0]))
     });
     rows.truncate(config.top_n);
     let scale = config.trend_baseline_minutes as f64 / config.top_minutes as f64;
@@ -173,7 +146,9 @@ fn parse_time(text: &str, field: &str) -> Result<i64, QueryError> {
         return Ok(ms);
     }
     DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_millis()).map_err(|_| {
-        QueryError(format!("`{field}` must be an RFC 3339 time (2026-11-20T10:00:00Z) or epoch milliseconds, got `{text}`"))
+        QueryError(format!(
+            "`{field}` must be an RFC 3339 time (2026-11-20T10:00:00Z) or epoch milliseconds, got `{text}`"
+        ))
     })
 }
 
@@ -182,11 +157,7 @@ const BREAKDOWNS: &str = "none, event, page, utm_source, device, country";
 /// Longest range one request may cover.
 const MAX_POINTS: u32 = 24 * 60;
 
-pub fn timeseries(
-    tables: &Tables,
-    config: &ViewConfig,
-    q: &TimeseriesQuery,
-) -> Result<Timeseries, QueryError> {
+pub fn timeseries(tables: &Tables, config: &ViewConfig, q: &TimeseriesQuery) -> Result<Timeseries, QueryError> {
     let metric = q.metric.as_deref().unwrap_or("events");
     let breakdown = q.breakdown.as_deref().unwrap_or("none");
     let dim = match (metric, breakdown) {
@@ -195,30 +166,16 @@ pub fn timeseries(
         ("events", "page") => Some(Dim::Page),
         ("events", b) => match Dim::parse(b).filter(|d| Dim::BREAKDOWNS.contains(d)) {
             Some(d) => Some(d),
-            None => {
-                return Err(QueryError(format!(
-                    "unknown breakdown `{b}`; use one of: {BREAKDOWNS}"
-                )))
-            }
+            None => return Err(QueryError(format!("unknown breakdown `{b}`; use one of: {BREAKDOWNS}"))),
         },
         ("page_views", "none") => None,
         ("page_views", "page") => Some(Dim::PageView),
         ("page_views", b) => {
-            return Err(QueryError(format!(
-                "page_views can be broken down by `page` or `none`, not `{b}`"
-            )))
+            return Err(QueryError(format!("page_views can be broken down by `page` or `none`, not `{b}`")))
         }
         ("active_users", "none") => None,
-        ("active_users", b) => {
-            return Err(QueryError(format!(
-                "active_users has no breakdown; drop `breakdown={b}`"
-            )))
-        }
-        (m, _) => {
-            return Err(QueryError(format!(
-                "unknown metric `{m}`; use one of: {METRICS}"
-            )))
-        }
+        ("active_users", b) => return Err(QueryError(format!("active_users has no breakdown; drop `breakdown={b}`"))),
+        (m, _) => return Err(QueryError(format!("unknown metric `{m}`; use one of: {METRICS}"))),
     };
     let vis = visible(tables, config);
     let head = vis.head.unwrap_or(0);
@@ -238,30 +195,16 @@ pub fn timeseries(
         )));
     }
     if to - from >= MAX_POINTS {
-        return Err(QueryError(format!(
-            "range covers {} minutes; ask for at most {MAX_POINTS}",
-            to - from + 1
-        )));
+        return Err(QueryError(format!("range covers {} minutes; ask for at most {MAX_POINTS}", to - from + 1)));
     }
-    let floor = if metric == "active_users" {
-        vis.active_from
-    } else {
-        vis.counts_from
-    };
+    let floor = if metric == "active_users" { vis.active_from } else { vis.counts_from };
     let minutes = from..=to;
-    let point = |minute: Minute, value: i64| Point {
-        minute_ms: minute_start_ms(minute),
-        value,
-    };
+    let point = |minute: Minute, value: i64| Point { minute_ms: minute_start_ms(minute), value };
     let series = match (metric, dim) {
         ("active_users", _) => {
             let points: Vec<Point> = minutes
                 .map(|m| {
-                    let v = if m < floor {
-                        0
-                    } else {
-                        active_at(tables, config, m, vis.users_from) as i64
-                    };
+                    let v = if m < floor { 0 } else { active_at(tables, config, m, vis.users_from) as i64 };
                     point(m, v)
                 })
                 .collect();
@@ -273,10 +216,7 @@ pub fn timeseries(
                     let v = if m < floor {
                         0
                     } else {
-                        tables
-                            .dimension(Dim::PageView)
-                            .map(|(_, s)| window_sum(s, m, m))
-                            .sum()
+                        tables.dimension(Dim::PageView).map(|(_, s)| window_sum(s, m, m)).sum()
                     };
                     point(m, v)
                 })
@@ -298,22 +238,11 @@ pub fn timeseries(
                     let points = minutes
                         .clone()
                         .map(|m| {
-                            let v = if m < floor {
-                                0
-                            } else {
-                                s.and_then(|s| s.get(&m)).copied().unwrap_or(0)
-                            };
+                            let v = if m < floor { 0 } else { s.and_then(|s| s.get(&m)).copied().unwrap_or(0) };
                             point(m, v)
                         })
                         .collect();
-                    series_of(
-                        if dim == Dim::All {
-                            metric.to_string()
-                        } else {
-                            name
-                        },
-                        points,
-                    )
+                    series_of(if dim == Dim::All { metric.to_string() } else { name }, points)
                 })
                 .collect()
         }
@@ -329,17 +258,11 @@ pub fn timeseries(
 }
 
 fn series_of(key: String, points: Vec<Point>) -> Series {
-    Series {
-        key,
-        total: points.iter().map(|p| p.value).sum(),
-        points,
-    }
+    Series { key, total: points.iter().map(|p| p.value).sum(), points }
 }
 
 fn active_at(tables: &Tables, config: &ViewConfig, minute: Minute, users_from: Minute) -> u64 {
-    let lo = (minute + 1)
-        .saturating_sub(config.active_minutes)
-        .max(users_from);
+    let lo = (minute + 1).saturating_sub(config.active_minutes).max(users_from);
     tables.distinct_users(lo, minute)
 }
 
@@ -347,15 +270,10 @@ pub fn dump(tables: &Tables, config: &ViewConfig) -> Dump {
     let vis = visible(tables, config);
     let mut counts: BTreeMap<String, BTreeMap<String, BTreeMap<i64, i64>>> = BTreeMap::new();
     for ((dim, key), series) in &tables.counts {
-        let cells: BTreeMap<i64, i64> = series
-            .range(vis.counts_from..)
-            .map(|(m, v)| (minute_start_ms(*m), *v))
-            .collect();
+        let cells: BTreeMap<i64, i64> =
+            series.range(vis.counts_from..).map(|(m, v)| (minute_start_ms(*m), *v)).collect();
         if !cells.is_empty() {
-            counts
-                .entry(dim.as_str().to_string())
-                .or_default()
-                .insert(tables.name(*key), cells);
+            counts.entry(dim.as_str().to_string()).or_default().insert(tables.name(*key), cells);
         }
     }
     let mut active_users = Vec::new();
@@ -367,18 +285,9 @@ pub fn dump(tables: &Tables, config: &ViewConfig) -> Dump {
             });
         }
     }
-    Dump {
-        live: live(tables, config),
-        accepted: tables.accepted,
-        rejects: rejects(tables),
-        counts,
-        active_users,
-    }
+    Dump { live: live(tables, config), accepted: tables.accepted, rejects: rejects(tables), counts, active_users }
 }
 
 pub fn rejects(tables: &Tables) -> Rejects {
-    Rejects {
-        total: tables.rejects.values().sum(),
-        by_reason: tables.rejects.clone(),
-    }
+    Rejects { total: tables.rejects.values().sum(), by_reason: tables.rejects.clone() }
 }

@@ -47,12 +47,7 @@ pub struct ReadModel {
 impl ReadModel {
     pub fn new(config: ViewConfig) -> Arc<ReadModel> {
         let (changes, _) = broadcast::channel(256);
-        Arc::new(ReadModel {
-            config,
-            tables: RwLock::new(Tables::default()),
-            changes,
-            as_of: AtomicI64::new(i64::MIN),
-        })
+        Arc::new(ReadModel { config, tables: RwLock::new(Tables::default()), changes, as_of: AtomicI64::new(i64::MIN) })
     }
 
     pub fn config(&self) -> &ViewConfig {
@@ -80,20 +75,12 @@ impl ReadModel {
                 dim: dim.as_str(),
                 key: tables.name(key),
                 minute_ms: minute_start_ms(minute),
-                count: tables
-                    .series(dim, key)
-                    .and_then(|s| s.get(&minute))
-                    .copied()
-                    .unwrap_or(0),
+                count: tables.series(dim, key).and_then(|s| s.get(&minute)).copied().unwrap_or(0),
             })
             .collect();
         counts.sort_by(|a, b| (a.dim, &a.key, a.minute_ms).cmp(&(b.dim, &b.key, b.minute_ms)));
         counts.dedup_by(|a, b| (a.dim, &a.key, a.minute_ms) == (b.dim, &b.key, b.minute_ms));
-        let change = Change {
-            clock: query::clock(&tables),
-            live: query::live(&tables, &self.config),
-            counts,
-        };
+        let change = Change { clock: query::clock(&tables), live: query::live(&tables, &self.config), counts };
         let _ = self.changes.send(Arc::new(change));
     }
 

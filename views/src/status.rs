@@ -2,7 +2,7 @@
 //! The runtime writes it; the API reads it. No timely or Kafka types cross this boundary.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
@@ -22,14 +22,11 @@ impl PartitionProgress {
 }
 
 /// Bucket bounds (ms) of the epoch latency histogram.
-pub const LATENCY_BUCKETS_MS: [u64; 12] =
-    [5, 10, 25, 50, 100, 150, 250, 500, 1000, 2500, 5000, 10000];
+pub const LATENCY_BUCKETS_MS: [u64; 12] = [5, 10, 25, 50, 100, 150, 250, 500, 1000, 2500, 5000, 10000];
 
 #[derive(Default)]
 pub struct Status {
     ready: AtomicBool,
-    events_in: AtomicU64,
-    bytes_in: AtomicU64,
     partitions: Mutex<BTreeMap<String, PartitionProgress>>,
     /// Cumulative counts per bucket of [`LATENCY_BUCKETS_MS`], then +Inf; plus the sum in ms.
     latency: Mutex<([u64; 13], u64)>,
@@ -42,16 +39,6 @@ impl Status {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
-    pub fn add_input(&self, events: u64, bytes: u64) {
-        self.events_in.fetch_add(events, Ordering::Relaxed);
-        self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
-    }
-    pub fn events_in(&self) -> u64 {
-        self.events_in.load(Ordering::Relaxed)
-    }
-    pub fn bytes_in(&self) -> u64 {
-        self.bytes_in.load(Ordering::Relaxed)
-    }
     pub fn set_partition(&self, name: String, progress: PartitionProgress) {
         self.partitions.lock().insert(name, progress);
     }
@@ -60,10 +47,7 @@ impl Status {
     }
     pub fn observe_epoch_latency(&self, ms: u64) {
         let mut guard = self.latency.lock();
-        let bucket = LATENCY_BUCKETS_MS
-            .iter()
-            .position(|b| ms <= *b)
-            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        let bucket = LATENCY_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BUCKETS_MS.len());
         guard.0[bucket] += 1;
         guard.1 += ms;
     }

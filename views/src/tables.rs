@@ -99,12 +99,9 @@ impl Tables {
                     self.names.remove(&sym);
                 }
             }
-            Row::Clock {
-                worker,
-                head,
-                watermark,
-                idle,
-            } => bump(&mut self.clocks, (worker, head, watermark, idle), diff),
+            Row::Clock { worker, head, watermark, idle } => {
+                bump(&mut self.clocks, (worker, head, watermark, idle), diff)
+            }
             Row::Accepted => self.accepted += diff,
             Row::Reject { reason } => bump(&mut self.rejects, reason, diff),
         }
@@ -115,11 +112,7 @@ impl Tables {
     pub fn clock(&self) -> (Option<i64>, Option<i64>) {
         let live = self.clocks.iter().filter(|(_, n)| **n > 0).map(|(k, _)| *k);
         let head = live.clone().map(|(_, head, _, _)| head).max();
-        let busy = live
-            .clone()
-            .filter(|(_, _, _, idle)| !idle)
-            .map(|(_, _, wm, _)| wm)
-            .min();
+        let busy = live.clone().filter(|(_, _, _, idle)| !idle).map(|(_, _, wm, _)| wm).min();
         let as_of = busy.or_else(|| live.map(|(_, _, wm, _)| wm).max());
         (head, as_of)
     }
@@ -140,10 +133,7 @@ impl Tables {
 
     /// All keys of one dimension with their series.
     pub fn dimension(&self, dim: Dim) -> impl Iterator<Item = (Sym, &BTreeMap<Minute, i64>)> {
-        self.counts
-            .iter()
-            .filter(move |((d, _), _)| *d == dim)
-            .map(|((_, k), s)| (*k, s))
+        self.counts.iter().filter(move |((d, _), _)| *d == dim).map(|((_, k), s)| (*k, s))
     }
 
     /// Distinct users with an event in minutes `lo..=hi`.

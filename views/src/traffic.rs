@@ -42,25 +42,12 @@ pub fn traffic<'s>(facts: Facts<'s>) -> Rows<'s> {
         .distinct()
         .map(|(sym, text)| Row::Name { sym, text });
     let bookkeeping = facts.flat_map(|fact| match fact {
-        Fact::Clock {
-            worker,
-            head,
-            watermark,
-            idle,
-        } => Some(Row::Clock {
-            worker,
-            head,
-            watermark,
-            idle,
-        }),
+        Fact::Clock { worker, head, watermark, idle } => Some(Row::Clock { worker, head, watermark, idle }),
         Fact::Accepted => Some(Row::Accepted),
         Fact::Reject { reason } => Some(Row::Reject { reason }),
         _ => None,
     });
-    counts
-        .concat(user_minutes)
-        .concat(names)
-        .concat(bookkeeping)
+    counts.concat(user_minutes).concat(names).concat(bookkeeping)
 }
 
 /// Every view of the engine, as one collection of rows.

@@ -50,13 +50,8 @@ impl Reader {
         if bytes.is_empty() {
             return Ok(None);
         }
-        let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64
-            + u64::from(!bytes.ends_with(b"\n"));
-        let chunk = Chunk {
-            index: self.next_index,
-            first_line: self.next_line,
-            bytes,
-        };
+        let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64 + u64::from(!bytes.ends_with(b"\n"));
+        let chunk = Chunk { index: self.next_index, first_line: self.next_line, bytes };
         self.next_index += 1;
         self.next_line += lines;
         Ok(Some(chunk))
@@ -79,31 +74,20 @@ pub struct SharedFile {
 
 impl SharedFile {
     pub fn open(path: &Path) -> Result<Arc<SharedFile>, SourceError> {
-        let io = |error| SourceError::Io {
-            path: path.display().to_string(),
-            error,
-        };
+        let io = |error| SourceError::Io { path: path.display().to_string(), error };
         let mut file = File::open(path).map_err(io)?;
         let file_bytes = file.metadata().map_err(io)?.len();
         let mut magic = [0u8; 2];
         let gz = file.read(&mut magic).map_err(io)? == 2 && magic == [0x1f, 0x8b];
         let file = File::open(path).map_err(io)?;
         let input: Box<dyn BufRead + Send> = if gz {
-            Box::new(BufReader::with_capacity(
-                1 << 20,
-                flate2::read::MultiGzDecoder::new(BufReader::new(file)),
-            ))
+            Box::new(BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(BufReader::new(file))))
         } else {
             Box::new(BufReader::with_capacity(1 << 20, file))
         };
         Ok(Arc::new(SharedFile {
             name: path.display().to_string(),
-            reader: Mutex::new(Reader {
-                input,
-                next_index: 0,
-                next_line: 1,
-                eof: false,
-            }),
+            reader: Mutex::new(Reader { input, next_index: 0, next_line: 1, eof: false }),
             turn: Mutex::new((0, PartitionClock::default())),
             turn_changed: Condvar::new(),
             lines_done: AtomicU64::new(0),
@@ -123,11 +107,7 @@ impl SharedFile {
     }
 
     pub fn source(self: &Arc<Self>) -> FileSource {
-        FileSource {
-            shared: self.clone(),
-            done: false,
-            last_clock: None,
-        }
+        FileSource { shared: self.clone(), done: false, last_clock: None }
     }
 }
 
@@ -144,12 +124,7 @@ impl FileSource {
             .bytes
             .split(|b| *b == b'\n')
             .enumerate()
-            .map(|(i, line)| {
-                (
-                    chunk.first_line + i as u64,
-                    line.strip_suffix(b"\r").unwrap_or(line),
-                )
-            })
+            .map(|(i, line)| (chunk.first_line + i as u64, line.strip_suffix(b"\r").unwrap_or(line)))
             .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
             .collect();
         let decoded: Vec<_> = lines.iter().map(|(_, line)| decode(line, now)).collect();
@@ -159,42 +134,32 @@ impl FileSource {
         }
         let clock = &mut turn.1;
         for ((line, raw), result) in lines.iter().zip(decoded) {
-            let coords = Coords::File {
-                file: &self.shared.name,
-                line: *line,
-            };
+            let coords = Coords::File { file: &self.shared.name, line: *line };
             ingest.offer(clock, result, &coords, raw, now);
         }
         self.last_clock = Some(clock.clone());
         turn.0 += 1;
         drop(turn);
         self.shared.turn_changed.notify_all();
-        self.shared
-            .lines_done
-            .fetch_add(lines.len() as u64, Ordering::Relaxed);
+        self.shared.lines_done.fetch_add(lines.len() as u64, Ordering::Relaxed);
     }
 }
 
 impl Source for FileSource {
     fn poll(&mut self, ingest: &mut Ingest, deadline: Instant) -> Result<Poll, SourceError> {
         while !self.done {
-            let chunk =
-                self.shared
-                    .reader
-                    .lock()
-                    .next_chunk()
-                    .map_err(|error| SourceError::Io {
-                        path: self.shared.name.clone(),
-                        error,
-                    })?;
+            let chunk = self
+                .shared
+                .reader
+                .lock()
+                .next_chunk()
+                .map_err(|error| SourceError::Io { path: self.shared.name.clone(), error })?;
             let Some(chunk) = chunk else {
                 self.done = true;
                 self.shared.exhausted.store(true, Ordering::Relaxed);
                 break;
             };
-            self.shared
-                .bytes_read
-                .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+            self.shared.bytes_read.fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
             self.process(chunk, ingest);
             if Instant::now() >= deadline {
                 return Ok(Poll::Busy);
@@ -220,20 +185,13 @@ impl Source for FileSource {
             Ok(())
         } else {
             Err(SourceError::Config(
-                "a file replay starts from the beginning; it does not resume from a snapshot"
-                    .into(),
+                "a file replay starts from the beginning; it does not resume from a snapshot".into(),
             ))
         }
     }
 
     fn report(&self, status: &Status) {
         let position = self.shared.lines_done() as i64;
-        status.set_partition(
-            self.shared.name.clone(),
-            PartitionProgress {
-                position,
-                high_watermark: None,
-            },
-        );
+        status.set_partition(self.shared.name.clone(), PartitionProgress { position, high_watermark: None });
     }
 }

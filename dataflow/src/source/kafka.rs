@@ -45,26 +45,17 @@ pub struct KafkaSource {
 }
 
 /// Every partition of `topics`, sorted, so each worker computes the same split.
-pub fn topic_partitions(
-    consumer: &BaseConsumer,
-    topics: &[String],
-) -> Result<Vec<(String, i32)>, SourceError> {
+pub fn topic_partitions(consumer: &BaseConsumer, topics: &[String]) -> Result<Vec<(String, i32)>, SourceError> {
     let mut all = Vec::new();
     for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-            .map_err(|e| {
-                SourceError::Kafka(format!(
-                    "cannot read metadata of topic `{topic}`: {e}; is the broker reachable?"
-                ))
-            })?;
+        let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).map_err(|e| {
+            SourceError::Kafka(format!("cannot read metadata of topic `{topic}`: {e}; is the broker reachable?"))
+        })?;
         let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
             continue;
         };
         if let Some(e) = t.error() {
-            return Err(SourceError::Kafka(format!(
-                "topic `{topic}`: {e:?}; create it or fix kafka.topics"
-            )));
+            return Err(SourceError::Kafka(format!("topic `{topic}`: {e:?}; create it or fix kafka.topics")));
         }
         all.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
     }
@@ -94,11 +85,7 @@ impl KafkaSource {
             }
             let (_, high) = consumer
                 .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
-                .map_err(|e| {
-                    SourceError::Kafka(format!(
-                        "cannot read watermarks of {topic}/{partition}: {e}"
-                    ))
-                })?;
+                .map_err(|e| SourceError::Kafka(format!("cannot read watermarks of {topic}/{partition}: {e}")))?;
             parts.push(Part {
                 topic,
                 partition,
@@ -108,13 +95,7 @@ impl KafkaSource {
                 last_message: now,
             });
         }
-        Ok(KafkaSource {
-            consumer,
-            parts,
-            start: config.start.clone(),
-            idle_after,
-            assigned: false,
-        })
+        Ok(KafkaSource { consumer, parts, start: config.start.clone(), idle_after, assigned: false })
     }
 
     /// Start position of a partition without a checkpoint, from `kafka.start`.
@@ -125,7 +106,11 @@ impl KafkaSource {
             "committed" => Offset::Stored,
             time => {
                 let ts = chrono::DateTime::parse_from_rfc3339(time)
-                    .map_err(|_| SourceError::Config(format!("kafka.start must be earliest, latest, committed or an RFC 3339 time, got `{time}`")))?
+                    .map_err(|_| {
+                        SourceError::Config(format!(
+                            "kafka.start must be earliest, latest, committed or an RFC 3339 time, got `{time}`"
+                        ))
+                    })?
                     .timestamp_millis();
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(topic, partition, Offset::Offset(ts))
@@ -134,10 +119,7 @@ impl KafkaSource {
                     .consumer
                     .offsets_for_times(tpl, METADATA_TIMEOUT)
                     .map_err(|e| SourceError::Kafka(format!("offsets for {time}: {e}")))?;
-                found
-                    .find_partition(topic, partition)
-                    .map(|p| p.offset())
-                    .unwrap_or(Offset::End)
+                found.find_partition(topic, partition).map(|p| p.offset()).unwrap_or(Offset::End)
             }
         })
     }
@@ -152,18 +134,14 @@ impl KafkaSource {
             tpl.add_partition_offset(&part.topic, part.partition, offset)
                 .map_err(|e| SourceError::Kafka(e.to_string()))?;
         }
-        self.consumer
-            .assign(&tpl)
-            .map_err(|e| SourceError::Kafka(format!("cannot assign partitions: {e}")))?;
+        self.consumer.assign(&tpl).map_err(|e| SourceError::Kafka(format!("cannot assign partitions: {e}")))?;
         tracing::info!(partitions = ?self.parts.iter().map(Part::name).collect::<Vec<_>>(), start = %self.start, "consuming");
         self.assigned = true;
         Ok(())
     }
 
     fn part_index(&self, topic: &str, partition: i32) -> Option<usize> {
-        self.parts
-            .iter()
-            .position(|p| p.partition == partition && p.topic == topic)
+        self.parts.iter().position(|p| p.partition == partition && p.topic == topic)
     }
 
     fn is_idle(&self, part: &Part) -> bool {
@@ -196,11 +174,7 @@ impl Source for KafkaSource {
             };
             let payload = message.payload().unwrap_or(&[]);
             let part = &mut self.parts[i];
-            let coords = Coords::Kafka {
-                topic: &part.topic,
-                partition: part.partition,
-                offset: message.offset(),
-            };
+            let coords = Coords::Kafka { topic: &part.topic, partition: part.partition, offset: message.offset() };
             ingest.offer(&mut part.clock, decode(payload, now), &coords, payload, now);
             part.next_offset = Some(message.offset() + 1);
             part.last_message = Instant::now();
@@ -215,16 +189,11 @@ impl Source for KafkaSource {
     }
 
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
-        worker_clock(
-            self.parts.iter().map(|p| (&p.clock, self.is_idle(p))),
-            lateness_ms,
-        )
+        worker_clock(self.parts.iter().map(|p| (&p.clock, self.is_idle(p))), lateness_ms)
     }
 
     fn caught_up(&self) -> bool {
-        self.parts
-            .iter()
-            .all(|p| p.start_high == 0 || p.next_offset.is_some_and(|o| o >= p.start_high))
+        self.parts.iter().all(|p| p.start_high == 0 || p.next_offset.is_some_and(|o| o >= p.start_high))
     }
 
     fn checkpoint(&self) -> Checkpoint {
@@ -250,8 +219,7 @@ impl Source for KafkaSource {
         let mut tpl = TopicPartitionList::new();
         for part in &self.parts {
             if let Some((_, offset)) = checkpoint.partitions.get(&part.name()) {
-                let _ =
-                    tpl.add_partition_offset(&part.topic, part.partition, Offset::Offset(*offset));
+                let _ = tpl.add_partition_offset(&part.topic, part.partition, Offset::Offset(*offset));
             }
         }
         if tpl.count() > 0 {
@@ -265,13 +233,7 @@ impl Source for KafkaSource {
         for part in &self.parts {
             let high = cached_high_watermark(&self.consumer, &part.topic, part.partition);
             let position = part.next_offset.unwrap_or(0);
-            status.set_partition(
-                part.name(),
-                PartitionProgress {
-                    position,
-                    high_watermark: high.filter(|h| *h >= 0),
-                },
-            );
+            status.set_partition(part.name(), PartitionProgress { position, high_watermark: high.filter(|h| *h >= 0) });
         }
     }
 }
@@ -291,6 +253,5 @@ fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -
             &mut high,
         )
     };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }

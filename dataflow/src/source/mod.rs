@@ -77,16 +77,8 @@ pub fn worker_clock<'a>(
     }
     let head = head?;
     Some(match busy_wm {
-        Some(watermark) => WorkerClock {
-            head,
-            watermark,
-            idle: false,
-        },
-        None => WorkerClock {
-            head,
-            watermark: idle_wm.unwrap_or(head - lateness_ms),
-            idle: true,
-        },
+        Some(watermark) => WorkerClock { head, watermark, idle: false },
+        None => WorkerClock { head, watermark: idle_wm.unwrap_or(head - lateness_ms), idle: true },
     })
 }
 

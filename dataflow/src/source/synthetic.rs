@@ -25,13 +25,7 @@ pub struct SyntheticSource {
 
 impl SyntheticSource {
     /// `limit` records in total for this worker; `paced` releases records at their delivery time.
-    pub fn new(
-        mut config: GeneratorConfig,
-        worker: u32,
-        start_ms: i64,
-        limit: u64,
-        paced: bool,
-    ) -> SyntheticSource {
+    pub fn new(mut config: GeneratorConfig, worker: u32, start_ms: i64, limit: u64, paced: bool) -> SyntheticSource {
         config.seed = config.seed.wrapping_add(worker as u64);
         SyntheticSource {
             worker,
@@ -62,17 +56,8 @@ impl Source for SyntheticSource {
                 self.next = Some(record);
                 return Ok(Poll::Idle);
             }
-            let coords = Coords::Generator {
-                worker: self.worker,
-                seq: self.produced,
-            };
-            ingest.offer(
-                &mut self.clock,
-                decode(&record.line, now),
-                &coords,
-                &record.line,
-                now,
-            );
+            let coords = Coords::Generator { worker: self.worker, seq: self.produced };
+            ingest.offer(&mut self.clock, decode(&record.line, now), &coords, &record.line, now);
             self.produced += 1;
             n += 1;
             if n % 1024 == 0 {
@@ -103,12 +88,6 @@ impl Source for SyntheticSource {
 
     fn report(&self, status: &Status) {
         let name = format!("synthetic/{}", self.worker);
-        status.set_partition(
-            name,
-            PartitionProgress {
-                position: self.produced as i64,
-                high_watermark: None,
-            },
-        );
+        status.set_partition(name, PartitionProgress { position: self.produced as i64, high_watermark: None });
     }
 }

@@ -1,0 +1,56 @@
+//! `GET /metrics` in the Prometheus text format.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use views::status::LATENCY_BUCKETS_MS;
+
+use crate::AppState;
+
+pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let mut out = String::new();
+    let rejects = s.read_model.rejects();
+    let accepted = s.read_model.accepted();
+    let clock = s.read_model.clock();
+    let _ = writeln!(out, "# HELP clickflow_events_in_total Input records read (accepted and rejected).\n# TYPE clickflow_events_in_total counter\nclickflow_events_in_total {}", accepted + rejects.total);
+    let _ = writeln!(out, "# HELP clickflow_events_accepted_total Events counted by the views.\n# TYPE clickflow_events_accepted_total counter\nclickflow_events_accepted_total {accepted}");
+    let _ = writeln!(
+        out,
+        "# HELP clickflow_rejects_total Rejected input records by reason.\n# TYPE clickflow_rejects_total counter"
+    );
+    for (reason, n) in &rejects.by_reason {
+        let _ = writeln!(out, "clickflow_rejects_total{{reason=\"{reason}\"}} {n}");
+    }
+    let partitions = s.status.partitions();
+    let _ = writeln!(out, "# HELP clickflow_partition_position Next offset (or line) to read per input partition.\n# TYPE clickflow_partition_position gauge");
+    for (name, p) in &partitions {
+        let _ = writeln!(out, "clickflow_partition_position{{partition=\"{name}\"}} {}", p.position);
+    }
+    let _ = writeln!(out, "# HELP clickflow_partition_lag Records behind the partition's high watermark.\n# TYPE clickflow_partition_lag gauge");
+    for (name, p) in &partitions {
+        if let Some(lag) = p.lag() {
+            let _ = writeln!(out, "clickflow_partition_lag{{partition=\"{name}\"}} {lag}");
+        }
+    }
+    let (buckets, sum) = s.status.epoch_latency();
+    let _ = writeln!(out, "# HELP clickflow_epoch_latency_ms From an epoch opening to its publish in the read model.\n# TYPE clickflow_epoch_latency_ms histogram");
+    let mut cumulative = 0;
+    for (i, bound) in LATENCY_BUCKETS_MS.iter().enumerate() {
+        cumulative += buckets[i];
+        let _ = writeln!(out, "clickflow_epoch_latency_ms_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    cumulative += buckets[LATENCY_BUCKETS_MS.len()];
+    let _ = writeln!(out, "clickflow_epoch_latency_ms_bucket{{le=\"+Inf\"}} {cumulative}\nclickflow_epoch_latency_ms_sum {sum}\nclickflow_epoch_latency_ms_count {cumulative}");
+    let _ = writeln!(out, "# HELP clickflow_ready 1 once the engine has caught up with its input.\n# TYPE clickflow_ready gauge\nclickflow_ready {}", u8::from(s.status.is_ready()));
+    let _ = writeln!(
+        out,
+        "# HELP clickflow_epoch Last published ingestion epoch.\n# TYPE clickflow_epoch gauge\nclickflow_epoch {}",
+        clock.epoch
+    );
+    if let Some(ms) = clock.as_of_ms {
+        let _ = writeln!(out, "# HELP clickflow_as_of_ms Event time up to which views are complete.\n# TYPE clickflow_as_of_ms gauge\nclickflow_as_of_ms {ms}");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

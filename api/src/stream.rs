@@ -1,0 +1,51 @@
+//! `GET /api/v1/stream`: server-sent events, one `live` event per publish and a `counts` event
+//! with the count cells that publish changed. A client too slow to keep up gets `lagged` and
+//! should re-read `/api/v1/live`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::AppState;
+
+#[derive(Deserialize, Default)]
+pub struct StreamQuery {
+    /// Comma-separated: `live`, `counts` (default both).
+    views: Option<String>,
+}
+
+pub async fn stream(
+    State(s): State<AppState>,
+    Query(q): Query<StreamQuery>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let wanted = q.views.unwrap_or_else(|| "live,counts".into());
+    let (live, counts) = (wanted.split(',').any(|v| v == "live"), wanted.split(',').any(|v| v == "counts"));
+    let first = Event::default().event("live").json_data(s.read_model.live()).ok();
+    let changes = BroadcastStream::new(s.read_model.subscribe()).flat_map(move |item| {
+        let events: Vec<Event> = match item {
+            Ok(change) => {
+                let mut out = Vec::new();
+                if live {
+                    out.extend(Event::default().event("live").json_data(&change.live).ok());
+                }
+                if counts && !change.counts.is_empty() {
+                    let body = serde_json::json!({"epoch": change.clock.epoch, "as_of_ms": change.clock.as_of_ms, "counts": change.counts});
+                    out.extend(Event::default().event("counts").json_data(body).ok());
+                }
+                out
+            }
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                vec![Event::default().event("lagged").data(format!("{n} changes skipped; re-read /api/v1/live"))]
+            }
+        };
+        stream::iter(events.into_iter().map(Ok))
+    });
+    let initial = stream::iter(first.filter(|_| live).into_iter().map(Ok));
+    Sse::new(initial.chain(changes)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

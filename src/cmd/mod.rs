@@ -1,0 +1,84 @@
+//! The commands, and what they share: tracing, the HTTP server, progress, engine wiring.
+
+pub mod bench;
+pub mod demo;
+pub mod generate;
+pub mod replay;
+pub mod run;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use dataflow::deadletter::{DeadLetterSink, Discard, FileSink, KafkaSink};
+use dataflow::{Engine, KafkaConfig, SinkFactory};
+
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CLICKFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Serves the API until `stop` is set.
+pub async fn serve(listen: &str, engine_state: api::AppState, stop: Arc<AtomicBool>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}; is another process using it? pick one with --listen"))?;
+    tracing::info!(address = %listener.local_addr()?, "API listening");
+    axum::serve(listener, api::app(engine_state))
+        .with_graceful_shutdown(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+pub fn app_state(engine: &Engine) -> api::AppState {
+    api::AppState { read_model: engine.read_model.clone(), status: engine.status.clone() }
+}
+
+/// Sets `stop` on Ctrl-C / SIGTERM.
+pub fn stop_on_signal(stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("signal runtime");
+        rt.block_on(async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+        });
+        tracing::info!("stopping: draining the dataflow");
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+pub fn file_sinks(path: &Path) -> Result<SinkFactory> {
+    let sink =
+        FileSink::create(path).with_context(|| format!("cannot open the dead-letter file {}", path.display()))?;
+    Ok(Arc::new(move |_| Box::new(sink.clone()) as Box<dyn DeadLetterSink>))
+}
+
+pub fn kafka_sinks(kafka: &KafkaConfig) -> Result<SinkFactory> {
+    if kafka.dead_letter_topic.is_empty() {
+        return Ok(Arc::new(|_| Box::new(Discard) as Box<dyn DeadLetterSink>));
+    }
+    let sink = KafkaSink::new(dataflow::kafka::producer(kafka)?, &kafka.dead_letter_topic);
+    Ok(Arc::new(move |_| Box::new(sink.clone()) as Box<dyn DeadLetterSink>))
+}
+
+pub fn discard_sinks() -> SinkFactory {
+    Arc::new(|_| Box::new(Discard) as Box<dyn DeadLetterSink>)
+}
+
+pub fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}

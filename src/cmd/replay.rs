@@ -1,0 +1,94 @@
+//! `clickflow replay FILE`: the same dataflow over a file, as fast as it goes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use dataflow::source::file::SharedFile;
+use dataflow::source::Source;
+use dataflow::{Engine, SourceFactory};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Config;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// NDJSON events, plain or gzip.
+    file: PathBuf,
+    /// Write every view's final state and the reject counts as JSON.
+    #[arg(long)]
+    dump: Option<PathBuf>,
+    /// Where rejected lines go, with reason and line number.
+    #[arg(long, default_value = "dead-letters.ndjson")]
+    dead_letters: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn main(config: Config, args: Args) -> Result<()> {
+    let engine = Engine::new(config.engine.clone(), config.views.clone())?;
+    let shared = SharedFile::open(&args.file)?;
+    let sources: SourceFactory = {
+        let shared = shared.clone();
+        Arc::new(move |_, _| Ok(Box::new(shared.source()) as Box<dyn Source>))
+    };
+    let sinks = super::file_sinks(&args.dead_letters)?;
+    let progress = (!args.quiet).then(|| progress_bar(shared.clone()));
+    let started = Instant::now();
+    let report = engine.run(sources, sinks)?;
+    if let Some((bar, handle)) = progress {
+        bar.finish_and_clear();
+        handle.abort();
+    }
+    let elapsed = started.elapsed();
+    let lines = shared.lines_done();
+    let rejects = engine.read_model.rejects();
+    eprintln!(
+        "replayed {lines} lines in {:.2} s: {:.0} events/s ({:.1} MB/s); {} accepted, {} rejected{}",
+        elapsed.as_secs_f64(),
+        lines as f64 / elapsed.as_secs_f64(),
+        shared.bytes_read() as f64 / elapsed.as_secs_f64() / 1e6,
+        engine.read_model.accepted(),
+        rejects.total,
+        if rejects.total > 0 { format!(" (see {})", args.dead_letters.display()) } else { String::new() }
+    );
+    for (reason, n) in &rejects.by_reason {
+        eprintln!("  {reason}: {n}");
+    }
+    let _ = report;
+    if let Some(path) = args.dump {
+        let file = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        serde_json::to_writer_pretty(std::io::BufWriter::new(file), &engine.read_model.dump())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+struct Abort(Arc<std::sync::atomic::AtomicBool>);
+
+impl Abort {
+    fn abort(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn progress_bar(shared: Arc<SharedFile>) -> (ProgressBar, Abort) {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (b, d) = (bar.clone(), done.clone());
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while !d.load(std::sync::atomic::Ordering::Relaxed) {
+            let lines = shared.lines_done();
+            let mb = shared.bytes_read() as f64 / 1e6;
+            let rate = lines as f64 / start.elapsed().as_secs_f64().max(1e-3);
+            b.set_message(format!("{lines} lines, {mb:.0} MB read, {rate:.0} events/s"));
+            b.tick();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    (bar, Abort(done))
+}

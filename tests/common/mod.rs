@@ -1,0 +1,194 @@
+//! Shared by the integration tests: the reference implementation and a harness that drives the
+//! real engine with scripted batches.
+#![allow(dead_code)]
+
+pub mod oracle;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dataflow::clock::PartitionClock;
+use dataflow::deadletter::{Coords, DeadLetterSink, MemorySink};
+use dataflow::ingest::{Ingest, WorkerClock};
+use dataflow::source::{now_ms, worker_clock, Checkpoint, Poll, Source, SourceError};
+use dataflow::{Engine, EngineConfig, SourceFactory};
+use views::model::Dump;
+use views::{ReadModel, ViewConfig};
+
+/// Small windows so that retention and expiry happen within a few hours of event time.
+pub fn small_windows() -> ViewConfig {
+    ViewConfig {
+        window_minutes: 30,
+        active_minutes: 5,
+        active_history_minutes: 10,
+        top_minutes: 5,
+        trend_baseline_minutes: 10,
+        trend_min_views: 2,
+        top_n: 4,
+    }
+}
+
+/// Feeds batches sent by the test, as one partition.
+struct ScriptedSource {
+    batches: Receiver<Vec<Vec<u8>>>,
+    queue: VecDeque<Vec<u8>>,
+    clock: PartitionClock,
+    line: u64,
+    closed: bool,
+    /// Tells the other workers' [`NoInput`] that the input has ended.
+    ended: Arc<AtomicBool>,
+}
+
+impl Source for ScriptedSource {
+    fn poll(&mut self, ingest: &mut Ingest, _deadline: Instant) -> Result<Poll, SourceError> {
+        loop {
+            match self.batches.try_recv() {
+                Ok(batch) => self.queue.extend(batch),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.closed = true;
+                    self.ended.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        if self.queue.is_empty() {
+            return Ok(if self.closed { Poll::Done } else { Poll::Idle });
+        }
+        let now = now_ms();
+        while let Some(raw) = self.queue.pop_front() {
+            self.line += 1;
+            let coords = Coords::File { file: "scripted", line: self.line };
+            ingest.offer(&mut self.clock, dataflow::decode::decode(&raw, now), &coords, &raw, now);
+        }
+        Ok(Poll::Busy)
+    }
+    fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
+        worker_clock(std::iter::once((&self.clock, self.closed)), lateness_ms)
+    }
+    fn caught_up(&self) -> bool {
+        true
+    }
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::default()
+    }
+    fn restore(&mut self, _: Checkpoint) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
+/// A worker without partitions; done when the scripted input is.
+struct NoInput(Arc<AtomicBool>);
+
+impl Source for NoInput {
+    fn poll(&mut self, _: &mut Ingest, _: Instant) -> Result<Poll, SourceError> {
+        Ok(if self.0.load(Ordering::Relaxed) { Poll::Done } else { Poll::Idle })
+    }
+    fn clock(&self, _: i64) -> Option<WorkerClock> {
+        None
+    }
+    fn caught_up(&self) -> bool {
+        true
+    }
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::default()
+    }
+    fn restore(&mut self, _: Checkpoint) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
+/// The real engine (ingestion, dataflow, exporter, read model) fed batch by batch.
+pub struct Harness {
+    pub read_model: Arc<ReadModel>,
+    pub dead_letters: MemorySink,
+    batches: Option<Sender<Vec<Vec<u8>>>>,
+    stop: Arc<AtomicBool>,
+    engine: Option<JoinHandle<()>>,
+    offered: i64,
+}
+
+impl Harness {
+    pub fn start(workers: usize, lateness_ms: i64, views: ViewConfig) -> Harness {
+        let config = EngineConfig {
+            workers,
+            epoch_ms: 5,
+            lateness_seconds: (lateness_ms / 1000) as u64,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(config, views).expect("valid config");
+        let (tx, rx) = mpsc::channel();
+        let rx = Mutex::new(Some(rx));
+        let ended = Arc::new(AtomicBool::new(false));
+        let sources: SourceFactory = Arc::new(move |index, _| {
+            let ended = ended.clone();
+            let batches = if index == 0 { rx.lock().unwrap().take() } else { None };
+            Ok(match batches {
+                Some(batches) => Box::new(ScriptedSource {
+                    batches,
+                    queue: VecDeque::new(),
+                    clock: PartitionClock::default(),
+                    line: 0,
+                    closed: false,
+                    ended,
+                }) as Box<dyn Source>,
+                None => Box::new(NoInput(ended)) as Box<dyn Source>,
+            })
+        });
+        let dead_letters = MemorySink::default();
+        let sink = dead_letters.clone();
+        let read_model = engine.read_model.clone();
+        let stop = engine.stop.clone();
+        let handle = std::thread::spawn(move || {
+            engine
+                .run(sources, Arc::new(move |_| Box::new(sink.clone()) as Box<dyn DeadLetterSink>))
+                .expect("engine runs");
+        });
+        Harness { read_model, dead_letters, batches: Some(tx), stop, engine: Some(handle), offered: 0 }
+    }
+
+    pub fn push(&mut self, batch: Vec<Vec<u8>>) {
+        self.offered += batch.len() as i64;
+        self.batches.as_ref().expect("open").send(batch).expect("engine alive");
+    }
+
+    /// Waits until every record pushed so far is in a published snapshot, and returns it.
+    pub fn settle(&self) -> Dump {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let dump = self.read_model.dump();
+            if dump.accepted + dump.rejects.total == self.offered {
+                return dump;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "engine did not absorb {} records: {} accepted, {} rejected",
+                self.offered,
+                dump.accepted,
+                dump.rejects.total
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Closes the input, waits for the engine to drain, and returns the final dump.
+    pub fn finish(mut self) -> Dump {
+        self.batches.take();
+        self.engine.take().unwrap().join().expect("engine thread");
+        self.read_model.dump()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.batches.take();
+        if let Some(h) = self.engine.take() {
+            let _ = h.join();
+        }
+    }
+}
