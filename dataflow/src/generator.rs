@@ -156,7 +156,7 @@ pub struct Generator {
 
 /// The simulation starts this long before the first returned record, so traffic begins in steady
 /// state (sessions already in progress) rather than with everyone landing at once.
-const WARM_UP_MS: i64 = 30 * 60_000;
+const WARM_UP_MS: i64 = 10 * 60_000;
 
 impl Generator {
     /// Starts generating at event time `start_ms`.
@@ -258,6 +258,30 @@ impl Generator {
                 ("purchase", "/checkout/complete".to_string(), Some(props), None)
             }
         };
+        // Warm-up records that could not be delivered after the start are not built at all.
+        let lateness_ms = self.config.lateness_seconds as i64 * 1000;
+        if at + 3 * lateness_ms + 2000 >= self.first_ms {
+            self.emit_event(&s, at, event, &page, props);
+        }
+        s.first = false;
+        s.events_left = s.events_left.saturating_sub(1);
+        let next = next.filter(|_| s.events_left > 0);
+        if let Some(step) = next {
+            s.step = step;
+            let gap = if step == Step::Bot {
+                self.exp(150.0)
+            } else if self.rng.random_bool(0.03) {
+                // a pause long enough to start a new session (the 30-minute rule)
+                self.rng.random_range(31.0..90.0) * 60_000.0
+            } else {
+                2000.0 + self.exp(15_000.0)
+            };
+            self.due.push(Reverse((at + gap as i64, id)));
+            self.sessions.insert(id, s);
+        }
+    }
+
+    fn emit_event(&mut self, s: &Session, at: i64, event: &str, page: &str, props: Option<serde_json::Value>) {
         let referrer = s.first.then(|| match s.source {
             Some(("google", _, _)) => "https://www.google.com/",
             Some(("facebook", _, _)) => "https://www.facebook.com/",
@@ -271,7 +295,7 @@ impl Generator {
             event,
             ts: at,
             event_id: &event_id,
-            page: Some(&page),
+            page: Some(page),
             referrer: referrer.filter(|r| !r.is_empty()),
             session_id: &s.id,
             ip: &s.ip,
@@ -298,22 +322,6 @@ impl Generator {
                 s.country
             );
             self.emit(at + 1000, click.into_bytes(), s.user.clone());
-        }
-        s.first = false;
-        s.events_left = s.events_left.saturating_sub(1);
-        let next = next.filter(|_| s.events_left > 0);
-        if let Some(step) = next {
-            s.step = step;
-            let gap = if step == Step::Bot {
-                self.exp(150.0)
-            } else if self.rng.random_bool(0.03) {
-                // a pause long enough to start a new session (the 30-minute rule)
-                self.rng.random_range(31.0..90.0) * 60_000.0
-            } else {
-                2000.0 + self.exp(15_000.0)
-            };
-            self.due.push(Reverse((at + gap as i64, id)));
-            self.sessions.insert(id, s);
         }
     }
 

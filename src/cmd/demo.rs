@@ -1,10 +1,95 @@
-use anyhow::Result;
+//! `clickflow demo`: librdkafka's mock cluster (the real Kafka protocol, in this process),
+//! synthetic traffic produced into it in real time, the engine consuming it, and the API.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use dataflow::source::kafka::KafkaSource;
+use dataflow::source::Source;
+use dataflow::{Engine, Generator, SourceFactory};
+use rdkafka::mocking::MockCluster;
 
 use crate::config::Config;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Address of the API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Synthetic events per second.
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Partitions of the `clicks` topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+}
 
-pub fn main(_config: Config, _args: Args) -> Result<()> {
-    anyhow::bail!("not yet")
+pub fn main(mut config: Config, args: Args) -> Result<()> {
+    // The mock cluster is not Send: it lives on this thread for the whole demo.
+    let mock = MockCluster::new(1).context("cannot start the embedded Kafka (librdkafka mock cluster)")?;
+    let topic = config.kafka.topics.first().cloned().unwrap_or_else(|| "clicks".into());
+    mock.create_topic(&topic, args.partitions, 1)?;
+    if !config.kafka.dead_letter_topic.is_empty() {
+        mock.create_topic(&config.kafka.dead_letter_topic, 1, 1)?;
+    }
+    config.kafka.brokers = mock.bootstrap_servers();
+    config.kafka.topics = vec![topic.clone()];
+    config.kafka.start = "earliest".into();
+    config.generator.rate = args.rate;
+    config.generator.lateness_seconds = config.engine.lateness_seconds;
+    tracing::info!(brokers = %config.kafka.brokers, %topic, partitions = args.partitions, "embedded Kafka started");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    super::stop_on_signal(stop.clone());
+    let producer = {
+        let (kafka, generator, stop, topic) =
+            (config.kafka.clone(), config.generator.clone(), stop.clone(), topic.clone());
+        std::thread::Builder::new().name("generator".into()).spawn(move || {
+            let generator = Generator::new(generator, chrono::Utc::now().timestamp_millis());
+            if let Err(e) = super::generate::to_kafka(generator, &kafka, &topic, 0, true, &stop) {
+                tracing::error!(error = %e, "the traffic generator stopped");
+            }
+        })?
+    };
+    let engine = Arc::new(Engine::new(config.engine.clone(), config.views.clone())?);
+    let state = super::app_state(&engine);
+    let engine_thread = spawn_kafka_engine(engine.clone(), &config, stop.clone())?;
+    let port = args.listen.rsplit(':').next().unwrap_or("8080");
+    println!(
+        "\nclickflow demo: {} synthetic events/s into embedded Kafka at {}, topic `{topic}`.\n\
+         Try:\n  curl -s http://127.0.0.1:{port}/api/v1/live | jq\n  \
+         curl -s 'http://127.0.0.1:{port}/api/v1/timeseries?metric=events&breakdown=utm_source' | jq\n  \
+         curl -sN http://127.0.0.1:{port}/api/v1/stream\n  curl -s http://127.0.0.1:{port}/metrics\n\
+         Stop with Ctrl-C.\n",
+        args.rate, config.kafka.brokers
+    );
+    let served = super::tokio_runtime()?.block_on(super::serve(&args.listen, state, stop.clone()));
+    stop.store(true, Ordering::Relaxed);
+    let _ = producer.join();
+    let ran = engine_thread.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+    drop(mock);
+    served.and(ran)
+}
+
+/// Runs the engine on Kafka in a thread; `stop` is set when it ends, for whatever reason.
+pub fn spawn_kafka_engine(
+    engine: Arc<Engine>,
+    config: &Config,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
+    let kafka = config.kafka.clone();
+    let idle = std::time::Duration::from_secs(config.engine.idle_seconds);
+    let sources: SourceFactory =
+        Arc::new(move |index, peers| Ok(Box::new(KafkaSource::new(&kafka, index, peers, idle)?) as Box<dyn Source>));
+    let sinks = super::kafka_sinks(&config.kafka)?;
+    let handle = std::thread::Builder::new().name("engine".into()).spawn(move || {
+        let result = engine.run(sources, sinks).map(|_| ()).map_err(anyhow::Error::from);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "the engine stopped");
+        }
+        stop.store(true, Ordering::Relaxed);
+        result
+    })?;
+    Ok(handle)
 }
