@@ -2,6 +2,7 @@
 //! real engine with scripted batches.
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod oracle;
 
 use std::collections::VecDeque;

@@ -1,0 +1,134 @@
+//! Kafka and process helpers for end-to-end tests: produce to known partitions, read a topic
+//! back, start `clickflow run` against a broker, wait on its HTTP API.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub const PARTITIONS: i32 = 4;
+
+/// The partition a test sends a key to (fixed, so the reference knows each partition's order).
+pub fn partition_of(key: &str) -> i32 {
+    (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % PARTITIONS as u64) as i32
+}
+
+/// Produces `(key, payload)` records to their [`partition_of`], in order, acknowledged.
+pub fn produce(brokers: &str, topic: &str, records: &[(String, Vec<u8>)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for (key, payload) in records {
+        let mut record =
+            BaseRecord::to(topic).key(key.as_str()).payload(payload.as_slice()).partition(partition_of(key));
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("all records acknowledged");
+}
+
+/// Records split by partition, in produce order: what the reference replays per partition.
+pub fn by_partition(records: &[(String, Vec<u8>)]) -> Vec<Vec<Vec<u8>>> {
+    let mut parts = vec![Vec::new(); PARTITIONS as usize];
+    for (key, payload) in records {
+        parts[partition_of(key) as usize].push(payload.clone());
+    }
+    parts
+}
+
+/// Every message of a topic's partitions: `(partition, offset, key, payload)`.
+pub fn read_topic(brokers: &str, topic: &str, partitions: i32, expect: usize) -> Vec<(i32, i64, String, Vec<u8>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while out.len() < expect && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+            out.push((m.partition(), m.offset(), key, m.payload().unwrap_or(&[]).to_vec()));
+        }
+    }
+    out
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `clickflow run` against `brokers`, configured through the environment as a user would.
+pub fn spawn_run(brokers: &str, port: u16, state_dir: &std::path::Path, dead_letter_topic: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_clickflow"))
+        .args(["run", "--workers", "2"])
+        .env("CLICKFLOW__KAFKA__BROKERS", brokers)
+        .env("CLICKFLOW__KAFKA__DEAD_LETTER_TOPIC", dead_letter_topic)
+        .env("CLICKFLOW__API__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CLICKFLOW__ENGINE__STATE_DIR", state_dir)
+        .env("CLICKFLOW__ENGINE__SNAPSHOT_SECONDS", "1")
+        .env("CLICKFLOW__ENGINE__IDLE_SECONDS", "1")
+        .env("CLICKFLOW__ENGINE__EPOCH_MS", "20")
+        .env("CLICKFLOW_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("clickflow starts")
+}
+
+pub fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    ureq::get(&format!("http://127.0.0.1:{port}{path}")).timeout(Duration::from_secs(2)).call().ok()?.into_json().ok()
+}
+
+/// Polls `path` until `done` holds, for at most `timeout`.
+pub fn wait_for(
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(v) = get_json(port, path) {
+            if done(&v) {
+                return v;
+            }
+            last = Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "timed out waiting on {path}; last answer: {}",
+        last.map(|v| v.to_string().chars().take(2000).collect::<String>()).unwrap_or_default()
+    );
+}
+
+/// Kills the process on drop, so a failing test leaves nothing running.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
