@@ -1,7 +1,7 @@
 //! `clickflow demo`: librdkafka's mock cluster (the real Kafka protocol, in this process),
 //! synthetic traffic produced into it in real time, the engine consuming it, and the API.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -40,7 +40,9 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     config.generator.lateness_seconds = config.engine.lateness_seconds;
     tracing::info!(brokers = %config.kafka.brokers, %topic, partitions = args.partitions, "embedded Kafka started");
 
-    let stop = Arc::new(AtomicBool::new(false));
+    let engine = Arc::new(Engine::new(config.engine.clone(), config.views.clone())?);
+    // One stop flag for everything: a signal, the server ending, or the engine failing.
+    let stop = engine.stop.clone();
     super::stop_on_signal(stop.clone());
     let producer = {
         let (kafka, generator, stop, topic) =
@@ -52,9 +54,8 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
             }
         })?
     };
-    let engine = Arc::new(Engine::new(config.engine.clone(), config.views.clone())?);
     let state = super::app_state(&engine);
-    let engine_thread = spawn_kafka_engine(engine.clone(), &config, stop.clone())?;
+    let engine_thread = spawn_kafka_engine(engine, &config)?;
     let port = args.listen.rsplit(':').next().unwrap_or("8080");
     println!(
         "\nclickflow demo: {} synthetic events/s into embedded Kafka at {}, topic `{topic}`.\n\
@@ -72,12 +73,9 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     served.and(ran)
 }
 
-/// Runs the engine on Kafka in a thread; `stop` is set when it ends, for whatever reason.
-pub fn spawn_kafka_engine(
-    engine: Arc<Engine>,
-    config: &Config,
-    stop: Arc<AtomicBool>,
-) -> Result<std::thread::JoinHandle<Result<()>>> {
+/// Runs the engine on Kafka in a thread; `engine.stop` stops it, and is set when it ends.
+pub fn spawn_kafka_engine(engine: Arc<Engine>, config: &Config) -> Result<std::thread::JoinHandle<Result<()>>> {
+    let stop = engine.stop.clone();
     let kafka = config.kafka.clone();
     let idle = std::time::Duration::from_secs(config.engine.idle_seconds);
     let sources: SourceFactory =

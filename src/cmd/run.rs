@@ -1,6 +1,5 @@
 //! `clickflow run`: consume from a real Kafka, keep the views, serve the API.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -43,11 +42,11 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     if config.engine.state_dir.is_none() {
         tracing::warn!("engine.state_dir is not set: after a restart the views are rebuilt from kafka.start");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    super::stop_on_signal(stop.clone());
     let engine = Arc::new(Engine::new(config.engine.clone(), config.views.clone())?);
+    let stop = engine.stop.clone();
+    super::stop_on_signal(stop.clone());
     let state = super::app_state(&engine);
-    let engine_thread = super::demo::spawn_kafka_engine(engine, &config, stop.clone())?;
+    let engine_thread = super::demo::spawn_kafka_engine(engine, &config)?;
     let served = super::tokio_runtime()?.block_on(super::serve(&config.api.listen, state, stop.clone()));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let ran = engine_thread.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;

@@ -16,8 +16,9 @@ use views::Status;
 use super::{now_ms, worker_clock, Checkpoint, Poll, Source, SourceError};
 use crate::clock::PartitionClock;
 use crate::deadletter::Coords;
-use crate::decode::decode;
+use crate::decode::{decode, Decoded};
 use crate::ingest::{Ingest, WorkerClock};
+use crate::reject::Rejection;
 
 const CHUNK_BYTES: usize = 1 << 20;
 
@@ -35,12 +36,12 @@ struct Chunk {
 }
 
 impl Reader {
-    /// The next run of whole lines, about [`CHUNK_BYTES`] long.
-    fn next_chunk(&mut self) -> std::io::Result<Option<Chunk>> {
+    /// The next run of whole lines, about [`CHUNK_BYTES`] long, read into a recycled buffer.
+    fn next_chunk(&mut self, mut bytes: Vec<u8>) -> std::io::Result<Option<Chunk>> {
         if self.eof {
             return Ok(None);
         }
-        let mut bytes = Vec::with_capacity(CHUNK_BYTES + 4096);
+        bytes.clear();
         while bytes.len() < CHUNK_BYTES {
             if self.input.read_until(b'\n', &mut bytes)? == 0 {
                 self.eof = true;
@@ -68,6 +69,8 @@ pub struct SharedFile {
     lines_done: AtomicU64,
     bytes_read: AtomicU64,
     exhausted: AtomicBool,
+    /// Chunk buffers handed back after use: fresh megabyte allocations cost page faults.
+    spare: Mutex<Vec<Vec<u8>>>,
     /// Compressed size on disk, for progress.
     pub file_bytes: u64,
 }
@@ -93,6 +96,7 @@ impl SharedFile {
             lines_done: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             exhausted: AtomicBool::new(false),
+            spare: Mutex::new(Vec::new()),
             file_bytes,
         }))
     }
@@ -107,7 +111,7 @@ impl SharedFile {
     }
 
     pub fn source(self: &Arc<Self>) -> FileSource {
-        FileSource { shared: self.clone(), done: false, last_clock: None }
+        FileSource { shared: self.clone(), done: false, last_clock: None, decoded: Vec::new() }
     }
 }
 
@@ -115,6 +119,8 @@ pub struct FileSource {
     shared: Arc<SharedFile>,
     done: bool,
     last_clock: Option<PartitionClock>,
+    /// Recycled allocation for a chunk's decode results.
+    decoded: Vec<Result<Decoded<'static>, Rejection>>,
 }
 
 impl FileSource {
@@ -127,13 +133,14 @@ impl FileSource {
             .map(|(i, line)| (chunk.first_line + i as u64, line.strip_suffix(b"\r").unwrap_or(line)))
             .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
             .collect();
-        let decoded: Vec<_> = lines.iter().map(|(_, line)| decode(line, now)).collect();
+        let mut decoded = recycle(std::mem::take(&mut self.decoded));
+        decoded.extend(lines.iter().map(|(_, line)| decode(line, now)));
         let mut turn = self.shared.turn.lock();
         while turn.0 != chunk.index {
             self.shared.turn_changed.wait(&mut turn);
         }
         let clock = &mut turn.1;
-        for ((line, raw), result) in lines.iter().zip(decoded) {
+        for ((line, raw), result) in lines.iter().zip(decoded.drain(..)) {
             let coords = Coords::File { file: &self.shared.name, line: *line };
             ingest.offer(clock, result, &coords, raw, now);
         }
@@ -142,17 +149,27 @@ impl FileSource {
         drop(turn);
         self.shared.turn_changed.notify_all();
         self.shared.lines_done.fetch_add(lines.len() as u64, Ordering::Relaxed);
+        self.decoded = recycle(decoded);
+        self.shared.spare.lock().push(chunk.bytes);
     }
+}
+
+/// Reuses an empty vector's allocation for elements of another lifetime.
+fn recycle<'a, 'b>(mut v: Vec<Result<Decoded<'a>, Rejection>>) -> Vec<Result<Decoded<'b>, Rejection>> {
+    v.clear();
+    // An empty Vec holds no values, so only the allocation (same size and alignment) carries over.
+    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
 }
 
 impl Source for FileSource {
     fn poll(&mut self, ingest: &mut Ingest, deadline: Instant) -> Result<Poll, SourceError> {
         while !self.done {
+            let buffer = self.shared.spare.lock().pop().unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES + 4096));
             let chunk = self
                 .shared
                 .reader
                 .lock()
-                .next_chunk()
+                .next_chunk(buffer)
                 .map_err(|error| SourceError::Io { path: self.shared.name.clone(), error })?;
             let Some(chunk) = chunk else {
                 self.done = true;
