@@ -91,6 +91,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_lists_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/clickflow.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let config: Config = toml::from_str(&text).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let table: toml::Table = "[engine]\nworkerz = 1\n".parse().unwrap();
         let err = toml::Value::Table(table).try_into::<Config>().unwrap_err();

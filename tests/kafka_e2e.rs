@@ -64,6 +64,11 @@ fn kafka_to_http_equals_the_reference_and_rejects_are_kept_with_coordinates() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _run = Running(spawn_run(&brokers, port, dir.path(), "clicks-dlq"));
+    assert_eq!(
+        counted_when_ready(port, Duration::from_secs(120)),
+        records.len() as i64,
+        "ready only once the backlog is in the views"
+    );
     let engine = settled(port, records.len(), expected.live.clock.as_of_ms);
     assert_eq!(comparable(engine), expected);
 

@@ -2,7 +2,7 @@
 //! of every worker has passed, so each publish is a consistent snapshot of all views.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +17,8 @@ pub type Captured = Event<Epoch, Vec<(Row, Epoch, isize)>>;
 pub struct Exporter {
     pub read_model: Arc<ReadModel>,
     pub status: Arc<Status>,
-    pub caught_up: Arc<Vec<AtomicBool>>,
+    /// Per worker: 1 + the epoch in which it caught up with its input (0: not yet).
+    pub caught_up: Arc<Vec<AtomicU64>>,
     pub start: Instant,
     pub epoch_ms: u64,
     pub peers: usize,
@@ -82,11 +83,11 @@ impl Exporter {
             }
             None => std::mem::take(pending),
         };
-        if !self.status.is_ready() && self.caught_up.iter().all(|c| c.load(Ordering::Relaxed)) {
-            tracing::info!("caught up with the input; ready");
-            self.status.set_ready(true);
-        }
+        // Ready once every worker has caught up and the epochs in which it did are published.
+        let caught_up =
+            self.caught_up.iter().map(|c| c.load(Ordering::Relaxed)).all(|c| c > 0 && before.is_none_or(|b| c <= b));
         let Some(&last) = ready.keys().next_back() else {
+            self.mark_ready(caught_up);
             return;
         };
         let published = before.map_or(last, |b| b.saturating_sub(1).max(last));
@@ -108,6 +109,14 @@ impl Exporter {
             for ts in times.remove(&epoch).unwrap_or_default() {
                 let _ = h.record((now_ms - ts).max(0) as u64);
             }
+        }
+        self.mark_ready(caught_up);
+    }
+
+    fn mark_ready(&self, caught_up: bool) {
+        if caught_up && !self.status.is_ready() {
+            tracing::info!("caught up with the input; ready");
+            self.status.set_ready(true);
         }
     }
 }

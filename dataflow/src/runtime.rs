@@ -4,7 +4,7 @@
 //! never stalls the frontier. Ingestion stops when the views fall `max_epochs_in_flight` behind.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -68,7 +68,7 @@ impl Engine {
         let start = Instant::now();
         let (capture_tx, capture_rx) = mpsc::channel::<Captured>();
         let (fresh_tx, fresh_rx) = mpsc::channel::<Freshness>();
-        let caught_up = Arc::new((0..peers).map(|_| AtomicBool::new(false)).collect::<Vec<_>>());
+        let caught_up = Arc::new((0..peers).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
         let exporter = Exporter {
             read_model: self.read_model.clone(),
             status: self.status.clone(),
@@ -117,7 +117,8 @@ struct WorkerSetup {
     read_model: Arc<ReadModel>,
     status: Arc<Status>,
     stop: Arc<AtomicBool>,
-    caught_up: Arc<Vec<AtomicBool>>,
+    /// Per worker: 1 + the epoch in which its source had read all it had at start (0: not yet).
+    caught_up: Arc<Vec<AtomicU64>>,
     start: Instant,
     measure_freshness: bool,
 }
@@ -171,8 +172,8 @@ impl WorkerSetup {
                 if let Some(times) = ingest.freshness.as_mut().filter(|t| !t.is_empty()) {
                     let _ = fresh.send((epoch, std::mem::take(times)));
                 }
-                if source.caught_up() {
-                    self.caught_up[index].store(true, Ordering::Relaxed);
+                if self.caught_up[index].load(Ordering::Relaxed) == 0 && source.caught_up() {
+                    self.caught_up[index].store(epoch + 1, Ordering::Relaxed);
                 }
                 if let Some(dir) = &self.config.state_dir {
                     if finished || last_snapshot.elapsed() >= Duration::from_secs(self.config.snapshot_seconds) {

@@ -132,3 +132,18 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+/// Waits for `/readyz` to answer 200 and returns the number of records counted right after.
+pub fn counted_when_ready(port: u16, timeout: Duration) -> i64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ready =
+            ureq::get(&format!("http://127.0.0.1:{port}/readyz")).timeout(Duration::from_secs(2)).call().is_ok();
+        if ready {
+            let d = get_json(port, "/api/v1/dump").expect("dump answers");
+            return d["accepted"].as_i64().unwrap() + d["rejects"]["total"].as_i64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

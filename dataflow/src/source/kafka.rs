@@ -25,7 +25,8 @@ struct Part {
     clock: PartitionClock,
     /// Next offset to read; `None` until the first message or a restore.
     next_offset: Option<i64>,
-    /// High watermark when the engine started: reading up to it is "caught up".
+    /// High watermark when the engine started: reading up to it is "caught up" (0 when starting
+    /// at the end: there is no backlog).
     start_high: i64,
     last_message: Instant,
 }
@@ -126,15 +127,24 @@ impl KafkaSource {
 
     fn assign(&mut self) -> Result<(), SourceError> {
         let mut tpl = TopicPartitionList::new();
+        let mut backlog_free = Vec::new();
         for part in &self.parts {
             let offset = match part.next_offset {
                 Some(o) => Offset::Offset(o),
                 None => self.start_offset(&part.topic, part.partition)?,
             };
+            if offset == Offset::End {
+                backlog_free.push(part.name());
+            }
             tpl.add_partition_offset(&part.topic, part.partition, offset)
                 .map_err(|e| SourceError::Kafka(e.to_string()))?;
         }
         self.consumer.assign(&tpl).map_err(|e| SourceError::Kafka(format!("cannot assign partitions: {e}")))?;
+        for part in &mut self.parts {
+            if backlog_free.contains(&part.name()) {
+                part.start_high = 0;
+            }
+        }
         tracing::info!(partitions = ?self.parts.iter().map(Part::name).collect::<Vec<_>>(), start = %self.start, "consuming");
         self.assigned = true;
         Ok(())
@@ -192,8 +202,16 @@ impl Source for KafkaSource {
         worker_clock(self.parts.iter().map(|p| (&p.clock, self.is_idle(p))), lateness_ms)
     }
 
+    /// Read up to the high watermark seen at start and to the latest one fetch responses carried
+    /// (some brokers, tansu among them, under-report the first after multi-record batches).
     fn caught_up(&self) -> bool {
-        self.parts.iter().all(|p| p.start_high == 0 || p.next_offset.is_some_and(|o| o >= p.start_high))
+        self.parts.iter().all(|p| {
+            if p.start_high == 0 {
+                return true;
+            }
+            let latest = cached_high_watermark(&self.consumer, &p.topic, p.partition).unwrap_or(0);
+            p.next_offset.is_some_and(|o| o >= p.start_high.max(latest))
+        })
     }
 
     fn checkpoint(&self) -> Checkpoint {
