@@ -124,7 +124,7 @@ proptest! {
             let expected = oracle::dump(&spec, &[lines[..end].to_vec()]);
             prop_assert_eq!(comparable(harness.settle()), expected, "after {} records", end);
         }
-        let expected = oracle::dump(&spec, &[lines.clone()]);
+        let expected = oracle::dump(&spec, std::slice::from_ref(&lines));
         prop_assert_eq!(comparable(harness.finish()), expected);
     }
 }

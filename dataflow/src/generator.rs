@@ -98,12 +98,15 @@ struct Session {
     device: &'static str,
     country: &'static str,
     ip: String,
-    source: Option<(&'static str, &'static str, &'static str)>,
+    source: Option<Acquisition>,
     events_left: u32,
     first: bool,
 }
 
-const SOURCES: [(f64, Option<(&str, &str, &str)>); 8] = [
+/// `(utm_source, utm_medium, utm_campaign)`
+type Acquisition = (&'static str, &'static str, &'static str);
+
+const SOURCES: [(f64, Option<Acquisition>); 8] = [
     (0.40, None),
     (0.24, Some(("google", "organic", "none"))),
     (0.08, Some(("google", "cpc", "brand-search"))),
@@ -138,6 +141,9 @@ fn by_share<T: Copy>(table: &[(f64, T)], mut x: f64) -> T {
     table[table.len() - 1].1
 }
 
+/// A record waiting for delivery: `(deliver_ms, sequence, line, key)`.
+type Held = (i64, u64, Vec<u8>, String);
+
 pub struct Generator {
     config: GeneratorConfig,
     rng: Pcg64,
@@ -149,7 +155,7 @@ pub struct Generator {
     sessions: HashMap<u64, Session>,
     next_session: u64,
     /// Records waiting for their (late) delivery time, with a tie-breaking sequence.
-    held: BinaryHeap<Reverse<(i64, u64, Vec<u8>, String)>>,
+    held: BinaryHeap<Reverse<Held>>,
     /// Records delivered before this are the warm-up and are not returned.
     first_ms: i64,
 }
@@ -282,7 +288,7 @@ impl Generator {
     }
 
     fn emit_event(&mut self, s: &Session, at: i64, event: &str, page: &str, props: Option<serde_json::Value>) {
-        let referrer = s.first.then(|| match s.source {
+        let referrer = s.first.then_some(match s.source {
             Some(("google", _, _)) => "https://www.google.com/",
             Some(("facebook", _, _)) => "https://www.facebook.com/",
             Some(("bing", _, _)) => "https://www.bing.com/",
@@ -359,7 +365,7 @@ impl Generator {
     fn break_line(&mut self, line: Vec<u8>) -> Vec<u8> {
         let text = String::from_utf8(line).expect("generated lines are UTF-8");
         match self.rng.random_range(0..7) {
-            0 => text[..text.len() / 2].as_bytes().to_vec(),
+            0 => text.as_bytes()[..text.len() / 2].to_vec(),
             1 => text.replacen("\"user_id\"", "\"uid\"", 1).into_bytes(),
             2 => text.replacen("\"ts\":", "\"ts\":true,\"was\":", 1).into_bytes(),
             3 => text.replacen("\"ts\":", "\"ts\":\"last tuesday\",\"was\":", 1).into_bytes(),

@@ -95,8 +95,8 @@ impl Ingest {
     pub fn add(&mut self, d: &Decoded<'_>) {
         let e = d.event;
         for (sym, text) in d.texts() {
-            if !self.ledger.names.contains_key(&sym) {
-                self.ledger.names.insert(sym, text.to_string());
+            if let std::collections::hash_map::Entry::Vacant(e) = self.ledger.names.entry(sym) {
+                e.insert(text.to_string());
                 self.new_names.push((sym, text.to_string()));
             }
         }

@@ -175,7 +175,7 @@ fn views_of(
         live.active_users = active(hm);
         live.events_this_minute = sum("all", "(none)", hm, hm);
         live.events_per_minute = sum("all", "(none)", hm - 1, hm - 1);
-        if hm - 1 >= counts_from {
+        if hm > counts_from {
             live.events_by_name = rank("event", hm - 1, hm - 1, usize::MAX);
         }
         let top_lo = hm + 1 - cfg.top_minutes as i64;

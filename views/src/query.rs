@@ -72,14 +72,8 @@ pub fn live(tables: &Tables, config: &ViewConfig) -> Live {
     let Some(hm) = vis.head else { return live };
     let lo = |n: u32| (hm + 1).saturating_sub(n);
     live.active_users = tables.distinct_users(lo(config.active_minutes).max(vis.users_from), hm);
-    let at = |minute: Minute| {
-        if minute < vis.counts_from {
-            return 0;
-        }
-        tables.series(Dim::All, NONE).and_then(|s| s.get(&minute)).copied().unwrap_or(0)
-    };
-    live.events_this_minute = at(hm);
-    live.events_per_minute = hm.checked_sub(1).map(at).unwrap_or(0);
+    live.events_this_minute = events_in(tables, &vis, hm);
+    live.events_per_minute = hm.checked_sub(1).map_or(0, |m| events_in(tables, &vis, m));
     if let Some(last) = hm.checked_sub(1).filter(|m| *m >= vis.counts_from) {
         live.events_by_name = ranked(tables, Dim::Event, last, last, usize::MAX);
     }
@@ -93,6 +87,14 @@ pub fn live(tables: &Tables, config: &ViewConfig) -> Live {
         live.breakdowns.insert(dim.as_str().to_string(), ranked(tables, dim, top_lo, hm, config.top_n));
     }
     live
+}
+
+/// All events in one minute, zero outside the kept window.
+fn events_in(tables: &Tables, vis: &Visible, minute: Minute) -> i64 {
+    if minute < vis.counts_from {
+        return 0;
+    }
+    tables.series(Dim::All, NONE).and_then(|s| s.get(&minute)).copied().unwrap_or(0)
 }
 
 fn trending(tables: &Tables, config: &ViewConfig, hm: Minute, floor: Minute) -> Vec<TrendingPage> {

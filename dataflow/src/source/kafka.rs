@@ -189,7 +189,7 @@ impl Source for KafkaSource {
             part.next_offset = Some(message.offset() + 1);
             part.last_message = Instant::now();
             n += 1;
-            if n % 256 == 0 {
+            if n.is_multiple_of(256) {
                 now = now_ms();
                 if part.last_message >= deadline {
                     return Ok(Poll::Busy);

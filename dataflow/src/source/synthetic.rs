@@ -60,7 +60,7 @@ impl Source for SyntheticSource {
             ingest.offer(&mut self.clock, decode(&record.line, now), &coords, &record.line, now);
             self.produced += 1;
             n += 1;
-            if n % 1024 == 0 {
+            if n.is_multiple_of(1024) {
                 now = now_ms();
                 if Instant::now() >= deadline {
                     return Ok(Poll::Busy);
