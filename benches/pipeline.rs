@@ -1,1 +1,106 @@
-fn main() {}
+//! Per-stage costs: decoding, admission, ingestion, and read-model queries on a realistic state.
+//! End-to-end rates come from `clickflow bench` (see BENCHMARKS.md).
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use dataflow::clock::PartitionClock;
+use dataflow::deadletter::Discard;
+use dataflow::decode::decode;
+use dataflow::ingest::Ingest;
+use dataflow::{Generator, GeneratorConfig};
+use views::query::TimeseriesQuery;
+use views::{Fact, ReadModel, Row, ViewConfig};
+
+const START: i64 = 1_795_132_800_000;
+const N: usize = 100_000;
+
+fn lines() -> Vec<Vec<u8>> {
+    let config = GeneratorConfig { rate: 20_000.0, ..GeneratorConfig::default() };
+    Generator::new(config, START).take(N).map(|g| g.line).collect()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn stages(c: &mut Criterion) {
+    let lines = lines();
+    let mut group = c.benchmark_group("per_event");
+    group.throughput(Throughput::Elements(N as u64));
+    group.bench_function("decode", |b| {
+        let now = now();
+        b.iter(|| lines.iter().filter(|l| decode(black_box(l), now).is_ok()).count())
+    });
+    let decoded: Vec<_> = lines.iter().filter_map(|l| decode(l, now()).ok()).collect();
+    group.bench_function("admit (watermark + de-duplication)", |b| {
+        b.iter_batched(
+            PartitionClock::default,
+            |mut clock| decoded.iter().filter(|d| clock.admit(d.event.ts, d.event_id, 300_000, now()).is_ok()).count(),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("ingest add (epoch consolidation)", |b| {
+        b.iter_batched(
+            || Ingest::new(0, ViewConfig::default(), 300_000, Box::new(Discard)),
+            |mut ingest| {
+                for d in &decoded {
+                    ingest.add(d);
+                }
+                ingest
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("generator");
+    group.throughput(Throughput::Elements(N as u64));
+    // One generator across iterations: its 10-minute warm-up is paid once, not measured.
+    let mut generator = Generator::new(GeneratorConfig::default(), START);
+    group.bench_function("records", |b| b.iter(|| generator.by_ref().take(N).count()));
+    group.finish();
+}
+
+/// A read model holding a day of per-minute counts for 500 pages and an hour of user-minutes.
+fn populated() -> std::sync::Arc<ReadModel> {
+    let model = ReadModel::new(ViewConfig::default());
+    let first = (START / 60_000) as u32;
+    let mut rows: Vec<(Row, isize)> = Vec::new();
+    for p in 0..500u64 {
+        let key = views::event::sym(&format!("/products/{p}"));
+        rows.push((Row::Name { sym: key, text: format!("/products/{p}") }, 1));
+        for m in 0..1440 {
+            rows.push((
+                Row::Count { dim: views::Dim::PageView, key, minute: first + m },
+                ((p * 7 + m as u64) % 50) as isize,
+            ));
+        }
+    }
+    for m in 1380..1440 {
+        for u in 0..2000u64 {
+            rows.push((Row::UserMinute { minute: first + m, user: u * 31 + m as u64 }, 1));
+        }
+    }
+    let head = START + 1439 * 60_000;
+    rows.push((Row::Clock { worker: 0, head, watermark: head - 300_000, idle: false }, 1));
+    let _ = Fact::Accepted;
+    model.publish(1, rows);
+    model
+}
+
+fn queries(c: &mut Criterion) {
+    let model = populated();
+    let mut group = c.benchmark_group("read_model");
+    group.bench_function("live (500 pages x 1 day, 2k users/min)", |b| b.iter(|| model.live()));
+    let q = TimeseriesQuery { metric: Some("page_views".into()), breakdown: Some("page".into()), ..Default::default() };
+    group.bench_function("timeseries page_views by page, 1 h", |b| b.iter(|| model.timeseries(&q).unwrap()));
+    let q = TimeseriesQuery { metric: Some("active_users".into()), ..Default::default() };
+    group.bench_function("timeseries active_users, 1 h", |b| b.iter(|| model.timeseries(&q).unwrap()));
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10);
+    targets = stages, queries
+}
+criterion_main!(benches);

@@ -31,6 +31,11 @@ impl PartitionClock {
         self.head
     }
 
+    /// The same event time without the de-duplication state: cheap to copy for reporting.
+    pub fn time_only(&self) -> PartitionClock {
+        PartitionClock { head: self.head, ..PartitionClock::default() }
+    }
+
     pub fn watermark(&self, lateness_ms: i64) -> Option<i64> {
         self.head.map(|h| h - lateness_ms)
     }

@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use views::event::{minute_of, minute_start_ms, Event, Minute, Sym};
 use views::facts::{series_of, Dim, Fact};
-use views::ids::IdSet;
+use views::ids::{IdMap, IdSet};
 use views::{Epoch, ViewConfig};
 
 use crate::clock::PartitionClock;
@@ -32,7 +32,7 @@ pub struct WorkerClock {
 pub struct Ledger {
     pub series: BTreeMap<Minute, HashMap<(Dim, Sym), i64>>,
     pub users: BTreeMap<Minute, IdSet>,
-    pub names: HashMap<Sym, String>,
+    pub names: IdMap<String>,
     pub accepted: i64,
     pub rejects: BTreeMap<Reason, i64>,
 }
