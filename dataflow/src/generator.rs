@@ -160,19 +160,22 @@ pub struct Generator {
     first_ms: i64,
 }
 
-/// The simulation starts this long before the first returned record, so traffic begins in steady
-/// state (sessions already in progress) rather than with everyone landing at once.
+/// The simulation starts up to this long before the first returned record, so traffic begins in
+/// steady state (sessions already in progress) rather than with everyone landing at once...
 const WARM_UP_MS: i64 = 10 * 60_000;
+/// ...but simulates at most about this many events before it, so high rates start promptly.
+const WARM_UP_EVENTS: f64 = 400_000.0;
 
 impl Generator {
     /// Starts generating at event time `start_ms`.
     pub fn new(config: GeneratorConfig, start_ms: i64) -> Generator {
         let rng = Pcg64::seed_from_u64(config.seed);
+        let warm_up = WARM_UP_MS.min((WARM_UP_EVENTS / config.rate.max(1.0) * 1000.0) as i64);
         Generator {
             config,
             rng,
             seq: 0,
-            next_arrival: (start_ms - WARM_UP_MS) as f64,
+            next_arrival: (start_ms - warm_up) as f64,
             due: BinaryHeap::new(),
             sessions: HashMap::new(),
             next_session: 0,

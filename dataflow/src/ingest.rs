@@ -50,8 +50,8 @@ pub struct Ingest {
     rejects: BTreeMap<Reason, i64>,
     clock: Option<WorkerClock>,
     dead_letters: Box<dyn DeadLetterSink>,
-    /// Event times admitted this epoch, when freshness is measured.
-    pub freshness: Option<Vec<i64>>,
+    /// When freshness is measured: from which event time, and the times admitted this epoch.
+    pub freshness: Option<(i64, Vec<i64>)>,
 }
 
 impl Ingest {
@@ -107,8 +107,10 @@ impl Ingest {
         let cell = Event { ts: minute_start_ms(minute), user: 0, ..e };
         *self.cube.entry(cell).or_default() += 1;
         self.accepted += 1;
-        if let Some(f) = self.freshness.as_mut() {
-            f.push(e.ts);
+        if let Some((from, times)) = self.freshness.as_mut() {
+            if e.ts >= *from {
+                times.push(e.ts);
+            }
         }
     }
 

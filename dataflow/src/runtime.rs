@@ -38,8 +38,9 @@ pub struct Engine {
     pub status: Arc<Status>,
     /// Set to stop reading; the engine then drains and returns.
     pub stop: Arc<AtomicBool>,
-    /// Record each admitted event's time to report event-to-read-model freshness.
-    pub measure_freshness: bool,
+    /// Record the time of each admitted event at or after this (epoch ms) to report
+    /// event-to-read-model freshness.
+    pub measure_freshness: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -56,7 +57,7 @@ impl Engine {
             read_model: ReadModel::new(views.clone()),
             status: Arc::new(Status::default()),
             stop: Arc::new(AtomicBool::new(false)),
-            measure_freshness: false,
+            measure_freshness: None,
             config,
             views,
         })
@@ -120,7 +121,7 @@ struct WorkerSetup {
     /// Per worker: 1 + the epoch in which its source had read all it had at start (0: not yet).
     caught_up: Arc<Vec<AtomicU64>>,
     start: Instant,
-    measure_freshness: bool,
+    measure_freshness: Option<i64>,
 }
 
 impl WorkerSetup {
@@ -143,9 +144,7 @@ impl WorkerSetup {
         let mut source = sources(index, peers).map_err(|e| fail(&e))?;
         let lateness = self.config.lateness_ms();
         let mut ingest = Ingest::new(index as u32, self.views.clone(), lateness, sinks(index));
-        if self.measure_freshness {
-            ingest.freshness = Some(Vec::new());
-        }
+        ingest.freshness = self.measure_freshness.map(|from| (from, Vec::new()));
         if let Some(dir) = &self.config.state_dir {
             if let Some(snap) = snapshot::load(dir, index, peers).map_err(|e| fail(&e))? {
                 tracing::info!(worker = index, dir = %dir.display(), partitions = snap.checkpoint.partitions.len(), "resuming from snapshot");
@@ -169,7 +168,7 @@ impl WorkerSetup {
             if now >= deadline || finished {
                 ingest.set_clock(source.clock(lateness));
                 ingest.flush(&mut input, &mut reported, self.read_model.as_of_ms());
-                if let Some(times) = ingest.freshness.as_mut().filter(|t| !t.is_empty()) {
+                if let Some((_, times)) = ingest.freshness.as_mut().filter(|(_, t)| !t.is_empty()) {
                     let _ = fresh.send((epoch, std::mem::take(times)));
                 }
                 if self.caught_up[index].load(Ordering::Relaxed) == 0 && source.caught_up() {

@@ -289,8 +289,10 @@ fn freshness_bench(config: &Config, rate: f64, seconds: u64) -> Result<()> {
     let mut generator = config.generator.clone();
     // Only on-time records: a late record's age is its lateness, not the engine's delay.
     (generator.rate, generator.late_share, generator.too_late_share) = (rate, 0.0, 0.0);
+    let start = super::generate::realtime_start();
     let mut engine = Engine::new(config.engine.clone(), config.views.clone())?;
-    engine.measure_freshness = true;
+    // The first second settles connections and fetch sessions; measure what follows.
+    engine.measure_freshness = Some(start + 1000);
     let stop = engine.stop.clone();
     let kafka = config.kafka.clone();
     let sources: SourceFactory =
@@ -301,18 +303,12 @@ fn freshness_bench(config: &Config, rate: f64, seconds: u64) -> Result<()> {
     let producer = {
         let (kafka, stop, produced) = (config.kafka.clone(), producer_stop.clone(), produced.clone());
         std::thread::spawn(move || -> Result<()> {
-            let n = super::generate::to_kafka(
-                Generator::new(generator, chrono::Utc::now().timestamp_millis()),
-                &kafka,
-                "fresh",
-                0,
-                true,
-                &stop,
-            )?;
+            let n = super::generate::to_kafka(Generator::new(generator, start), &kafka, "fresh", 0, true, &stop)?;
             produced.store(n as usize, Ordering::Relaxed);
             Ok(())
         })
     };
+    std::thread::sleep(Duration::from_millis((start - chrono::Utc::now().timestamp_millis()).max(0) as u64 + 1000));
     std::thread::sleep(Duration::from_secs(seconds));
     producer_stop.store(true, Ordering::Relaxed);
     producer.join().map_err(|_| anyhow::anyhow!("producer panicked"))??;

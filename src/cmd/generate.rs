@@ -52,7 +52,7 @@ pub fn main(config: Config, args: Args) -> Result<()> {
     }
     generator_config.lateness_seconds = config.engine.lateness_seconds;
     let start = if args.realtime {
-        chrono::Utc::now().timestamp_millis()
+        realtime_start()
     } else {
         chrono::DateTime::parse_from_rfc3339(&args.start)
             .with_context(|| format!("--start `{}` is not RFC 3339", args.start))?
@@ -92,6 +92,12 @@ fn to_file(generator: Generator, path: &PathBuf, count: u64) -> Result<()> {
     drop(out);
     eprintln!("wrote {count} records to {} in {:.1} s", path.display(), started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Start of real-time traffic: a moment ahead, so the generator's warm-up is simulated before the
+/// first record is due (otherwise the first records go out late and look stale).
+pub fn realtime_start() -> i64 {
+    chrono::Utc::now().timestamp_millis() + 3_000
 }
 
 /// Produces records keyed by user; in real time, each when its delivery time comes. Returns the
