@@ -87,12 +87,16 @@ impl Exporter {
         let caught_up =
             self.caught_up.iter().map(|c| c.load(Ordering::Relaxed)).all(|c| c > 0 && before.is_none_or(|b| c <= b));
         let Some(&last) = ready.keys().next_back() else {
+            if let Some(b) = before {
+                self.read_model.mark_complete_before(b);
+            }
             self.mark_ready(caught_up);
             return;
         };
         let published = before.map_or(last, |b| b.saturating_sub(1).max(last));
         let epochs: Vec<Epoch> = ready.keys().copied().collect();
         self.read_model.publish(published, ready.into_values().flatten());
+        self.read_model.mark_complete_before(published + 1);
         let now = Instant::now();
         let now_ms = chrono::Utc::now().timestamp_millis();
         for epoch in epochs {

@@ -188,6 +188,14 @@ impl Ingest {
             }
         }
         let users_from = (as_of_minute + 1).saturating_sub(self.views.user_minutes_kept());
+        tracing::trace!(
+            worker = self.worker,
+            as_of_minute,
+            counts_from,
+            users_from,
+            ledger_minutes = self.ledger.users.len(),
+            "expire"
+        );
         let kept = self.ledger.users.split_off(&users_from);
         for (minute, users) in std::mem::replace(&mut self.ledger.users, kept) {
             for user in users {

@@ -92,7 +92,12 @@ impl Engine {
             start,
             measure_freshness: self.measure_freshness,
         };
-        let guards = timely::execute(timely::Config::process(peers), move |w| {
+        let mut timely_config = timely::Config::process(peers);
+        // Keep merging trace batches while input is idle, so retracted (expired) records are
+        // compacted away and memory follows the windows rather than history.
+        let merge = differential_dataflow::Config::default().idle_merge_effort(Some(1_000));
+        differential_dataflow::configure(&mut timely_config.worker, &merge);
+        let guards = timely::execute(timely_config, move |w| {
             worker.run(w, &sources, &sinks, capture_tx.clone(), fresh_tx.clone())
         })
         .map_err(EngineError::Worker)?;
@@ -199,9 +204,13 @@ impl WorkerSetup {
             if finished {
                 break;
             }
+            // Bounded work in flight: wait for the dataflow and for the exporter.
             let behind = epoch.saturating_sub(self.config.max_epochs_in_flight);
-            while probe.less_than(&behind) {
+            while probe.less_than(&behind) || self.read_model.complete_before() < behind {
                 worker.step_or_park(Some(Duration::from_millis(1)));
+                if self.stop.load(Ordering::Relaxed) {
+                    break;
+                }
             }
             if poll == Poll::Idle {
                 let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(5));

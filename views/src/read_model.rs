@@ -3,7 +3,7 @@
 //! The exporter applies all updates of the epochs the frontier has passed under one write lock and
 //! then publishes, so every reader sees the views at one frontier and two views read together agree.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -42,12 +42,20 @@ pub struct ReadModel {
     /// `as_of` of the last publish (i64::MIN before the first), read lock-free by ingestion to
     /// retract what fell out of the windows.
     as_of: AtomicI64,
+    /// Every epoch before this is in the published state (lets ingestion wait for the exporter).
+    complete_before: AtomicU64,
 }
 
 impl ReadModel {
     pub fn new(config: ViewConfig) -> Arc<ReadModel> {
         let (changes, _) = broadcast::channel(256);
-        Arc::new(ReadModel { config, tables: RwLock::new(Tables::default()), changes, as_of: AtomicI64::new(i64::MIN) })
+        Arc::new(ReadModel {
+            config,
+            tables: RwLock::new(Tables::default()),
+            changes,
+            as_of: AtomicI64::new(i64::MIN),
+            complete_before: AtomicU64::new(0),
+        })
     }
 
     pub fn config(&self) -> &ViewConfig {
@@ -82,6 +90,15 @@ impl ReadModel {
         counts.dedup_by(|a, b| (a.dim, &a.key, a.minute_ms) == (b.dim, &b.key, b.minute_ms));
         let change = Change { clock: query::clock(&tables), live: query::live(&tables, &self.config), counts };
         let _ = self.changes.send(Arc::new(change));
+    }
+
+    /// Records that every epoch before `epoch` has been published (with or without updates).
+    pub fn mark_complete_before(&self, epoch: u64) {
+        self.complete_before.fetch_max(epoch, Ordering::Relaxed);
+    }
+
+    pub fn complete_before(&self) -> u64 {
+        self.complete_before.load(Ordering::Relaxed)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
