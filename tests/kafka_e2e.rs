@@ -136,8 +136,21 @@ fn kill_9_mid_stream_then_restart_gives_the_views_of_an_uninterrupted_run() {
     assert!(at_kill["accepted"].as_i64().unwrap() < records.len() as i64 - 5000);
     producer.join().unwrap();
 
-    let _restarted = Running(spawn_run(&brokers, port, dir.path(), ""));
+    let mut restarted = Running(spawn_run(&brokers, port, dir.path(), ""));
     let expected = oracle::dump(&spec(), &by_partition(&records));
     let engine = settled(port, records.len(), expected.live.clock.as_of_ms);
     assert_eq!(comparable(engine), expected);
+
+    // A polite stop drains and exits promptly.
+    let pid = restarted.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = restarted.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "clickflow run did not exit within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
 }

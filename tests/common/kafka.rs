@@ -19,6 +19,11 @@ pub fn partition_of(key: &str) -> i32 {
 
 /// Produces `(key, payload)` records to their [`partition_of`], in order, acknowledged.
 pub fn produce(brokers: &str, topic: &str, records: &[(String, Vec<u8>)]) {
+    produce_at(brokers, topic, records, None)
+}
+
+/// [`produce`] with a given Kafka message timestamp (epoch ms) on every record.
+pub fn produce_at(brokers: &str, topic: &str, records: &[(String, Vec<u8>)], timestamp: Option<i64>) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
@@ -29,6 +34,9 @@ pub fn produce(brokers: &str, topic: &str, records: &[(String, Vec<u8>)]) {
     for (key, payload) in records {
         let mut record =
             BaseRecord::to(topic).key(key.as_str()).payload(payload.as_slice()).partition(partition_of(key));
+        if let Some(ts) = timestamp {
+            record = record.timestamp(ts);
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -80,8 +88,19 @@ pub fn free_port() -> u16 {
 
 /// `clickflow run` against `brokers`, configured through the environment as a user would.
 pub fn spawn_run(brokers: &str, port: u16, state_dir: &std::path::Path, dead_letter_topic: &str) -> Child {
+    spawn_run_with(brokers, port, state_dir, dead_letter_topic, &[])
+}
+
+pub fn spawn_run_with(
+    brokers: &str,
+    port: u16,
+    state_dir: &std::path::Path,
+    dead_letter_topic: &str,
+    args: &[&str],
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_clickflow"))
         .args(["run", "--workers", "2"])
+        .args(args)
         .env("CLICKFLOW__KAFKA__BROKERS", brokers)
         .env("CLICKFLOW__KAFKA__DEAD_LETTER_TOPIC", dead_letter_topic)
         .env("CLICKFLOW__API__LISTEN", format!("127.0.0.1:{port}"))

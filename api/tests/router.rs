@@ -1,0 +1,114 @@
+//! The router called directly (no socket), over a read model with known rows.
+
+use std::sync::Arc;
+
+use api::{app, AppState};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use views::event::{minute_of, sym};
+use views::{Dim, ReadModel, Row, Status, ViewConfig};
+
+const HEAD: i64 = 1_795_132_800_000 + 30 * 60_000;
+
+fn state() -> AppState {
+    let model = ReadModel::new(ViewConfig::default());
+    let m = minute_of(HEAD);
+    let home = sym("/");
+    model.publish(
+        3,
+        vec![
+            (Row::Name { sym: home, text: "/".into() }, 1),
+            (Row::Count { dim: Dim::PageView, key: home, minute: m }, 7),
+            (Row::Count { dim: Dim::All, key: 0, minute: m - 1 }, 40),
+            (Row::UserMinute { minute: m, user: 1 }, 1),
+            (Row::UserMinute { minute: m - 2, user: 2 }, 1),
+            (Row::UserMinute { minute: m - 9, user: 3 }, 1),
+            (Row::Accepted, 47),
+            (Row::Reject { reason: "invalid_json".into() }, 2),
+            (Row::Clock { worker: 0, head: HEAD, watermark: HEAD - 300_000, idle: false }, 1),
+        ],
+    );
+    AppState { read_model: model, status: Arc::new(Status::default()) }
+}
+
+async fn get(state: AppState, uri: &str) -> (StatusCode, String) {
+    let response = app(state).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap()
+}
+
+#[tokio::test]
+async fn live_answers_from_the_snapshot_with_its_clock() {
+    let (status, body) = get(state(), "/api/v1/live").await;
+    assert_eq!(status, StatusCode::OK);
+    let v = json(&body);
+    assert_eq!(v["active_users"], 2, "users 1 and 2 are within 5 minutes, user 3 is not");
+    assert_eq!(v["events_per_minute"], 40);
+    assert_eq!(v["top_pages"][0]["page"], "/");
+    assert_eq!(v["top_pages"][0]["views"], 7);
+    assert_eq!(v["as_of_ms"], HEAD - 300_000);
+    assert_eq!(v["epoch"], 3);
+}
+
+#[tokio::test]
+async fn timeseries_validates_its_parameters_with_actionable_errors() {
+    let (status, body) = get(state(), "/api/v1/timeseries?metric=clicks").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(json(&body)["error"].as_str().unwrap().contains("events, page_views, active_users"), "{body}");
+    let (status, body) = get(state(), "/api/v1/timeseries?metric=active_users&breakdown=page").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("no breakdown"), "{body}");
+    let (status, body) = get(state(), "/api/v1/timeseries?from=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("RFC 3339"), "{body}");
+    let (status, body) = get(state(), "/api/v1/timeseries?metrc=events").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("metrc"), "{body}");
+    let (status, body) = get(state(), "/api/v1/timeseries?metric=page_views&breakdown=page").await;
+    assert_eq!(status, StatusCode::OK);
+    let v = json(&body);
+    assert_eq!(v["series"][0]["key"], "/");
+    assert_eq!(v["series"][0]["total"], 7);
+    assert_eq!(v["series"][0]["points"].as_array().unwrap().len(), 60);
+}
+
+#[tokio::test]
+async fn unknown_paths_list_the_endpoints() {
+    let (status, body) = get(state(), "/api/v2/live").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(json(&body)["error"].as_str().unwrap().contains("GET /api/v1/live"));
+}
+
+#[tokio::test]
+async fn readiness_follows_the_engine_status() {
+    let s = state();
+    let (status, body) = get(s.clone(), "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("catching up"));
+    s.status.set_ready(true);
+    assert_eq!(get(s, "/readyz").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let s = state();
+    s.status.observe_epoch_latency(120);
+    let (status, body) = get(s, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("clickflow_events_in_total 49\n"), "{body}");
+    assert!(body.contains("clickflow_rejects_total{reason=\"invalid_json\"} 2\n"));
+    assert!(body.contains("clickflow_epoch_latency_ms_bucket{le=\"150\"} 1\n"));
+    assert!(body.contains("clickflow_epoch_latency_ms_bucket{le=\"100\"} 0\n"));
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        assert!(name.starts_with("clickflow_"), "{line}");
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+}
