@@ -10,7 +10,7 @@ use dataflow::decode::{decode, Decoded};
 use dataflow::ingest::{Ingest, WorkerClock};
 use dataflow::source::file::SharedFile;
 use dataflow::source::kafka::KafkaSource;
-use dataflow::source::{worker_clock, Checkpoint, Poll, Source, SourceError};
+use dataflow::source::{worker_clock, Poll, Source, SourceError};
 use dataflow::{Engine, Generator, SourceFactory};
 use rdkafka::mocking::MockCluster;
 
@@ -149,15 +149,6 @@ impl Source for Decodedsource {
     }
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
         worker_clock(std::iter::once((&self.clock, self.next >= self.events.len())), lateness_ms)
-    }
-    fn caught_up(&self) -> bool {
-        true
-    }
-    fn checkpoint(&self) -> Checkpoint {
-        Checkpoint::default()
-    }
-    fn restore(&mut self, _: Checkpoint) -> Result<(), SourceError> {
-        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! real engine with scripted batches.
 #![allow(dead_code)]
 
+pub mod e2e;
 pub mod kafka;
 pub mod oracle;
 
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use dataflow::clock::PartitionClock;
 use dataflow::deadletter::{Coords, DeadLetterSink, MemorySink};
 use dataflow::ingest::{Ingest, WorkerClock};
-use dataflow::source::{now_ms, worker_clock, Checkpoint, Poll, Source, SourceError};
+use dataflow::source::{now_ms, worker_clock, Poll, Source, SourceError};
 use dataflow::{Engine, EngineConfig, SourceFactory};
 use views::model::Dump;
 use views::{ReadModel, ViewConfig};
@@ -71,15 +72,6 @@ impl Source for ScriptedSource {
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
         worker_clock(std::iter::once((&self.clock, self.closed)), lateness_ms)
     }
-    fn caught_up(&self) -> bool {
-        true
-    }
-    fn checkpoint(&self) -> Checkpoint {
-        Checkpoint::default()
-    }
-    fn restore(&mut self, _: Checkpoint) -> Result<(), SourceError> {
-        Ok(())
-    }
 }
 
 /// A worker without partitions; done when the scripted input is.
@@ -91,15 +83,6 @@ impl Source for NoInput {
     }
     fn clock(&self, _: i64) -> Option<WorkerClock> {
         None
-    }
-    fn caught_up(&self) -> bool {
-        true
-    }
-    fn checkpoint(&self) -> Checkpoint {
-        Checkpoint::default()
-    }
-    fn restore(&mut self, _: Checkpoint) -> Result<(), SourceError> {
-        Ok(())
     }
 }
 

@@ -13,7 +13,7 @@ use parking_lot::{Condvar, Mutex};
 use views::status::PartitionProgress;
 use views::Status;
 
-use super::{now_ms, worker_clock, Checkpoint, Poll, Source, SourceError};
+use super::{now_ms, worker_clock, Poll, Source, SourceError};
 use crate::clock::PartitionClock;
 use crate::deadletter::Coords;
 use crate::decode::{decode, Decoded};
@@ -191,20 +191,6 @@ impl Source for FileSource {
 
     fn caught_up(&self) -> bool {
         self.done
-    }
-
-    fn checkpoint(&self) -> Checkpoint {
-        Checkpoint::default()
-    }
-
-    fn restore(&mut self, checkpoint: Checkpoint) -> Result<(), SourceError> {
-        if checkpoint.partitions.is_empty() {
-            Ok(())
-        } else {
-            Err(SourceError::Config(
-                "a file replay starts from the beginning; it does not resume from a snapshot".into(),
-            ))
-        }
     }
 
     fn report(&self, status: &Status) {

@@ -45,11 +45,22 @@ pub trait Source {
     fn poll(&mut self, ingest: &mut Ingest, deadline: Instant) -> Result<Poll, SourceError>;
     /// The clock this worker reports; `None` until one of its partitions has data.
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock>;
-    /// Has read everything that was there when it started.
-    fn caught_up(&self) -> bool;
-    fn checkpoint(&self) -> Checkpoint;
+    /// Has read everything that was there when it started (sources without a backlog: always).
+    fn caught_up(&self) -> bool {
+        true
+    }
+    /// Positions to persist with a snapshot (sources that cannot resume: none).
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::default()
+    }
     /// Resumes from a checkpoint (before the first poll).
-    fn restore(&mut self, checkpoint: Checkpoint) -> Result<(), SourceError>;
+    fn restore(&mut self, checkpoint: Checkpoint) -> Result<(), SourceError> {
+        if checkpoint.partitions.is_empty() {
+            Ok(())
+        } else {
+            Err(SourceError::Config("this input starts from the beginning; it cannot resume from a snapshot".into()))
+        }
+    }
     /// Everything up to `checkpoint` is in a durable snapshot and through the dataflow.
     fn commit(&mut self, _checkpoint: &Checkpoint) {}
     fn report(&self, _status: &Status) {}

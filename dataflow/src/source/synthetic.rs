@@ -6,7 +6,7 @@ use std::time::Instant;
 use views::status::PartitionProgress;
 use views::Status;
 
-use super::{now_ms, worker_clock, Checkpoint, Poll, Source, SourceError};
+use super::{now_ms, worker_clock, Poll, Source, SourceError};
 use crate::clock::PartitionClock;
 use crate::deadletter::Coords;
 use crate::decode::decode;
@@ -72,18 +72,6 @@ impl Source for SyntheticSource {
 
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
         worker_clock(std::iter::once((&self.clock, self.done())), lateness_ms)
-    }
-
-    fn caught_up(&self) -> bool {
-        true
-    }
-
-    fn checkpoint(&self) -> Checkpoint {
-        Checkpoint::default()
-    }
-
-    fn restore(&mut self, _: Checkpoint) -> Result<(), SourceError> {
-        Ok(())
     }
 
     fn report(&self, status: &Status) {
