@@ -97,7 +97,8 @@ impl DeadLetterSink for KafkaSink {
         }
     }
     fn flush(&mut self) {
-        let _ = self.producer.flush(std::time::Duration::from_secs(5));
+        // The producer's own thread delivers; never stall a worker on an unreachable broker.
+        let _ = self.producer.flush(std::time::Duration::ZERO);
     }
 }
 

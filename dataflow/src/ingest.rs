@@ -49,6 +49,8 @@ pub struct Ingest {
     accepted: i64,
     rejects: BTreeMap<Reason, i64>,
     clock: Option<WorkerClock>,
+    /// The last published `as_of`.
+    as_of: Option<i64>,
     dead_letters: Box<dyn DeadLetterSink>,
     /// When freshness is measured: from which event time, and the times admitted this epoch.
     pub freshness: Option<(i64, Vec<i64>)>,
@@ -67,6 +69,7 @@ impl Ingest {
             accepted: 0,
             rejects: BTreeMap::new(),
             clock: None,
+            as_of: None,
             dead_letters,
             freshness: None,
         }
@@ -85,7 +88,19 @@ impl Ingest {
         raw: &[u8],
         now_ms: i64,
     ) {
-        let admitted = decoded.and_then(|d| clock.admit(d.event.ts, d.event_id, self.lateness_ms, now_ms).map(|_| d));
+        let floor = self.as_of;
+        let admitted = decoded.and_then(|d| match floor {
+            // Published as complete: an older event may no longer change the views.
+            Some(as_of) if d.event.ts < as_of => Err(Rejection::new(
+                Reason::TooLate,
+                format!(
+                    "ts {} is before as_of {}, which the views already published as complete",
+                    views::query::rfc3339(d.event.ts),
+                    views::query::rfc3339(as_of)
+                ),
+            )),
+            _ => clock.admit(d.event.ts, d.event_id, self.lateness_ms, now_ms).map(|_| d),
+        });
         match admitted {
             Ok(d) => self.add(&d),
             Err(rejection) => self.reject(&rejection, source, raw, now_ms),
@@ -173,6 +188,7 @@ impl Ingest {
             *reported = self.clock;
         }
         if let Some(as_of) = as_of {
+            self.as_of = Some(as_of);
             self.expire(input, minute_of(as_of));
         }
         self.dead_letters.flush();

@@ -98,7 +98,13 @@ impl Engine {
         let merge = differential_dataflow::Config::default().idle_merge_effort(Some(1_000));
         differential_dataflow::configure(&mut timely_config.worker, &merge);
         let guards = timely::execute(timely_config, move |w| {
-            worker.run(w, &sources, &sinks, capture_tx.clone(), fresh_tx.clone())
+            let result = worker.run(w, &sources, &sinks, capture_tx.clone(), fresh_tx.clone());
+            if let Err(e) = &result {
+                // The other workers would otherwise go on forever without this one's input.
+                tracing::error!(error = %e, "a worker failed; stopping the engine");
+                worker.stop.store(true, Ordering::Relaxed);
+            }
+            result
         })
         .map_err(EngineError::Worker)?;
         let mut failures = Vec::new();
@@ -150,7 +156,9 @@ impl WorkerSetup {
         let lateness = self.config.lateness_ms();
         let mut ingest = Ingest::new(index as u32, self.views.clone(), lateness, sinks(index));
         ingest.freshness = self.measure_freshness.map(|from| (from, Vec::new()));
-        if let Some(dir) = &self.config.state_dir {
+        // Only a source that can resume reads or writes snapshots (a replay must not clobber them).
+        let state_dir = self.config.state_dir.as_ref().filter(|_| source.resumable());
+        if let Some(dir) = state_dir {
             if let Some(snap) = snapshot::load(dir, index, peers).map_err(|e| fail(&e))? {
                 tracing::info!(worker = index, dir = %dir.display(), partitions = snap.checkpoint.partitions.len(), "resuming from snapshot");
                 source.restore(snap.checkpoint).map_err(|e| fail(&e))?;
@@ -179,7 +187,7 @@ impl WorkerSetup {
                 if self.caught_up[index].load(Ordering::Relaxed) == 0 && source.caught_up() {
                     self.caught_up[index].store(epoch + 1, Ordering::Relaxed);
                 }
-                if let Some(dir) = &self.config.state_dir {
+                if let Some(dir) = state_dir {
                     if finished || last_snapshot.elapsed() >= Duration::from_secs(self.config.snapshot_seconds) {
                         let checkpoint = source.checkpoint();
                         snapshot::save(dir, index, peers, ingest.ledger(), &checkpoint).map_err(|e| fail(&e))?;

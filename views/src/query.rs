@@ -187,7 +187,7 @@ pub fn timeseries(tables: &Tables, config: &ViewConfig, q: &TimeseriesQuery) -> 
     };
     let from = match &q.from {
         Some(t) => minute_of(parse_time(t, "from")?),
-        None => (to + 1).saturating_sub(60),
+        None => to.saturating_add(1).saturating_sub(60),
     };
     if from > to {
         return Err(QueryError(format!(
@@ -264,7 +264,7 @@ fn series_of(key: String, points: Vec<Point>) -> Series {
 }
 
 fn active_at(tables: &Tables, config: &ViewConfig, minute: Minute, users_from: Minute) -> u64 {
-    let lo = (minute + 1).saturating_sub(config.active_minutes).max(users_from);
+    let lo = minute.saturating_add(1).saturating_sub(config.active_minutes).max(users_from);
     tables.distinct_users(lo, minute)
 }
 

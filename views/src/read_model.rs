@@ -70,6 +70,7 @@ impl ReadModel {
         }
         tables.epoch = epoch;
         if let Some(as_of) = tables.clock().1 {
+            tables.published_as_of = Some(as_of);
             self.as_of.fetch_max(as_of, Ordering::Relaxed);
         }
         let touched = std::mem::take(&mut tables.touched);

@@ -6,6 +6,9 @@ use crate::event::{Minute, Sym, UserId, NONE, NONE_TEXT};
 use crate::facts::{Dim, Row};
 use crate::ids::IdSet;
 
+/// Clock value of a worker that is waiting for a partition's first record.
+pub const PENDING: i64 = i64::MIN;
+
 #[derive(Default)]
 pub struct Tables {
     pub(crate) counts: HashMap<(Dim, Sym), BTreeMap<Minute, i64>>,
@@ -15,6 +18,8 @@ pub struct Tables {
     pub(crate) accepted: i64,
     pub(crate) rejects: BTreeMap<String, i64>,
     pub(crate) epoch: u64,
+    /// The last published `as_of`: it never goes back (ingestion rejects anything older).
+    pub(crate) published_as_of: Option<i64>,
     /// Count cells changed since the last publish, for the change stream.
     pub(crate) touched: Vec<(Dim, Sym, Minute)>,
 }
@@ -108,12 +113,21 @@ impl Tables {
     }
 
     /// `(head, as_of)`: the highest event time seen, and the watermark of the slowest busy worker
-    /// (or of the most advanced one when every worker is idle).
+    /// (or of the most advanced one when every worker is idle), never below the last published
+    /// one. While a worker waits for a partition's first record, `as_of` does not advance.
     pub fn clock(&self) -> (Option<i64>, Option<i64>) {
         let live = self.clocks.iter().filter(|(_, n)| **n > 0).map(|(k, _)| *k);
-        let head = live.clone().map(|(_, head, _, _)| head).max();
+        let head = live.clone().map(|(_, head, _, _)| head).filter(|h| *h != PENDING).max();
         let busy = live.clone().filter(|(_, _, _, idle)| !idle).map(|(_, _, wm, _)| wm).min();
-        let as_of = busy.or_else(|| live.map(|(_, _, wm, _)| wm).max());
+        let computed = match busy {
+            Some(PENDING) => None,
+            Some(wm) => Some(wm),
+            None => live.map(|(_, _, wm, _)| wm).max(),
+        };
+        let as_of = match (computed, self.published_as_of) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         (head, as_of)
     }
 
@@ -169,4 +183,31 @@ pub fn window_sum(series: &BTreeMap<Minute, i64>, lo: Minute, hi: Minute) -> i64
         return 0;
     }
     series.range(lo..=hi).map(|(_, v)| *v).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock(worker: u32, head: i64, watermark: i64, idle: bool) -> Row {
+        Row::Clock { worker, head, watermark, idle }
+    }
+
+    #[test]
+    fn as_of_waits_for_pending_workers_and_never_goes_back() {
+        let mut t = Tables::default();
+        t.apply(clock(0, 1_000, 700, false), 1);
+        t.apply(clock(1, PENDING, PENDING, false), 1);
+        assert_eq!(t.clock(), (Some(1_000), None), "worker 1 has not delivered yet");
+        t.apply(clock(1, PENDING, PENDING, false), -1);
+        t.apply(clock(1, 900, 600, false), 1);
+        assert_eq!(t.clock(), (Some(1_000), Some(600)), "the slowest busy worker");
+        t.published_as_of = t.clock().1;
+        t.apply(clock(1, 900, 600, false), -1);
+        t.apply(clock(1, 900, 600, true), 1);
+        assert_eq!(t.clock().1, Some(700), "an idle worker does not hold back");
+        t.published_as_of = t.clock().1;
+        t.apply(clock(2, 500, 200, false), 1);
+        assert_eq!(t.clock().1, Some(700), "a late-reporting worker cannot move as_of back");
+    }
 }

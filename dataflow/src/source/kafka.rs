@@ -25,8 +25,7 @@ struct Part {
     clock: PartitionClock,
     /// Next offset to read; `None` until the first message or a restore.
     next_offset: Option<i64>,
-    /// High watermark when the engine started: reading up to it is "caught up" (0 when starting
-    /// at the end: there is no backlog).
+    /// High watermark when the engine started: reading up to it is "caught up".
     start_high: i64,
     last_message: Instant,
 }
@@ -99,12 +98,22 @@ impl KafkaSource {
         Ok(KafkaSource { consumer, parts, start: config.start.clone(), idle_after, assigned: false })
     }
 
-    /// Start position of a partition without a checkpoint, from `kafka.start`.
-    fn start_offset(&self, topic: &str, partition: i32) -> Result<Offset, SourceError> {
-        Ok(match self.start.as_str() {
-            "earliest" => Offset::Beginning,
-            "latest" => Offset::End,
-            "committed" => Offset::Stored,
+    /// Start offset of a partition without a checkpoint, from `kafka.start`, as an explicit offset
+    /// so that every partition has a position to checkpoint from the first snapshot on.
+    fn start_offset(&self, topic: &str, partition: i32) -> Result<i64, SourceError> {
+        let kafka = |what: &str, e: rdkafka::error::KafkaError| {
+            SourceError::Kafka(format!("{what} of {topic}/{partition}: {e}"))
+        };
+        let (low, high) =
+            self.consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT).map_err(|e| kafka("watermarks", e))?;
+        let mut tpl = TopicPartitionList::new();
+        let found = match self.start.as_str() {
+            "earliest" => return Ok(low),
+            "latest" => return Ok(high),
+            "committed" => {
+                tpl.add_partition(topic, partition);
+                self.consumer.committed_offsets(tpl, METADATA_TIMEOUT).map_err(|e| kafka("committed offset", e))?
+            }
             time => {
                 let ts = chrono::DateTime::parse_from_rfc3339(time)
                     .map_err(|_| {
@@ -113,38 +122,31 @@ impl KafkaSource {
                         ))
                     })?
                     .timestamp_millis();
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition_offset(topic, partition, Offset::Offset(ts))
-                    .map_err(|e| SourceError::Kafka(e.to_string()))?;
-                let found = self
-                    .consumer
-                    .offsets_for_times(tpl, METADATA_TIMEOUT)
-                    .map_err(|e| SourceError::Kafka(format!("offsets for {time}: {e}")))?;
-                found.find_partition(topic, partition).map(|p| p.offset()).unwrap_or(Offset::End)
+                tpl.add_partition_offset(topic, partition, Offset::Offset(ts)).map_err(|e| kafka("offsets", e))?;
+                self.consumer.offsets_for_times(tpl, METADATA_TIMEOUT).map_err(|e| kafka("offsets for times", e))?
             }
+        };
+        Ok(match found.find_partition(topic, partition).map(|p| p.offset()) {
+            Some(Offset::Offset(o)) => o.clamp(low, high),
+            // No committed offset: from the beginning; no record at or after the time: the end.
+            _ if self.start == "committed" => low,
+            _ => high,
         })
     }
 
     fn assign(&mut self) -> Result<(), SourceError> {
         let mut tpl = TopicPartitionList::new();
-        let mut backlog_free = Vec::new();
-        for part in &self.parts {
-            let offset = match part.next_offset {
-                Some(o) => Offset::Offset(o),
-                None => self.start_offset(&part.topic, part.partition)?,
+        for i in 0..self.parts.len() {
+            let (topic, partition) = (self.parts[i].topic.clone(), self.parts[i].partition);
+            let offset = match self.parts[i].next_offset {
+                Some(o) => o,
+                None => self.start_offset(&topic, partition)?,
             };
-            if offset == Offset::End {
-                backlog_free.push(part.name());
-            }
-            tpl.add_partition_offset(&part.topic, part.partition, offset)
+            self.parts[i].next_offset = Some(offset);
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))
                 .map_err(|e| SourceError::Kafka(e.to_string()))?;
         }
         self.consumer.assign(&tpl).map_err(|e| SourceError::Kafka(format!("cannot assign partitions: {e}")))?;
-        for part in &mut self.parts {
-            if backlog_free.contains(&part.name()) {
-                part.start_high = 0;
-            }
-        }
         tracing::info!(partitions = ?self.parts.iter().map(Part::name).collect::<Vec<_>>(), start = %self.start, "consuming");
         self.assigned = true;
         Ok(())
@@ -206,9 +208,6 @@ impl Source for KafkaSource {
     /// (some brokers, tansu among them, under-report the first after multi-record batches).
     fn caught_up(&self) -> bool {
         self.parts.iter().all(|p| {
-            if p.start_high == 0 {
-                return true;
-            }
             let latest = cached_high_watermark(&self.consumer, &p.topic, p.partition).unwrap_or(0);
             p.next_offset.is_some_and(|o| o >= p.start_high.max(latest))
         })
@@ -221,6 +220,10 @@ impl Source for KafkaSource {
             .filter_map(|p| p.next_offset.map(|o| (p.name(), (p.clock.clone(), o))))
             .collect::<BTreeMap<_, _>>();
         Checkpoint { partitions }
+    }
+
+    fn resumable(&self) -> bool {
+        true
     }
 
     fn restore(&mut self, checkpoint: Checkpoint) -> Result<(), SourceError> {

@@ -53,6 +53,11 @@ pub trait Source {
     fn checkpoint(&self) -> Checkpoint {
         Checkpoint::default()
     }
+    /// Whether a snapshot with this source's checkpoint can resume it (Kafka: yes; a file or a
+    /// generator always starts from the beginning, so it neither reads nor writes snapshots).
+    fn resumable(&self) -> bool {
+        false
+    }
     /// Resumes from a checkpoint (before the first poll).
     fn restore(&mut self, checkpoint: Checkpoint) -> Result<(), SourceError> {
         if checkpoint.partitions.is_empty() {
@@ -66,6 +71,9 @@ pub trait Source {
     fn report(&self, _status: &Status) {}
 }
 
+/// Head and watermark of a worker with a partition that has not delivered its first record yet.
+pub const PENDING: i64 = views::tables::PENDING;
+
 /// Combines partition clocks into a worker clock: idle partitions do not hold back the watermark;
 /// a worker whose partitions are all idle reports its most advanced one, flagged idle.
 pub fn worker_clock<'a>(
@@ -75,8 +83,11 @@ pub fn worker_clock<'a>(
     let mut head: Option<i64> = None;
     let mut busy_wm: Option<i64> = None;
     let mut idle_wm: Option<i64> = None;
+    let mut pending = false;
     for (clock, idle) in parts {
         let (Some(h), Some(wm)) = (clock.head(), clock.watermark(lateness_ms)) else {
+            // A busy partition that has not delivered yet: nothing is complete until it has.
+            pending |= !idle;
             continue;
         };
         head = Some(head.map_or(h, |x| x.max(h)));
@@ -85,6 +96,9 @@ pub fn worker_clock<'a>(
         } else {
             busy_wm = Some(busy_wm.map_or(wm, |x| x.min(wm)));
         }
+    }
+    if pending {
+        return Some(WorkerClock { head: head.unwrap_or(PENDING), watermark: PENDING, idle: false });
     }
     let head = head?;
     Some(match busy_wm {
