@@ -239,8 +239,7 @@ fn fill_kafka(
 fn consume(config: &Config, count: u64) -> Result<(Duration, Arc<views::ReadModel>)> {
     let engine = Arc::new(Engine::new(config.engine.clone(), config.views.clone())?);
     let kafka = config.kafka.clone();
-    let sources: SourceFactory =
-        Arc::new(move |i, p| Ok(Box::new(KafkaSource::new(&kafka, i, p, Duration::from_secs(1))?) as Box<dyn Source>));
+    let sources: SourceFactory = KafkaSource::factory(&kafka, Duration::from_secs(1))?;
     let (read_model, stop) = (engine.read_model.clone(), engine.stop.clone());
     let started = Instant::now();
     let thread = std::thread::spawn(move || engine.run(sources, super::discard_sinks()));
@@ -286,8 +285,7 @@ fn freshness_bench(config: &Config, rate: f64, seconds: u64) -> Result<()> {
     engine.measure_freshness = Some(start + 1000);
     let stop = engine.stop.clone();
     let kafka = config.kafka.clone();
-    let sources: SourceFactory =
-        Arc::new(move |i, p| Ok(Box::new(KafkaSource::new(&kafka, i, p, Duration::from_secs(1))?) as Box<dyn Source>));
+    let sources: SourceFactory = KafkaSource::factory(&kafka, Duration::from_secs(1))?;
     let thread = std::thread::spawn(move || engine.run(sources, super::discard_sinks()));
     let produced = Arc::new(AtomicUsize::new(0));
     let producer_stop = Arc::new(AtomicBool::new(false));

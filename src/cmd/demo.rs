@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use dataflow::source::kafka::KafkaSource;
-use dataflow::source::Source;
 use dataflow::{Engine, Generator, SourceFactory};
 use rdkafka::mocking::MockCluster;
 
@@ -78,8 +77,7 @@ pub fn spawn_kafka_engine(engine: Arc<Engine>, config: &Config) -> Result<std::t
     let stop = engine.stop.clone();
     let kafka = config.kafka.clone();
     let idle = std::time::Duration::from_secs(config.engine.idle_seconds);
-    let sources: SourceFactory =
-        Arc::new(move |index, peers| Ok(Box::new(KafkaSource::new(&kafka, index, peers, idle)?) as Box<dyn Source>));
+    let sources: SourceFactory = KafkaSource::factory(&kafka, idle)?;
     let sinks = super::kafka_sinks(&config.kafka)?;
     let handle = std::thread::Builder::new().name("engine".into()).spawn(move || {
         let result = engine.run(sources, sinks).map(|_| ()).map_err(anyhow::Error::from);

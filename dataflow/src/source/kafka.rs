@@ -2,6 +2,7 @@
 //! worker i mod W), assigned explicitly, read with event-time clocks per partition.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -16,6 +17,7 @@ use crate::config::KafkaConfig;
 use crate::deadletter::Coords;
 use crate::decode::decode;
 use crate::ingest::{Ingest, WorkerClock};
+use crate::runtime::SourceFactory;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -52,7 +54,9 @@ pub fn topic_partitions(consumer: &BaseConsumer, topics: &[String]) -> Result<Ve
             SourceError::Kafka(format!("cannot read metadata of topic `{topic}`: {e}; is the broker reachable?"))
         })?;
         let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            continue;
+            return Err(SourceError::Kafka(format!(
+                "topic `{topic}` is not in the broker's metadata; create it or fix kafka.topics"
+            )));
         };
         if let Some(e) = t.error() {
             return Err(SourceError::Kafka(format!("topic `{topic}`: {e:?}; create it or fix kafka.topics")));
@@ -69,17 +73,28 @@ pub fn topic_partitions(consumer: &BaseConsumer, topics: &[String]) -> Result<Ve
 }
 
 impl KafkaSource {
+    /// Sources for every worker, splitting one partition list read once, so that workers can
+    /// never disagree on who reads which partition.
+    pub fn factory(config: &KafkaConfig, idle_after: Duration) -> Result<SourceFactory, SourceError> {
+        let all = Arc::new(topic_partitions(&crate::kafka::consumer(config)?, &config.topics)?);
+        let config = config.clone();
+        Ok(Arc::new(move |worker, peers| {
+            Ok(Box::new(KafkaSource::new(&config, &all, worker, peers, idle_after)?) as Box<dyn Source>)
+        }))
+    }
+
+    /// This worker's share of `all` (sorted topic partitions): partition i goes to worker i mod W.
     pub fn new(
         config: &KafkaConfig,
+        all: &[(String, i32)],
         worker: usize,
         peers: usize,
         idle_after: Duration,
     ) -> Result<KafkaSource, SourceError> {
         let consumer = crate::kafka::consumer(config)?;
-        let all = topic_partitions(&consumer, &config.topics)?;
         let now = Instant::now();
         let mut parts = Vec::new();
-        for (i, (topic, partition)) in all.into_iter().enumerate() {
+        for (i, (topic, partition)) in all.iter().cloned().enumerate() {
             if i % peers != worker {
                 continue;
             }
