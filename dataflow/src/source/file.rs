@@ -21,6 +21,7 @@ use crate::ingest::{Ingest, WorkerClock};
 use crate::reject::Rejection;
 
 const CHUNK_BYTES: usize = 1 << 20;
+const MAX_LINE_READ: u64 = 4 << 20;
 
 struct Reader {
     input: Box<dyn BufRead + Send>,
@@ -43,7 +44,10 @@ impl Reader {
         }
         bytes.clear();
         while bytes.len() < CHUNK_BYTES {
-            if self.input.read_until(b'\n', &mut bytes)? == 0 {
+            // A line longer than this is cut into pieces that are rejected (events are at most
+            // 64 KiB), instead of reading a newline-free file into memory whole.
+            let mut line = (&mut self.input).take(MAX_LINE_READ);
+            if line.read_until(b'\n', &mut bytes)? == 0 {
                 self.eof = true;
                 break;
             }
@@ -51,7 +55,8 @@ impl Reader {
         if bytes.is_empty() {
             return Ok(None);
         }
-        let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64 + u64::from(!bytes.ends_with(b"\n"));
+        // A chunk that ends inside a cut long line continues that line's number in the next one.
+        let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64;
         let chunk = Chunk { index: self.next_index, first_line: self.next_line, bytes };
         self.next_index += 1;
         self.next_line += lines;
@@ -135,22 +140,34 @@ impl FileSource {
             .collect();
         let mut decoded = recycle(std::mem::take(&mut self.decoded));
         decoded.extend(lines.iter().map(|(_, line)| decode(line, now)));
-        let mut turn = self.shared.turn.lock();
-        while turn.0 != chunk.index {
-            self.shared.turn_changed.wait(&mut turn);
+        let mut turn = TurnGuard { turn: self.shared.turn.lock(), changed: &self.shared.turn_changed };
+        while turn.turn.0 != chunk.index {
+            self.shared.turn_changed.wait(&mut turn.turn);
         }
-        let clock = &mut turn.1;
+        let clock = &mut turn.turn.1;
         for ((line, raw), result) in lines.iter().zip(decoded.drain(..)) {
             let coords = Coords::File { file: &self.shared.name, line: *line };
             ingest.offer(clock, result, &coords, raw, now);
         }
         self.last_clock = Some(clock.time_only());
-        turn.0 += 1;
         drop(turn);
-        self.shared.turn_changed.notify_all();
         self.shared.lines_done.fetch_add(lines.len() as u64, Ordering::Relaxed);
         self.decoded = recycle(decoded);
         self.shared.spare.lock().push(chunk.bytes);
+    }
+}
+
+/// Holds the admission turn; passes it on when dropped, even by a panic, so other workers never
+/// wait forever for a chunk that will not come.
+struct TurnGuard<'a> {
+    turn: parking_lot::MutexGuard<'a, (u64, PartitionClock)>,
+    changed: &'a Condvar,
+}
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        self.turn.0 += 1;
+        self.changed.notify_all();
     }
 }
 
