@@ -3,7 +3,7 @@
 //! decisions are the same on any number of workers.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,13 +21,13 @@ use crate::ingest::{Ingest, WorkerClock};
 use crate::reject::Rejection;
 
 const CHUNK_BYTES: usize = 1 << 20;
-const MAX_LINE_READ: u64 = 4 << 20;
 
 struct Reader {
-    input: Box<dyn BufRead + Send>,
+    input: Box<dyn Read + Send>,
     next_index: u64,
     next_line: u64,
     eof: bool,
+    carry: Vec<u8>,
 }
 
 struct Chunk {
@@ -37,19 +37,31 @@ struct Chunk {
 }
 
 impl Reader {
-    /// The next run of whole lines, about [`CHUNK_BYTES`] long, read into a recycled buffer.
+    /// The next run of whole lines, about [`CHUNK_BYTES`] long, read in blocks into a recycled
+    /// buffer. The bytes after the last newline wait in `carry` for the next chunk; a run with no
+    /// newline at all is passed on as it is (a piece of an overlong line, rejected by the decoder),
+    /// so memory stays bounded whatever the input.
     fn next_chunk(&mut self, mut bytes: Vec<u8>) -> std::io::Result<Option<Chunk>> {
-        if self.eof {
-            return Ok(None);
-        }
         bytes.clear();
-        while bytes.len() < CHUNK_BYTES {
-            // A line longer than this is cut into pieces that are rejected (events are at most
-            // 64 KiB), instead of reading a newline-free file into memory whole.
-            let mut line = (&mut self.input).take(MAX_LINE_READ);
-            if line.read_until(b'\n', &mut bytes)? == 0 {
-                self.eof = true;
-                break;
+        bytes.append(&mut self.carry);
+        while !self.eof && bytes.len() < CHUNK_BYTES {
+            let filled = bytes.len();
+            bytes.resize(filled + CHUNK_BYTES, 0);
+            let n = match self.input.read(&mut bytes[filled..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+                Err(e) => {
+                    bytes.truncate(filled);
+                    return Err(e);
+                }
+            };
+            bytes.truncate(filled + n);
+            self.eof = n == 0;
+        }
+        if !self.eof {
+            if let Some(last) = memchr_last(&bytes) {
+                self.carry.extend_from_slice(&bytes[last + 1..]);
+                bytes.truncate(last + 1);
             }
         }
         if bytes.is_empty() {
@@ -62,6 +74,10 @@ impl Reader {
         self.next_line += lines;
         Ok(Some(chunk))
     }
+}
+
+fn memchr_last(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().rposition(|b| *b == b'\n')
 }
 
 /// The file shared by every worker's [`FileSource`].
@@ -88,14 +104,12 @@ impl SharedFile {
         let mut magic = [0u8; 2];
         let gz = file.read(&mut magic).map_err(io)? == 2 && magic == [0x1f, 0x8b];
         let file = File::open(path).map_err(io)?;
-        let input: Box<dyn BufRead + Send> = if gz {
-            Box::new(BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(BufReader::new(file))))
-        } else {
-            Box::new(BufReader::with_capacity(1 << 20, file))
-        };
+        // Reads are whole blocks, so only the gzip decoder needs a buffer under it.
+        let input: Box<dyn Read + Send> =
+            if gz { Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))) } else { Box::new(file) };
         Ok(Arc::new(SharedFile {
             name: path.display().to_string(),
-            reader: Mutex::new(Reader { input, next_index: 0, next_line: 1, eof: false }),
+            reader: Mutex::new(Reader { input, next_index: 0, next_line: 1, eof: false, carry: Vec::new() }),
             turn: Mutex::new((0, PartitionClock::default())),
             turn_changed: Condvar::new(),
             lines_done: AtomicU64::new(0),
@@ -213,5 +227,58 @@ impl Source for FileSource {
     fn report(&self, status: &Status) {
         let position = self.shared.lines_done() as i64;
         status.set_partition(self.shared.name.clone(), PartitionProgress { position, high_watermark: None });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(text: Vec<u8>) -> Reader {
+        Reader {
+            input: Box::new(std::io::Cursor::new(text)),
+            next_index: 0,
+            next_line: 1,
+            eof: false,
+            carry: Vec::new(),
+        }
+    }
+
+    /// `(first_line, lines)` of every chunk, with each chunk's size checked.
+    fn chunks(mut r: Reader) -> Vec<(u64, Vec<Vec<u8>>)> {
+        let mut out = Vec::new();
+        while let Some(c) = r.next_chunk(Vec::new()).unwrap() {
+            assert!(c.bytes.len() <= 2 * CHUNK_BYTES, "chunk of {} bytes", c.bytes.len());
+            let lines = c.bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+            out.push((c.first_line, lines));
+        }
+        out
+    }
+
+    #[test]
+    fn chunks_end_at_newlines_and_number_lines_across_chunks() {
+        let text: Vec<u8> = (0..200_000).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+        let got = chunks(reader(text));
+        assert!(got.len() > 1);
+        let mut expected_line = 1;
+        for (first, lines) in got {
+            assert_eq!(first, expected_line);
+            for (k, line) in lines.iter().enumerate() {
+                assert_eq!(line, format!("line {}", first - 1 + k as u64).as_bytes());
+            }
+            expected_line += lines.len() as u64;
+        }
+        assert_eq!(expected_line, 200_001);
+    }
+
+    #[test]
+    fn an_overlong_line_is_cut_into_bounded_pieces_that_keep_its_number() {
+        let mut text = vec![b'x'; 5 * CHUNK_BYTES + 17];
+        text.extend_from_slice(b"\nnext\n");
+        let got = chunks(reader(text));
+        let (last_first, last_lines) = got.last().unwrap();
+        assert_eq!(last_lines.last().unwrap(), b"next");
+        assert_eq!(*last_first + last_lines.len() as u64 - 1, 2, "the line after the long one is line 2");
+        assert!(got.iter().rev().skip(1).all(|(first, _)| *first == 1), "every piece is line 1");
     }
 }
