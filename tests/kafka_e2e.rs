@@ -73,3 +73,38 @@ fn kill_9_mid_stream_then_restart_gives_the_views_of_an_uninterrupted_run() {
     };
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
+
+#[test]
+fn a_snapshot_that_no_longer_matches_the_topic_is_refused_and_the_engine_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("clicks", PARTITIONS, 1).unwrap();
+        let brokers = mock.bootstrap_servers();
+        let records = generated(4_000, 3);
+        produce(&brokers, "clicks", &records);
+        let _run = Running(spawn_run(&brokers, port, dir.path(), ""));
+        wait_for(port, "/api/v1/dump", Duration::from_secs(60), |d| d["accepted"].as_i64().unwrap_or(0) > 0);
+        std::thread::sleep(Duration::from_millis(1500)); // a snapshot with offsets is on disk
+    }
+    // Same topic name, new (empty) cluster: the snapshot's offsets are beyond every partition.
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("clicks", PARTITIONS, 1).unwrap();
+    let mut child = run_command(&mock.bootstrap_servers(), port, dir.path(), "", &[])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "clickflow kept running on a snapshot it cannot resume");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("--fresh"), "the error says how to rebuild: {stderr}");
+}

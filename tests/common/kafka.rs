@@ -1,6 +1,7 @@
 //! Kafka and process helpers for end-to-end tests: produce to known partitions, read a topic
 //! back, start `clickflow run` against a broker, wait on its HTTP API.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -87,18 +88,18 @@ pub fn free_port() -> u16 {
 }
 
 /// `clickflow run` against `brokers`, configured through the environment as a user would.
-pub fn spawn_run(brokers: &str, port: u16, state_dir: &std::path::Path, dead_letter_topic: &str) -> Child {
+pub fn spawn_run(brokers: &str, port: u16, state_dir: &Path, dead_letter_topic: &str) -> Child {
     spawn_run_with(brokers, port, state_dir, dead_letter_topic, &[])
 }
 
-pub fn spawn_run_with(
-    brokers: &str,
-    port: u16,
-    state_dir: &std::path::Path,
-    dead_letter_topic: &str,
-    args: &[&str],
-) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_clickflow"))
+pub fn spawn_run_with(brokers: &str, port: u16, state_dir: &Path, dead_letter_topic: &str, args: &[&str]) -> Child {
+    run_command(brokers, port, state_dir, dead_letter_topic, args).spawn().expect("clickflow starts")
+}
+
+/// The `clickflow run` command line, configured through the environment as a user would.
+pub fn run_command(brokers: &str, port: u16, state_dir: &Path, dead_letter_topic: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clickflow"));
+    command
         .args(["run", "--workers", "2"])
         .args(args)
         .env("CLICKFLOW__KAFKA__BROKERS", brokers)
@@ -109,9 +110,8 @@ pub fn spawn_run_with(
         .env("CLICKFLOW__ENGINE__IDLE_SECONDS", "1")
         .env("CLICKFLOW__ENGINE__EPOCH_MS", "20")
         .env("CLICKFLOW_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("clickflow starts")
+        .stdout(Stdio::null());
+    command
 }
 
 pub fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {

@@ -149,12 +149,29 @@ impl KafkaSource {
         })
     }
 
+    /// A snapshot's offset must still be readable: if retention deleted records after it, resuming
+    /// would silently skip them, so refuse and say how to rebuild instead.
+    fn check_resumable(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, SourceError> {
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+            .map_err(|e| SourceError::Kafka(format!("watermarks of {topic}/{partition}: {e}")))?;
+        if offset < low || offset > high {
+            return Err(SourceError::Config(format!(
+                "the snapshot resumes {topic}/{partition} at offset {offset}, but the partition now holds offsets \
+                 {low}..{high} (records deleted by retention, or a different topic); run with --fresh to rebuild the \
+                 views from kafka.start"
+            )));
+        }
+        Ok(offset)
+    }
+
     fn assign(&mut self) -> Result<(), SourceError> {
         let mut tpl = TopicPartitionList::new();
         for i in 0..self.parts.len() {
             let (topic, partition) = (self.parts[i].topic.clone(), self.parts[i].partition);
             let offset = match self.parts[i].next_offset {
-                Some(o) => o,
+                Some(o) => self.check_resumable(&topic, partition, o)?,
                 None => self.start_offset(&topic, partition)?,
             };
             self.parts[i].next_offset = Some(offset);
