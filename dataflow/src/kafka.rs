@@ -3,7 +3,7 @@
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::producer::{DefaultProducerContext, FutureProducer, ThreadedProducer};
+use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
 
 use crate::config::KafkaConfig;
 use crate::source::SourceError;
@@ -58,12 +58,6 @@ fn producer_config(config: &KafkaConfig) -> ClientConfig {
 }
 
 pub fn producer(config: &KafkaConfig) -> Result<ThreadedProducer<DefaultProducerContext>, SourceError> {
-    producer_config(config)
-        .create()
-        .map_err(|e| SourceError::Kafka(format!("cannot create a producer for {}: {e}", config.brokers)))
-}
-
-pub fn future_producer(config: &KafkaConfig) -> Result<FutureProducer, SourceError> {
     producer_config(config)
         .create()
         .map_err(|e| SourceError::Kafka(format!("cannot create a producer for {}: {e}", config.brokers)))

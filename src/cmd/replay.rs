@@ -19,9 +19,10 @@ pub struct Args {
     /// Write every view's final state and the reject counts as JSON.
     #[arg(long)]
     dump: Option<PathBuf>,
-    /// Where rejected lines go, with reason and line number.
-    #[arg(long, default_value = "dead-letters.ndjson")]
-    dead_letters: PathBuf,
+    /// Where rejected lines go, with reason and line number (default: engine.dead_letter_file,
+    /// else dead-letters.ndjson).
+    #[arg(long)]
+    dead_letters: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -34,10 +35,14 @@ pub fn main(config: Config, args: Args) -> Result<()> {
         let shared = shared.clone();
         Arc::new(move |_, _| Ok(Box::new(shared.source()) as Box<dyn Source>))
     };
-    let sinks = super::file_sinks(&args.dead_letters)?;
+    let dead_letters = args
+        .dead_letters
+        .or(config.engine.dead_letter_file.clone())
+        .unwrap_or_else(|| PathBuf::from("dead-letters.ndjson"));
+    let sinks = super::file_sinks(&dead_letters)?;
     let progress = (!args.quiet).then(|| progress_bar(shared.clone()));
     let started = Instant::now();
-    let report = engine.run(sources, sinks)?;
+    engine.run(sources, sinks)?;
     if let Some((bar, handle)) = progress {
         bar.finish_and_clear();
         handle.abort();
@@ -52,12 +57,11 @@ pub fn main(config: Config, args: Args) -> Result<()> {
         shared.bytes_read() as f64 / elapsed.as_secs_f64() / 1e6,
         engine.read_model.accepted(),
         rejects.total,
-        if rejects.total > 0 { format!(" (see {})", args.dead_letters.display()) } else { String::new() }
+        if rejects.total > 0 { format!(" (see {})", dead_letters.display()) } else { String::new() }
     );
     for (reason, n) in &rejects.by_reason {
         eprintln!("  {reason}: {n}");
     }
-    let _ = report;
     if let Some(path) = args.dump {
         let file = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
         serde_json::to_writer_pretty(std::io::BufWriter::new(file), &engine.read_model.dump())?;

@@ -58,9 +58,6 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn minute(&self) -> Minute {
-        minute_of(self.ts)
-    }
     pub fn is_page_view(&self) -> bool {
         self.name == PAGE_VIEW
     }

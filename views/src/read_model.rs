@@ -58,10 +58,6 @@ impl ReadModel {
         })
     }
 
-    pub fn config(&self) -> &ViewConfig {
-        &self.config
-    }
-
     /// Applies every update of the epochs up to `epoch` and publishes the result.
     pub fn publish(&self, epoch: u64, updates: impl IntoIterator<Item = (Row, isize)>) {
         let mut tables = self.tables.write();

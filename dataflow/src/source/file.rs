@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -89,18 +89,14 @@ pub struct SharedFile {
     turn_changed: Condvar,
     lines_done: AtomicU64,
     bytes_read: AtomicU64,
-    exhausted: AtomicBool,
     /// Chunk buffers handed back after use: fresh megabyte allocations cost page faults.
     spare: Mutex<Vec<Vec<u8>>>,
-    /// Compressed size on disk, for progress.
-    pub file_bytes: u64,
 }
 
 impl SharedFile {
     pub fn open(path: &Path) -> Result<Arc<SharedFile>, SourceError> {
         let io = |error| SourceError::Io { path: path.display().to_string(), error };
         let mut file = File::open(path).map_err(io)?;
-        let file_bytes = file.metadata().map_err(io)?.len();
         let mut magic = [0u8; 2];
         let gz = file.read(&mut magic).map_err(io)? == 2 && magic == [0x1f, 0x8b];
         let file = File::open(path).map_err(io)?;
@@ -114,9 +110,7 @@ impl SharedFile {
             turn_changed: Condvar::new(),
             lines_done: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
-            exhausted: AtomicBool::new(false),
             spare: Mutex::new(Vec::new()),
-            file_bytes,
         }))
     }
 
@@ -204,7 +198,6 @@ impl Source for FileSource {
                 .map_err(|error| SourceError::Io { path: self.shared.name.clone(), error })?;
             let Some(chunk) = chunk else {
                 self.done = true;
-                self.shared.exhausted.store(true, Ordering::Relaxed);
                 break;
             };
             self.shared.bytes_read.fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
