@@ -39,6 +39,7 @@ impl Default for ApiConfig {
 }
 
 const ENDPOINTS: &[&str] = &[
+    "GET /api/v1 (this list)",
     "GET /api/v1/live",
     "GET /api/v1/timeseries?metric=events|page_views|active_users&breakdown=none|event|page|utm_source|device|country&from=&to=&limit=",
     "GET /api/v1/stream",
@@ -52,6 +53,7 @@ const ENDPOINTS: &[&str] = &[
 /// The whole HTTP surface, without a socket: tests call it directly.
 pub fn app(state: AppState) -> Router {
     Router::new()
+        .route("/api/v1", get(|| async { Json(serde_json::json!({"endpoints": ENDPOINTS})) }))
         .route("/api/v1/live", get(live))
         .route("/api/v1/timeseries", get(timeseries))
         .route("/api/v1/stream", get(stream::stream))

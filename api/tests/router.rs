@@ -80,6 +80,13 @@ async fn timeseries_validates_its_parameters_with_actionable_errors() {
 }
 
 #[tokio::test]
+async fn the_index_lists_the_endpoints_with_their_parameters() {
+    let (status, body) = get(state(), "/api/v1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(json(&body)["endpoints"].as_array().unwrap().iter().any(|e| e.as_str().unwrap().contains("metric=events")));
+}
+
+#[tokio::test]
 async fn unknown_paths_list_the_endpoints() {
     let (status, body) = get(state(), "/api/v2/live").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
