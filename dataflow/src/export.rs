@@ -76,43 +76,27 @@ impl Exporter {
         times: &mut BTreeMap<Epoch, Vec<i64>>,
         histogram: &mut Option<Histogram<u64>>,
     ) {
-        let ready = match before {
-            Some(b) => {
-                let later = pending.split_off(&b);
-                std::mem::replace(pending, later)
-            }
-            None => std::mem::take(pending),
-        };
+        let ready = take_before(pending, before);
         // Ready once every worker has caught up and the epochs in which it did are published.
         let caught_up =
             self.caught_up.iter().map(|c| c.load(Ordering::Relaxed)).all(|c| c > 0 && before.is_none_or(|b| c <= b));
-        let Some(&last) = ready.keys().next_back() else {
-            if let Some(b) = before {
-                self.read_model.mark_complete_before(b);
+        if let Some(&last) = ready.keys().next_back() {
+            let published = before.map_or(last, |b| b.saturating_sub(1).max(last));
+            let now = Instant::now();
+            for epoch in ready.keys() {
+                // Epoch e collects input until start + e * epoch_ms; its oldest input waited this long.
+                let opened = self.start + Duration::from_millis(epoch.saturating_sub(1) * self.epoch_ms);
+                self.status.observe_epoch_latency(now.saturating_duration_since(opened).as_millis() as u64);
             }
-            self.mark_ready(caught_up);
-            return;
-        };
-        let published = before.map_or(last, |b| b.saturating_sub(1).max(last));
-        let epochs: Vec<Epoch> = ready.keys().copied().collect();
-        self.read_model.publish(published, ready.into_values().flatten());
-        self.read_model.mark_complete_before(published + 1);
-        let now = Instant::now();
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        for epoch in epochs {
-            // Epoch e collects input until start + e * epoch_ms; its oldest input waited this long.
-            let opened = self.start + Duration::from_millis(epoch.saturating_sub(1) * self.epoch_ms);
-            self.status.observe_epoch_latency(now.saturating_duration_since(opened).as_millis() as u64);
+            self.read_model.publish(published, ready.into_values().flatten());
+            self.read_model.mark_complete_before(published + 1);
+        } else if let Some(b) = before {
+            self.read_model.mark_complete_before(b);
         }
-        let done: Vec<Epoch> = match before {
-            Some(b) => times.range(..b).map(|(e, _)| *e).collect(),
-            None => times.keys().copied().collect(),
-        };
-        for epoch in done {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for ts in take_before(times, before).into_values().flatten() {
             let h = histogram.get_or_insert_with(|| Histogram::new(3).expect("valid histogram"));
-            for ts in times.remove(&epoch).unwrap_or_default() {
-                let _ = h.record((now_ms - ts).max(0) as u64);
-            }
+            let _ = h.record((now_ms - ts).max(0) as u64);
         }
         self.mark_ready(caught_up);
     }
@@ -122,5 +106,16 @@ impl Exporter {
             tracing::info!("caught up with the input; ready");
             self.status.set_ready(true);
         }
+    }
+}
+
+/// Removes and returns the entries of epochs strictly before `before` (all of them for `None`).
+fn take_before<V>(map: &mut BTreeMap<Epoch, V>, before: Option<Epoch>) -> BTreeMap<Epoch, V> {
+    match before {
+        Some(b) => {
+            let later = map.split_off(&b);
+            std::mem::replace(map, later)
+        }
+        None => std::mem::take(map),
     }
 }

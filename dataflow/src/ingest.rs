@@ -48,7 +48,8 @@ pub struct Ingest {
     new_names: Vec<(Sym, String)>,
     accepted: i64,
     rejects: BTreeMap<Reason, i64>,
-    clock: Option<WorkerClock>,
+    /// The clock last sent into the dataflow (retracted when it changes).
+    reported: Option<WorkerClock>,
     /// The last published `as_of`.
     as_of: Option<i64>,
     dead_letters: Box<dyn DeadLetterSink>,
@@ -68,7 +69,7 @@ impl Ingest {
             new_names: Vec::new(),
             accepted: 0,
             rejects: BTreeMap::new(),
-            clock: None,
+            reported: None,
             as_of: None,
             dead_letters,
             freshness: None,
@@ -135,16 +136,12 @@ impl Ingest {
         self.dead_letters.put(&deadletter::letter(rejection, source, &payload, now_ms));
     }
 
-    pub fn set_clock(&mut self, clock: Option<WorkerClock>) {
-        self.clock = clock;
-    }
-
-    /// Sends this epoch's facts, the clock, and the retractions of minutes that `as_of` has pushed
-    /// out of the windows.
+    /// Sends this epoch's facts, the worker's clock, and the retractions of minutes that `as_of`
+    /// has pushed out of the windows.
     pub fn flush(
         &mut self,
         input: &mut InputSession<Epoch, Fact, isize>,
-        reported: &mut Option<WorkerClock>,
+        clock: Option<WorkerClock>,
         as_of: Option<i64>,
     ) {
         let mut cells: FxHashMap<(Dim, Sym, Minute), i64> = FxHashMap::default();
@@ -172,20 +169,20 @@ impl Ingest {
             input.update(Fact::Reject { reason: reason.as_str().to_string() }, n as isize);
             *self.ledger.rejects.entry(reason).or_default() += n;
         }
-        if self.clock != *reported {
+        if clock != self.reported {
             let fact = |c: WorkerClock| Fact::Clock {
                 worker: self.worker,
                 head: c.head,
                 watermark: c.watermark,
                 idle: c.idle,
             };
-            if let Some(old) = *reported {
+            if let Some(old) = self.reported {
                 input.update(fact(old), -1);
             }
-            if let Some(new) = self.clock {
+            if let Some(new) = clock {
                 input.update(fact(new), 1);
             }
-            *reported = self.clock;
+            self.reported = clock;
         }
         if let Some(as_of) = as_of {
             self.as_of = Some(as_of);

@@ -169,7 +169,6 @@ impl WorkerSetup {
         let mut epoch: Epoch = 1;
         input.advance_to(epoch);
         input.flush();
-        let mut reported = None;
         let mut last_snapshot = Instant::now();
         let mut last_report = Instant::now() - Duration::from_secs(1);
         let mut commits: VecDeque<(Epoch, Checkpoint)> = VecDeque::new();
@@ -179,8 +178,7 @@ impl WorkerSetup {
             let now = Instant::now();
             let finished = poll == Poll::Done || self.stop.load(Ordering::Relaxed);
             if now >= deadline || finished {
-                ingest.set_clock(source.clock(lateness));
-                ingest.flush(&mut input, &mut reported, self.read_model.as_of_ms());
+                ingest.flush(&mut input, source.clock(lateness), self.read_model.as_of_ms());
                 if let Some((_, times)) = ingest.freshness.as_mut().filter(|(_, t)| !t.is_empty()) {
                     let _ = fresh.send((epoch, std::mem::take(times)));
                 }
@@ -212,9 +210,10 @@ impl WorkerSetup {
             if finished {
                 break;
             }
-            // Bounded work in flight: wait for the dataflow and for the exporter.
+            // Bounded work in flight: the exporter publishes an epoch only after the dataflow is
+            // through it, so waiting on the published epochs bounds both.
             let behind = epoch.saturating_sub(self.config.max_epochs_in_flight);
-            while probe.less_than(&behind) || self.read_model.complete_before() < behind {
+            while self.read_model.complete_before() < behind {
                 worker.step_or_park(Some(Duration::from_millis(1)));
                 if self.stop.load(Ordering::Relaxed) {
                     break;

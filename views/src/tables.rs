@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::event::{Minute, Sym, UserId, NONE, NONE_TEXT};
+use crate::event::{Minute, Sym, NONE, NONE_TEXT};
 use crate::facts::{Dim, Row};
-use crate::ids::IdSet;
+use crate::ids::{IdMap, IdSet};
 
 /// Clock value of a worker that is waiting for a partition's first record.
 pub const PENDING: i64 = i64::MIN;
@@ -12,7 +12,8 @@ pub const PENDING: i64 = i64::MIN;
 #[derive(Default)]
 pub struct Tables {
     pub(crate) counts: HashMap<(Dim, Sym), BTreeMap<Minute, i64>>,
-    pub(crate) user_minutes: BTreeMap<Minute, HashMap<UserId, i64>>,
+    /// User ids are already hashes: identity-hashed sets.
+    pub(crate) user_minutes: BTreeMap<Minute, IdMap<i64>>,
     pub(crate) names: HashMap<Sym, (String, i64)>,
     pub(crate) clocks: HashMap<(u32, i64, i64, bool), i64>,
     pub(crate) accepted: i64,
@@ -24,56 +25,43 @@ pub struct Tables {
     pub(crate) touched: Vec<(Dim, Sym, Minute)>,
 }
 
-/// Adds `diff` to a map entry, removing it at zero so state shrinks with retractions.
-fn bump<K, M: MapLike<K>>(map: &mut M, key: K, diff: i64) {
-    map.entry_mut(key, diff);
+/// Adding to a count that disappears at zero, so state shrinks with retractions.
+trait Bump<K> {
+    fn bump(&mut self, key: K, diff: i64);
 }
 
-trait MapLike<K> {
-    /// Adds `diff`, removes a zero entry, returns the new value.
-    fn entry_mut(&mut self, key: K, diff: i64) -> i64;
-}
-
-impl<K: Ord> MapLike<K> for BTreeMap<K, i64> {
-    fn entry_mut(&mut self, key: K, diff: i64) -> i64 {
+impl<K: Ord> Bump<K> for BTreeMap<K, i64> {
+    fn bump(&mut self, key: K, diff: i64) {
         use std::collections::btree_map::Entry;
         match self.entry(key) {
             Entry::Occupied(mut e) => {
                 *e.get_mut() += diff;
-                let v = *e.get();
-                if v == 0 {
+                if *e.get() == 0 {
                     e.remove();
                 }
-                v
             }
-            Entry::Vacant(e) => {
-                if diff != 0 {
-                    e.insert(diff);
-                }
-                diff
+            Entry::Vacant(e) if diff != 0 => {
+                e.insert(diff);
             }
+            Entry::Vacant(_) => {}
         }
     }
 }
 
-impl<K: std::hash::Hash + Eq> MapLike<K> for HashMap<K, i64> {
-    fn entry_mut(&mut self, key: K, diff: i64) -> i64 {
+impl<K: std::hash::Hash + Eq, S: std::hash::BuildHasher> Bump<K> for HashMap<K, i64, S> {
+    fn bump(&mut self, key: K, diff: i64) {
         use std::collections::hash_map::Entry;
         match self.entry(key) {
             Entry::Occupied(mut e) => {
                 *e.get_mut() += diff;
-                let v = *e.get();
-                if v == 0 {
+                if *e.get() == 0 {
                     e.remove();
                 }
-                v
             }
-            Entry::Vacant(e) => {
-                if diff != 0 {
-                    e.insert(diff);
-                }
-                diff
+            Entry::Vacant(e) if diff != 0 => {
+                e.insert(diff);
             }
+            Entry::Vacant(_) => {}
         }
     }
 }
@@ -84,7 +72,7 @@ impl Tables {
         match row {
             Row::Count { dim, key, minute } => {
                 let series = self.counts.entry((dim, key)).or_default();
-                bump(series, minute, diff);
+                series.bump(minute, diff);
                 if series.is_empty() {
                     self.counts.remove(&(dim, key));
                 }
@@ -92,7 +80,7 @@ impl Tables {
             }
             Row::UserMinute { minute, user } => {
                 let users = self.user_minutes.entry(minute).or_default();
-                bump(users, user, diff);
+                users.bump(user, diff);
                 if users.is_empty() {
                     self.user_minutes.remove(&minute);
                 }
@@ -104,11 +92,9 @@ impl Tables {
                     self.names.remove(&sym);
                 }
             }
-            Row::Clock { worker, head, watermark, idle } => {
-                bump(&mut self.clocks, (worker, head, watermark, idle), diff)
-            }
+            Row::Clock { worker, head, watermark, idle } => self.clocks.bump((worker, head, watermark, idle), diff),
             Row::Accepted => self.accepted += diff,
-            Row::Reject { reason } => bump(&mut self.rejects, reason, diff),
+            Row::Reject { reason } => self.rejects.bump(reason, diff),
         }
     }
 
