@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use views::query::TimeseriesQuery;
+use views::session_query::SessionsQuery;
 use views::{ReadModel, Status};
 
 pub use error::ApiError;
@@ -42,6 +43,7 @@ const ENDPOINTS: &[&str] = &[
     "GET /api/v1 (this list)",
     "GET /api/v1/live",
     "GET /api/v1/timeseries?metric=events|page_views|active_users&breakdown=none|event|page|utm_source|device|country&from=&to=&limit=",
+    "GET /api/v1/sessions?from=&to=&limit=",
     "GET /api/v1/stream",
     "GET /api/v1/rejects",
     "GET /api/v1/dump",
@@ -56,6 +58,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1", get(|| async { Json(serde_json::json!({"endpoints": ENDPOINTS})) }))
         .route("/api/v1/live", get(live))
         .route("/api/v1/timeseries", get(timeseries))
+        .route("/api/v1/sessions", get(sessions))
         .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/rejects", get(rejects))
         .route("/api/v1/dump", get(dump))
@@ -74,9 +77,20 @@ async fn timeseries(
     State(s): State<AppState>,
     query: Result<Query<TimeseriesQuery>, QueryRejection>,
 ) -> Result<Json<views::model::Timeseries>, ApiError> {
-    let Query(q) =
-        query.map_err(|e| ApiError::bad_request(format!("{}; see GET /api/v1 for the parameters", e.body_text())))?;
+    let Query(q) = query.map_err(bad_query)?;
     s.read_model.timeseries(&q).map(Json).map_err(|e| ApiError::bad_request(e.0))
+}
+
+async fn sessions(
+    State(s): State<AppState>,
+    query: Result<Query<SessionsQuery>, QueryRejection>,
+) -> Result<Json<views::model::Sessions>, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    s.read_model.sessions(&q).map(Json).map_err(|e| ApiError::bad_request(e.0))
+}
+
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!("{}; see GET /api/v1 for the parameters", e.body_text()))
 }
 
 async fn rejects(State(s): State<AppState>) -> Json<serde_json::Value> {

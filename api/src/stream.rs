@@ -1,5 +1,6 @@
-//! `GET /api/v1/stream`: server-sent events, one `live` event per publish and a `counts` event
-//! with the count cells that publish changed. A client too slow to keep up gets `lagged` and
+//! `GET /api/v1/stream`: server-sent events, one `live` event per publish, a `counts` event
+//! with the count cells that publish changed, and a `sessions` event with the session summary
+//! when a session changed. A client too slow to keep up gets `lagged` and
 //! should re-read `/api/v1/live`.
 
 use std::convert::Infallible;
@@ -16,7 +17,7 @@ use crate::AppState;
 
 #[derive(Deserialize, Default)]
 pub struct StreamQuery {
-    /// Comma-separated: `live`, `counts` (default both).
+    /// Comma-separated: `live`, `counts`, `sessions` (default all).
     views: Option<String>,
 }
 
@@ -24,8 +25,9 @@ pub async fn stream(
     State(s): State<AppState>,
     Query(q): Query<StreamQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let wanted = q.views.unwrap_or_else(|| "live,counts".into());
-    let (live, counts) = (wanted.split(',').any(|v| v == "live"), wanted.split(',').any(|v| v == "counts"));
+    let wanted = q.views.unwrap_or_else(|| "live,counts,sessions".into());
+    let wants = |view: &str| wanted.split(',').any(|v| v == view);
+    let (live, counts, sessions) = (wants("live"), wants("counts"), wants("sessions"));
     let first = Event::default().event("live").json_data(s.read_model.live()).ok();
     let changes = BroadcastStream::new(s.read_model.subscribe()).flat_map(move |item| {
         let events: Vec<Event> = match item {
@@ -37,6 +39,10 @@ pub async fn stream(
                 if counts && !change.counts.is_empty() {
                     let body = serde_json::json!({"epoch": change.clock.epoch, "as_of_ms": change.clock.as_of_ms, "counts": change.counts});
                     out.extend(Event::default().event("counts").json_data(body).ok());
+                }
+                if let Some(summary) = change.sessions.as_ref().filter(|_| sessions) {
+                    let body = serde_json::json!({"epoch": change.clock.epoch, "as_of_ms": change.clock.as_of_ms, "summary": summary});
+                    out.extend(Event::default().event("sessions").json_data(body).ok());
                 }
                 out
             }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use views::event::{minute_of, Minute};
 use views::ids::IdMap;
+use views::sessions::Sessionizer;
 
 use crate::reject::{Reason, Rejection};
 
@@ -24,6 +25,8 @@ pub struct PartitionClock {
     /// so the de-duplication window is the allowed lateness and memory stays bounded.
     seen_ids: IdMap<Minute>,
     ids_by_minute: BTreeMap<Minute, Vec<u64>>,
+    /// Sessions of this partition's users (their events arrive here: producers key by user).
+    pub sessions: Sessionizer,
 }
 
 impl PartitionClock {

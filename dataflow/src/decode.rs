@@ -25,6 +25,8 @@ pub struct Decoded<'a> {
     pub event: Event,
     /// Hash of the producer's `event_id`, for de-duplication.
     pub event_id: Option<u64>,
+    /// Hash of the producer's `session_id`.
+    pub session_id: Option<u64>,
     pub name: Cow<'a, str>,
     pub page: Option<Cow<'a, str>>,
     pub utm_source: Option<Cow<'a, str>>,
@@ -210,7 +212,6 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Decoded<'_>, Rejection> {
     }
     let _ = (
         raw.referrer,
-        raw.session_id,
         raw.ip,
         raw.user_agent,
         raw.utm_medium,
@@ -233,6 +234,7 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Decoded<'_>, Rejection> {
     Ok(Decoded {
         event,
         event_id: raw.event_id.map(|id| xxh3_64(id.0.as_bytes())),
+        session_id: optional(raw.session_id).map(|id| xxh3_64(id.as_bytes())),
         name,
         page,
         utm_source,

@@ -11,6 +11,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use views::event::{minute_of, minute_start_ms, Event, Minute, Sym};
 use views::facts::{series_of, Dim, Fact};
+use views::sessions::{cells_of, Hit, Hour, SessionSink, SessionStat, Sessionizer, Summary};
 use views::ids::{IdMap, IdSet};
 use views::{Epoch, ViewConfig};
 
@@ -35,6 +36,18 @@ pub struct Ledger {
     pub names: IdMap<String>,
     pub accepted: i64,
     pub rejects: BTreeMap<Reason, i64>,
+    /// Session aggregates by start hour.
+    pub sessions: BTreeMap<Hour, HashMap<(Dim, Sym, SessionStat), i64>>,
+}
+
+/// Session changes of one epoch, consolidated: a session touched by many events is reported once.
+#[derive(Default)]
+struct SessionChanges(FxHashMap<Summary, i64>);
+
+impl SessionSink for SessionChanges {
+    fn session(&mut self, summary: Summary, diff: i64) {
+        *self.0.entry(summary).or_default() += diff;
+    }
 }
 
 pub struct Ingest {
@@ -48,6 +61,11 @@ pub struct Ingest {
     new_names: Vec<(Sym, String)>,
     accepted: i64,
     rejects: BTreeMap<Reason, i64>,
+    sessions: SessionChanges,
+    /// The epoch the session changes are reported in (see [`Sessionizer::epoch`]).
+    session_epoch: Epoch,
+    /// The input epoch being filled, set by the runtime.
+    pub epoch: Epoch,
     /// The clock last sent into the dataflow (retracted when it changes).
     reported: Option<WorkerClock>,
     /// The last published `as_of`.
@@ -69,6 +87,9 @@ impl Ingest {
             new_names: Vec::new(),
             accepted: 0,
             rejects: BTreeMap::new(),
+            sessions: SessionChanges::default(),
+            session_epoch: 0,
+            epoch: 0,
             reported: None,
             as_of: None,
             dead_letters,
@@ -103,7 +124,13 @@ impl Ingest {
             _ => clock.admit(d.event.ts, d.event_id, self.lateness_ms, now_ms).map(|_| d),
         });
         match admitted {
-            Ok(d) => self.add(&d),
+            Ok(d) => {
+                self.add(&d);
+                self.sessionize(&mut clock.sessions, &d);
+                if let Some(watermark) = clock.watermark(self.lateness_ms) {
+                    clock.sessions.prune(watermark, &self.views.sessions);
+                }
+            }
             Err(rejection) => self.reject(&rejection, source, raw, now_ms),
         }
     }
@@ -128,6 +155,16 @@ impl Ingest {
                 times.push(e.ts);
             }
         }
+    }
+
+    /// Updates the event's session in its partition's sessionizer.
+    pub fn sessionize(&mut self, sessions: &mut Sessionizer, d: &Decoded<'_>) {
+        let e = &d.event;
+        let hit = Hit { ts: e.ts, page: e.page, page_view: e.is_page_view(), source: [e.utm_source, e.device, e.country] };
+        let config = &self.views.sessions;
+        sessions.add(Sessionizer::key(config, e.user, d.session_id), hit, config, &mut self.sessions);
+        sessions.epoch = sessions.epoch.max(self.epoch);
+        self.session_epoch = self.session_epoch.max(sessions.epoch);
     }
 
     pub fn reject(&mut self, rejection: &Rejection, source: &Coords<'_>, raw: &[u8], now_ms: i64) {
@@ -155,6 +192,7 @@ impl Ingest {
             input.update(Fact::Count { dim, key, minute }, n as isize);
             *self.ledger.series.entry(minute).or_default().entry((dim, key)).or_default() += n;
         }
+        self.flush_sessions(input);
         for (minute, user) in self.new_users.drain(..) {
             input.update(Fact::UserMinute { minute, user }, 1);
         }
@@ -191,9 +229,38 @@ impl Ingest {
         self.dead_letters.flush();
     }
 
+    fn flush_sessions(&mut self, input: &mut InputSession<Epoch, Fact, isize>) {
+        let mut cells: FxHashMap<(Hour, Dim, Sym, SessionStat), i64> = FxHashMap::default();
+        for (summary, n) in self.sessions.0.drain() {
+            if n != 0 {
+                for (hour, dim, key, stat, amount) in cells_of(&summary, &self.views.sessions) {
+                    *cells.entry((hour, dim, key, stat)).or_default() += n * amount;
+                }
+            }
+        }
+        let at = (*input.time()).max(self.session_epoch);
+        for ((hour, dim, key, stat), n) in cells {
+            if n != 0 {
+                input.update_at(Fact::Session { hour, dim, key, stat }, at, n as isize);
+                let cell = self.ledger.sessions.entry(hour).or_default().entry((dim, key, stat)).or_default();
+                *cell += n;
+                if *cell == 0 {
+                    self.ledger.sessions.get_mut(&hour).expect("just added").remove(&(dim, key, stat));
+                }
+            }
+        }
+    }
+
     /// Retracts minutes that no read can reach any more (see `views::query::visible`).
     fn expire(&mut self, input: &mut InputSession<Epoch, Fact, isize>, as_of_minute: Minute) {
-        let counts_from = (as_of_minute + 1).saturating_sub(self.views.window_minutes);
+        let counts_from = self.views.counts_from(as_of_minute);
+        let hours_from = self.views.session_hours_from(as_of_minute);
+        let kept = self.ledger.sessions.split_off(&hours_from);
+        for (hour, cells) in std::mem::replace(&mut self.ledger.sessions, kept) {
+            for ((dim, key, stat), n) in cells {
+                input.update(Fact::Session { hour, dim, key, stat }, -(n as isize));
+            }
+        }
         let kept = self.ledger.series.split_off(&counts_from);
         for (minute, cells) in std::mem::replace(&mut self.ledger.series, kept) {
             for ((dim, key), n) in cells {
@@ -235,6 +302,11 @@ impl Ingest {
         }
         for (sym, text) in &ledger.names {
             input.update(Fact::Name { sym: *sym, text: text.clone() }, 1);
+        }
+        for (hour, cells) in &ledger.sessions {
+            for ((dim, key, stat), n) in cells {
+                input.update(Fact::Session { hour: *hour, dim: *dim, key: *key, stat: *stat }, *n as isize);
+            }
         }
         input.update(Fact::Accepted, ledger.accepted as isize);
         for (reason, n) in &ledger.rejects {

@@ -174,6 +174,7 @@ impl WorkerSetup {
         let mut commits: VecDeque<(Epoch, Checkpoint)> = VecDeque::new();
         loop {
             let deadline = self.start + Duration::from_millis(epoch * epoch_ms);
+            ingest.epoch = epoch;
             let poll = source.poll(&mut ingest, deadline).map_err(|e| fail(&e))?;
             let now = Instant::now();
             let finished = poll == Poll::Done || self.stop.load(Ordering::Relaxed);

@@ -5,6 +5,7 @@
 pub mod e2e;
 pub mod kafka;
 pub mod oracle;
+pub mod session_oracle;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,7 @@ use dataflow::ingest::{Ingest, WorkerClock};
 use dataflow::source::{now_ms, worker_clock, Poll, Source, SourceError};
 use dataflow::{Engine, EngineConfig, SourceFactory};
 use views::model::Dump;
+use views::sessions::SessionConfig;
 use views::{ReadModel, ViewConfig};
 
 /// Small windows so that retention and expiry happen within a few hours of event time.
@@ -31,6 +33,9 @@ pub fn small_windows() -> ViewConfig {
         trend_baseline_minutes: 10,
         trend_min_views: 2,
         top_n: 4,
+        // Short sessions so that gaps, merges by late events and cuts at the maximum length all
+        // happen within the two hours the property tests span.
+        sessions: SessionConfig { inactivity_minutes: 10, max_hours: 1, ..SessionConfig::default() },
     }
 }
 

@@ -14,14 +14,14 @@ pub struct Spec {
     pub now_ms: i64,
 }
 
-struct Accepted {
-    ts: i64,
-    user: String,
-    name: String,
-    page: Option<String>,
-    utm_source: String,
-    device: String,
-    country: String,
+pub struct Accepted {
+    pub ts: i64,
+    pub user: String,
+    pub name: String,
+    pub page: Option<String>,
+    pub utm_source: String,
+    pub device: String,
+    pub country: String,
 }
 
 fn minute(ts: i64) -> i64 {
@@ -229,6 +229,7 @@ fn views_of(
         rejects: Rejects { total: rejects.values().sum(), by_reason: rejects },
         counts: dump_counts,
         active_users,
+        sessions: super::session_oracle::dump(cfg, events, head, as_of),
     }
 }
 

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::sessions::SessionConfig;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ViewConfig {
@@ -19,6 +21,7 @@ pub struct ViewConfig {
     pub trend_min_views: i64,
     /// Rows in top and trending lists.
     pub top_n: usize,
+    pub sessions: SessionConfig,
 }
 
 impl Default for ViewConfig {
@@ -31,6 +34,7 @@ impl Default for ViewConfig {
             trend_baseline_minutes: 60,
             trend_min_views: 5,
             top_n: 10,
+            sessions: SessionConfig::default(),
         }
     }
 }
@@ -51,7 +55,17 @@ impl ViewConfig {
         if self.top_n == 0 {
             return Err("views: top_n must be at least 1".into());
         }
-        Ok(())
+        self.sessions.validate()
+    }
+
+    /// Oldest minute of counts a read can still need, given the `as_of` minute.
+    pub fn counts_from(&self, as_of_minute: crate::event::Minute) -> crate::event::Minute {
+        (as_of_minute + 1).saturating_sub(self.window_minutes)
+    }
+
+    /// Oldest session start hour a read can still need: the hour holding [`Self::counts_from`].
+    pub fn session_hours_from(&self, as_of_minute: crate::event::Minute) -> crate::sessions::Hour {
+        self.counts_from(as_of_minute) / 60
     }
 
     /// Oldest user-minute a read can still need, relative to the `as_of` minute.

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Minute, Sym, UserId, NONE};
+use crate::sessions::{Hour, SessionStat};
 
 /// The dimension of a per-minute count series.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -80,6 +81,8 @@ pub enum Fact {
     Accepted,
     /// `diff` rejected inputs with this reason.
     Reject { reason: String },
+    /// The sessions that started in `hour` with `key` in `dim` contribute `diff` to `stat`.
+    Session { hour: Hour, dim: Dim, key: Sym, stat: SessionStat },
 }
 
 /// An output record of the dataflow, read into the [`crate::ReadModel`].
@@ -91,4 +94,5 @@ pub enum Row {
     Clock { worker: u32, head: i64, watermark: i64, idle: bool },
     Accepted,
     Reject { reason: String },
+    Session { hour: Hour, dim: Dim, key: Sym, stat: SessionStat },
 }

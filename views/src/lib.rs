@@ -7,6 +7,8 @@ pub mod facts;
 pub mod ids;
 pub mod model;
 pub mod query;
+pub mod session_query;
+pub mod sessions;
 pub mod read_model;
 pub mod status;
 pub mod tables;

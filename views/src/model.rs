@@ -104,4 +104,78 @@ pub struct Dump {
     pub counts: BTreeMap<String, BTreeMap<String, BTreeMap<i64, i64>>>,
     /// Active users for each window end in the kept history.
     pub active_users: Vec<ActiveUsersPoint>,
+    pub sessions: SessionsDump,
+}
+
+/// Exact integer totals over a set of sessions (what the reference recomputes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTotals {
+    pub sessions: i64,
+    pub bounces: i64,
+    pub duration_ms: i64,
+    pub events: i64,
+    pub page_views: i64,
+    /// Lower median of the durations in whole seconds.
+    pub median_duration_s: Option<u32>,
+    /// Sessions whose last event is within the inactivity timeout of `head` (to the minute).
+    pub in_progress: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    #[serde(flatten)]
+    pub totals: SessionTotals,
+    pub avg_duration_s: f64,
+    pub pages_per_session: f64,
+    pub events_per_session: f64,
+    pub bounce_rate: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyedSessions {
+    pub key: String,
+    #[serde(flatten)]
+    pub summary: SessionSummary,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeCount {
+    pub start_ms: i64,
+    pub sessions: i64,
+}
+
+/// `GET /api/v1/sessions`: sessions that started in `[from_ms, to_ms)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sessions {
+    #[serde(flatten)]
+    pub clock: Clock,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub inactivity_minutes: u32,
+    pub summary: SessionSummary,
+    pub hourly: Vec<TimeCount>,
+    /// Per UTC day (the first and last day may be partial).
+    pub daily: Vec<TimeCount>,
+    pub top_entry_pages: Vec<KeyCount>,
+    pub top_exit_pages: Vec<KeyCount>,
+    /// By the first event's `utm_source`, `device` and `country`, most sessions first.
+    pub breakdowns: BTreeMap<String, Vec<KeyedSessions>>,
+}
+
+/// One `(dim, key)` of sessions in the dump: totals and every entry and exit page.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCells {
+    #[serde(flatten)]
+    pub totals: SessionTotals,
+    pub entry: BTreeMap<String, i64>,
+    pub exit: BTreeMap<String, i64>,
+}
+
+/// Every session aggregate still in the window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionsDump {
+    /// Sessions by start hour (ms).
+    pub hourly: BTreeMap<i64, i64>,
+    /// dimension -> key -> cells (`all` has the key `(none)`).
+    pub by: BTreeMap<String, BTreeMap<String, SessionCells>>,
 }

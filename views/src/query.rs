@@ -22,6 +22,7 @@ pub fn rfc3339(ms: i64) -> String {
 pub(crate) struct Visible {
     pub head: Option<Minute>,
     pub counts_from: Minute,
+    pub session_hours_from: crate::sessions::Hour,
     pub users_from: Minute,
     pub active_from: Minute,
 }
@@ -32,7 +33,8 @@ pub(crate) fn visible(tables: &Tables, config: &ViewConfig) -> Visible {
     let back = |n: u32| (as_of_minute + 1).saturating_sub(n);
     Visible {
         head: head.map(minute_of),
-        counts_from: back(config.window_minutes),
+        counts_from: config.counts_from(as_of_minute),
+        session_hours_from: config.session_hours_from(as_of_minute),
         users_from: back(config.user_minutes_kept()),
         active_from: back(config.active_history_minutes),
     }
@@ -143,7 +145,7 @@ pub struct TimeseriesQuery {
 #[error("{0}")]
 pub struct QueryError(pub String);
 
-fn parse_time(text: &str, field: &str) -> Result<i64, QueryError> {
+pub(crate) fn parse_time(text: &str, field: &str) -> Result<i64, QueryError> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
@@ -287,7 +289,14 @@ pub fn dump(tables: &Tables, config: &ViewConfig) -> Dump {
             });
         }
     }
-    Dump { live: live(tables, config), accepted: tables.accepted, rejects: rejects(tables), counts, active_users }
+    Dump {
+        live: live(tables, config),
+        accepted: tables.accepted,
+        rejects: rejects(tables),
+        counts,
+        active_users,
+        sessions: crate::session_query::dump(tables, config),
+    }
 }
 
 pub fn rejects(tables: &Tables) -> Rejects {

@@ -13,7 +13,8 @@ use tokio::sync::broadcast;
 use crate::config::ViewConfig;
 use crate::event::minute_start_ms;
 use crate::facts::Row;
-use crate::model::{Clock, Dump, Live, Rejects, Timeseries};
+use crate::model::{Clock, Dump, Live, Rejects, SessionSummary, Sessions, Timeseries};
+use crate::session_query::{self, SessionsQuery};
 use crate::query::{self, QueryError, TimeseriesQuery};
 use crate::tables::Tables;
 
@@ -33,6 +34,9 @@ pub struct Change {
     pub clock: Clock,
     pub live: Live,
     pub counts: Vec<CountChange>,
+    /// The session summary over the window, when a session aggregate changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionSummary>,
 }
 
 pub struct ReadModel {
@@ -70,6 +74,7 @@ impl ReadModel {
             self.as_of.fetch_max(as_of, Ordering::Relaxed);
         }
         let touched = std::mem::take(&mut tables.touched);
+        let sessions_touched = std::mem::take(&mut tables.sessions_touched);
         if self.changes.receiver_count() == 0 {
             return;
         }
@@ -85,7 +90,11 @@ impl ReadModel {
             .collect();
         counts.sort_by(|a, b| (a.dim, &a.key, a.minute_ms).cmp(&(b.dim, &b.key, b.minute_ms)));
         counts.dedup_by(|a, b| (a.dim, &a.key, a.minute_ms) == (b.dim, &b.key, b.minute_ms));
-        let change = Change { clock: query::clock(&tables), live: query::live(&tables, &self.config), counts };
+        let sessions = sessions_touched
+            .then(|| session_query::sessions(&tables, &self.config, &SessionsQuery::default()).ok())
+            .flatten()
+            .map(|s| s.summary);
+        let change = Change { clock: query::clock(&tables), live: query::live(&tables, &self.config), counts, sessions };
         let _ = self.changes.send(Arc::new(change));
     }
 
@@ -117,6 +126,10 @@ impl ReadModel {
 
     pub fn timeseries(&self, q: &TimeseriesQuery) -> Result<Timeseries, QueryError> {
         query::timeseries(&self.tables.read(), &self.config, q)
+    }
+
+    pub fn sessions(&self, q: &SessionsQuery) -> Result<Sessions, QueryError> {
+        session_query::sessions(&self.tables.read(), &self.config, q)
     }
 
     pub fn dump(&self) -> Dump {

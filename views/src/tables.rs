@@ -5,6 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use crate::event::{Minute, Sym, NONE, NONE_TEXT};
 use crate::facts::{Dim, Row};
 use crate::ids::{IdMap, IdSet};
+use crate::sessions::{Hour, SessionStat};
+
+/// Session aggregates of one `(dim, key)` by start hour.
+pub type SessionHours = BTreeMap<Hour, HashMap<SessionStat, i64>>;
 
 /// Clock value of a worker that is waiting for a partition's first record.
 pub const PENDING: i64 = i64::MIN;
@@ -18,6 +22,9 @@ pub struct Tables {
     pub(crate) clocks: HashMap<(u32, i64, i64, bool), i64>,
     pub(crate) accepted: i64,
     pub(crate) rejects: BTreeMap<String, i64>,
+    pub(crate) sessions: HashMap<(Dim, Sym), SessionHours>,
+    /// Whether a session aggregate changed since the last publish.
+    pub(crate) sessions_touched: bool,
     pub(crate) epoch: u64,
     /// The last published `as_of`: it never goes back (ingestion rejects anything older).
     pub(crate) published_as_of: Option<i64>,
@@ -95,6 +102,18 @@ impl Tables {
             Row::Clock { worker, head, watermark, idle } => self.clocks.bump((worker, head, watermark, idle), diff),
             Row::Accepted => self.accepted += diff,
             Row::Reject { reason } => self.rejects.bump(reason, diff),
+            Row::Session { hour, dim, key, stat } => {
+                let hours = self.sessions.entry((dim, key)).or_default();
+                let cells = hours.entry(hour).or_default();
+                cells.bump(stat, diff);
+                if cells.is_empty() {
+                    hours.remove(&hour);
+                    if hours.is_empty() {
+                        self.sessions.remove(&(dim, key));
+                    }
+                }
+                self.sessions_touched = true;
+            }
         }
     }
 

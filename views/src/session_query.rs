@@ -1,0 +1,188 @@
+//! Answers about sessions, summed over start hours from one consistent [`Tables`] snapshot.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::config::ViewConfig;
+use crate::event::{minute_of, Minute, Sym, NONE};
+use crate::facts::Dim;
+use crate::model::*;
+use crate::query::{clock, parse_time, rfc3339, visible, QueryError};
+use crate::sessions::{hour_of, Hour, SessionStat, MS_PER_HOUR, SESSION_DIMS};
+use crate::tables::{SessionHours, Tables};
+
+/// Sessions of some start hours, summed.
+#[derive(Default)]
+struct Agg {
+    totals: SessionTotals,
+    durations: BTreeMap<u32, i64>,
+    entry: HashMap<Sym, i64>,
+    exit: HashMap<Sym, i64>,
+}
+
+impl Agg {
+    fn over(hours: &SessionHours, lo: Hour, hi: Hour, in_progress_from: Minute) -> Agg {
+        let mut agg = Agg::default();
+        let t = &mut agg.totals;
+        for (_, cells) in hours.range(lo..=hi) {
+            for (stat, n) in cells {
+                match *stat {
+                    SessionStat::Sessions => t.sessions += n,
+                    SessionStat::Bounces => t.bounces += n,
+                    SessionStat::DurationMs => t.duration_ms += n,
+                    SessionStat::Events => t.events += n,
+                    SessionStat::PageViews => t.page_views += n,
+                    SessionStat::DurationSecs(s) => *agg.durations.entry(s).or_default() += n,
+                    SessionStat::Entry(page) => *agg.entry.entry(page).or_default() += n,
+                    SessionStat::Exit(page) => *agg.exit.entry(page).or_default() += n,
+                    SessionStat::EndMinute(m) if m >= in_progress_from => t.in_progress += n,
+                    SessionStat::EndMinute(_) => {}
+                }
+            }
+        }
+        t.median_duration_s = lower_median(&agg.durations);
+        agg
+    }
+
+    fn summary(&self) -> SessionSummary {
+        let t = &self.totals;
+        let per = |x: i64| if t.sessions == 0 { 0.0 } else { x as f64 / t.sessions as f64 };
+        SessionSummary {
+            totals: t.clone(),
+            avg_duration_s: per(t.duration_ms) / 1000.0,
+            pages_per_session: per(t.page_views),
+            events_per_session: per(t.events),
+            bounce_rate: per(t.bounces),
+        }
+    }
+}
+
+fn lower_median(counts: &BTreeMap<u32, i64>) -> Option<u32> {
+    let n: i64 = counts.values().sum();
+    if n <= 0 {
+        return None;
+    }
+    let mut seen = 0;
+    for (value, c) in counts {
+        seen += c;
+        if seen > (n - 1) / 2 {
+            return Some(*value);
+        }
+    }
+    None
+}
+
+/// What `GET /api/v1/sessions` accepts.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub limit: Option<usize>,
+}
+
+struct Range {
+    lo: Hour,
+    hi: Hour,
+    in_progress_from: Minute,
+}
+
+fn range_of(tables: &Tables, config: &ViewConfig, q: &SessionsQuery) -> Result<Range, QueryError> {
+    let vis = visible(tables, config);
+    let head = tables.clock().0;
+    let hi = match &q.to {
+        Some(t) => hour_of(parse_time(t, "to")?),
+        None => head.map(hour_of).unwrap_or(0),
+    };
+    let lo = match &q.from {
+        Some(t) => hour_of(parse_time(t, "from")?),
+        None => vis.session_hours_from,
+    };
+    if lo > hi {
+        return Err(QueryError(format!("`from` ({}) is after `to` ({})", rfc3339(hour_ms(lo)), rfc3339(hour_ms(hi)))));
+    }
+    let timeout = config.sessions.inactivity_minutes;
+    let in_progress_from = head.map_or(Minute::MAX, |h| minute_of(h).saturating_sub(timeout));
+    Ok(Range { lo: lo.max(vis.session_hours_from), hi, in_progress_from })
+}
+
+fn hour_ms(hour: Hour) -> i64 {
+    hour as i64 * MS_PER_HOUR
+}
+
+fn ranked(tables: &Tables, counts: &HashMap<Sym, i64>, n: usize) -> Vec<KeyCount> {
+    let mut rows: Vec<KeyCount> =
+        counts.iter().filter(|(_, c)| **c != 0).map(|(k, c)| KeyCount { key: tables.name(*k), count: *c }).collect();
+    rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+    rows.truncate(n);
+    rows
+}
+
+pub fn sessions(tables: &Tables, config: &ViewConfig, q: &SessionsQuery) -> Result<Sessions, QueryError> {
+    let r = range_of(tables, config, q)?;
+    let n = q.limit.unwrap_or(config.top_n).max(1);
+    let empty = SessionHours::new();
+    let all = tables.sessions.get(&(Dim::All, NONE)).unwrap_or(&empty);
+    let agg = Agg::over(all, r.lo, r.hi, r.in_progress_from);
+    let mut hourly = Vec::new();
+    let mut daily: Vec<TimeCount> = Vec::new();
+    for hour in r.lo..=r.hi.min(r.lo.saturating_add(24 * 31)) {
+        let sessions = all.get(&hour).and_then(|c| c.get(&SessionStat::Sessions)).copied().unwrap_or(0);
+        hourly.push(TimeCount { start_ms: hour_ms(hour), sessions });
+        let day_ms = hour_ms(hour - hour % 24);
+        match daily.last_mut() {
+            Some(d) if d.start_ms == day_ms => d.sessions += sessions,
+            _ => daily.push(TimeCount { start_ms: day_ms, sessions }),
+        }
+    }
+    let mut breakdowns = BTreeMap::new();
+    for dim in &SESSION_DIMS[1..] {
+        let mut rows: Vec<KeyedSessions> = tables
+            .sessions
+            .iter()
+            .filter(|((d, _), _)| d == dim)
+            .map(|((_, key), hours)| (tables.name(*key), Agg::over(hours, r.lo, r.hi, r.in_progress_from)))
+            .filter(|(_, a)| a.totals.sessions != 0 || a.totals.in_progress != 0)
+            .map(|(key, a)| KeyedSessions { key, summary: a.summary() })
+            .collect();
+        rows.sort_by(|a, b| b.summary.totals.sessions.cmp(&a.summary.totals.sessions).then_with(|| a.key.cmp(&b.key)));
+        rows.truncate(n);
+        breakdowns.insert(dim.as_str().to_string(), rows);
+    }
+    Ok(Sessions {
+        clock: clock(tables),
+        from_ms: hour_ms(r.lo),
+        to_ms: hour_ms(r.hi.saturating_add(1)),
+        inactivity_minutes: config.sessions.inactivity_minutes,
+        summary: agg.summary(),
+        hourly,
+        daily,
+        top_entry_pages: ranked(tables, &agg.entry, n),
+        top_exit_pages: ranked(tables, &agg.exit, n),
+        breakdowns,
+    })
+}
+
+/// Every session aggregate in the window, for `replay --dump` and the reference tests.
+pub fn dump(tables: &Tables, config: &ViewConfig) -> SessionsDump {
+    let Ok(r) = range_of(tables, config, &SessionsQuery::default()) else { return SessionsDump::default() };
+    let mut out = SessionsDump::default();
+    for ((dim, key), hours) in &tables.sessions {
+        let agg = Agg::over(hours, r.lo, Hour::MAX, r.in_progress_from);
+        if agg.totals == SessionTotals::default() {
+            continue;
+        }
+        let names = |counts: &HashMap<Sym, i64>| -> BTreeMap<String, i64> {
+            counts.iter().filter(|(_, c)| **c != 0).map(|(k, c)| (tables.name(*k), *c)).collect()
+        };
+        let cells = SessionCells { totals: agg.totals.clone(), entry: names(&agg.entry), exit: names(&agg.exit) };
+        out.by.entry(dim.as_str().to_string()).or_default().insert(tables.name(*key), cells);
+        if *dim == Dim::All {
+            for (hour, cells) in hours.range(r.lo..) {
+                if let Some(n) = cells.get(&SessionStat::Sessions).filter(|n| **n != 0) {
+                    out.hourly.insert(hour_ms(*hour), *n);
+                }
+            }
+        }
+    }
+    out
+}
