@@ -210,15 +210,7 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Decoded<'_>, Rejection> {
             format!("ts {ts} ({}) is before 2000-01-01 or more than a day ahead of now", views::query::rfc3339(ts)),
         ));
     }
-    let _ = (
-        raw.referrer,
-        raw.ip,
-        raw.user_agent,
-        raw.utm_medium,
-        raw.utm_campaign,
-        raw.partner,
-        raw.props,
-    );
+    let _ = (raw.referrer, raw.ip, raw.user_agent, raw.utm_medium, raw.utm_campaign, raw.partner, raw.props);
     let (page, utm_source, device, country) =
         (optional(raw.page), optional(raw.utm_source), optional(raw.device), optional(raw.country));
     let opt = |v: &Option<Cow<str>>| v.as_deref().map(sym).unwrap_or(NONE);

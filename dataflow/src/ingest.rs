@@ -11,11 +11,13 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use views::event::{minute_of, minute_start_ms, Event, Minute, Sym};
 use views::facts::{series_of, Dim, Fact};
-use views::sessions::{cells_of, Hit, Hour, SessionSink, SessionStat, Sessionizer, Summary};
 use views::ids::{IdMap, IdSet};
+use views::sessions::{
+    cell_changes, cells_of, Hit, Hour, SessionConfig, SessionSink, SessionStat, Sessionizer, Summary,
+};
 use views::{Epoch, ViewConfig};
 
-use crate::clock::PartitionClock;
+use crate::clock::{PartitionClock, MAX_HEAD_SKEW_MS};
 use crate::deadletter::{self, Coords, DeadLetterSink};
 use crate::decode::Decoded;
 use crate::reject::{Reason, Rejection};
@@ -37,16 +39,28 @@ pub struct Ledger {
     pub accepted: i64,
     pub rejects: BTreeMap<Reason, i64>,
     /// Session aggregates by start hour.
-    pub sessions: BTreeMap<Hour, HashMap<(Dim, Sym, SessionStat), i64>>,
+    pub sessions: BTreeMap<Hour, HashMap<([Sym; 3], SessionStat), i64>>,
 }
 
-/// Session changes of one epoch, consolidated: a session touched by many events is reported once.
-#[derive(Default)]
-struct SessionChanges(FxHashMap<Summary, i64>);
+type SessionCells = FxHashMap<(Hour, [Sym; 3], SessionStat), i64>;
 
-impl SessionSink for SessionChanges {
+/// Turns session changes into changes of the aggregate cells.
+struct CellSink<'a> {
+    cells: &'a mut SessionCells,
+    config: &'a SessionConfig,
+}
+
+impl SessionSink for CellSink<'_> {
     fn session(&mut self, summary: Summary, diff: i64) {
-        *self.0.entry(summary).or_default() += diff;
+        for (hour, source, stat, amount) in cells_of(&summary, self.config) {
+            *self.cells.entry((hour, source, stat)).or_default() += diff * amount;
+        }
+    }
+
+    fn replace(&mut self, old: Summary, new: Summary) {
+        for (hour, source, stat, amount) in cell_changes(&old, &new, self.config) {
+            *self.cells.entry((hour, source, stat)).or_default() += amount;
+        }
     }
 }
 
@@ -61,7 +75,8 @@ pub struct Ingest {
     new_names: Vec<(Sym, String)>,
     accepted: i64,
     rejects: BTreeMap<Reason, i64>,
-    sessions: SessionChanges,
+    /// Session cell changes drained from the partitions this epoch.
+    session_cells: SessionCells,
     /// The epoch the session changes are reported in (see [`Sessionizer::epoch`]).
     session_epoch: Epoch,
     /// The input epoch being filled, set by the runtime.
@@ -87,7 +102,7 @@ impl Ingest {
             new_names: Vec::new(),
             accepted: 0,
             rejects: BTreeMap::new(),
-            sessions: SessionChanges::default(),
+            session_cells: SessionCells::default(),
             session_epoch: 0,
             epoch: 0,
             reported: None,
@@ -101,7 +116,7 @@ impl Ingest {
         self.lateness_ms
     }
 
-    /// Admits a decoded event through its partition's clock, or records why not.
+    /// Admits a decoded event through its partition's clock and counts it, or records why not.
     pub fn offer(
         &mut self,
         clock: &mut PartitionClock,
@@ -110,6 +125,22 @@ impl Ingest {
         raw: &[u8],
         now_ms: i64,
     ) {
+        if let Some(d) = self.admit(clock, decoded, source, raw, now_ms) {
+            self.add(&d);
+        }
+    }
+
+    /// The part of [`Self::offer`] that must follow the partition's order: the clock's decision,
+    /// the event's session, or the rejection. The caller then counts an admitted event with
+    /// [`Self::add`] (in any order: a shared file partition does it outside its admission turn).
+    pub fn admit<'a>(
+        &mut self,
+        clock: &mut PartitionClock,
+        decoded: Result<Decoded<'a>, Rejection>,
+        source: &Coords<'_>,
+        raw: &[u8],
+        now_ms: i64,
+    ) -> Option<Decoded<'a>> {
         let floor = self.as_of;
         let admitted = decoded.and_then(|d| match floor {
             // Published as complete: an older event may no longer change the views.
@@ -125,13 +156,13 @@ impl Ingest {
         });
         match admitted {
             Ok(d) => {
-                self.add(&d);
                 self.sessionize(&mut clock.sessions, &d);
-                if let Some(watermark) = clock.watermark(self.lateness_ms) {
-                    clock.sessions.prune(watermark, &self.views.sessions);
-                }
+                Some(d)
             }
-            Err(rejection) => self.reject(&rejection, source, raw, now_ms),
+            Err(rejection) => {
+                self.reject(&rejection, source, raw, now_ms);
+                None
+            }
         }
     }
 
@@ -160,11 +191,24 @@ impl Ingest {
     /// Updates the event's session in its partition's sessionizer.
     pub fn sessionize(&mut self, sessions: &mut Sessionizer, d: &Decoded<'_>) {
         let e = &d.event;
-        let hit = Hit { ts: e.ts, page: e.page, page_view: e.is_page_view(), source: [e.utm_source, e.device, e.country] };
+        let hit =
+            Hit { ts: e.ts, page: e.page, page_view: e.is_page_view(), source: [e.utm_source, e.device, e.country] };
         let config = &self.views.sessions;
-        sessions.add(Sessionizer::key(config, e.user, d.session_id), hit, config, &mut self.sessions);
+        let key = Sessionizer::key(config, e.user, d.session_id);
+        sessions.add(key, hit, config, self.lateness_ms + MAX_HEAD_SKEW_MS);
+    }
+
+    /// Collects a partition's session changes for this epoch's flush, then lets it forget what
+    /// its watermark has made final. The runtime calls it for every partition before `flush`.
+    pub fn drain_sessions(&mut self, clock: &mut PartitionClock) {
+        let sessions = &mut clock.sessions;
         sessions.epoch = sessions.epoch.max(self.epoch);
         self.session_epoch = self.session_epoch.max(sessions.epoch);
+        let config = &self.views.sessions;
+        sessions.drain(&mut CellSink { cells: &mut self.session_cells, config });
+        if let Some(watermark) = clock.watermark(self.lateness_ms) {
+            clock.sessions.prune(watermark, config);
+        }
     }
 
     pub fn reject(&mut self, rejection: &Rejection, source: &Coords<'_>, raw: &[u8], now_ms: i64) {
@@ -230,22 +274,14 @@ impl Ingest {
     }
 
     fn flush_sessions(&mut self, input: &mut InputSession<Epoch, Fact, isize>) {
-        let mut cells: FxHashMap<(Hour, Dim, Sym, SessionStat), i64> = FxHashMap::default();
-        for (summary, n) in self.sessions.0.drain() {
-            if n != 0 {
-                for (hour, dim, key, stat, amount) in cells_of(&summary, &self.views.sessions) {
-                    *cells.entry((hour, dim, key, stat)).or_default() += n * amount;
-                }
-            }
-        }
         let at = (*input.time()).max(self.session_epoch);
-        for ((hour, dim, key, stat), n) in cells {
+        for ((hour, source, stat), n) in self.session_cells.drain() {
             if n != 0 {
-                input.update_at(Fact::Session { hour, dim, key, stat }, at, n as isize);
-                let cell = self.ledger.sessions.entry(hour).or_default().entry((dim, key, stat)).or_default();
+                input.update_at(Fact::Session { hour, source, stat }, at, n as isize);
+                let cell = self.ledger.sessions.entry(hour).or_default().entry((source, stat)).or_default();
                 *cell += n;
                 if *cell == 0 {
-                    self.ledger.sessions.get_mut(&hour).expect("just added").remove(&(dim, key, stat));
+                    self.ledger.sessions.get_mut(&hour).expect("just added").remove(&(source, stat));
                 }
             }
         }
@@ -257,8 +293,8 @@ impl Ingest {
         let hours_from = self.views.session_hours_from(as_of_minute);
         let kept = self.ledger.sessions.split_off(&hours_from);
         for (hour, cells) in std::mem::replace(&mut self.ledger.sessions, kept) {
-            for ((dim, key, stat), n) in cells {
-                input.update(Fact::Session { hour, dim, key, stat }, -(n as isize));
+            for ((source, stat), n) in cells {
+                input.update(Fact::Session { hour, source, stat }, -(n as isize));
             }
         }
         let kept = self.ledger.series.split_off(&counts_from);
@@ -304,8 +340,8 @@ impl Ingest {
             input.update(Fact::Name { sym: *sym, text: text.clone() }, 1);
         }
         for (hour, cells) in &ledger.sessions {
-            for ((dim, key, stat), n) in cells {
-                input.update(Fact::Session { hour: *hour, dim: *dim, key: *key, stat: *stat }, *n as isize);
+            for ((source, stat), n) in cells {
+                input.update(Fact::Session { hour: *hour, source: *source, stat: *stat }, *n as isize);
             }
         }
         input.update(Fact::Accepted, ledger.accepted as isize);

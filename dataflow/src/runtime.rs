@@ -179,6 +179,7 @@ impl WorkerSetup {
             let now = Instant::now();
             let finished = poll == Poll::Done || self.stop.load(Ordering::Relaxed);
             if now >= deadline || finished {
+                source.each_partition(&mut |clock| ingest.drain_sessions(clock));
                 ingest.flush(&mut input, source.clock(lateness), self.read_model.as_of_ms());
                 if let Some((_, times)) = ingest.freshness.as_mut().filter(|(_, t)| !t.is_empty()) {
                     let _ = fresh.send((epoch, std::mem::take(times)));

@@ -122,11 +122,12 @@ fn decode_bench(config: &Config, count: u64) -> Result<()> {
     Ok(())
 }
 
-/// Pre-decoded events, split over workers.
+/// Pre-decoded events, split over workers by user (as Kafka partitions keyed by user are).
 struct Decodedsource {
     events: Arc<Vec<Decoded<'static>>>,
     next: usize,
-    step: usize,
+    index: u64,
+    peers: u64,
     clock: PartitionClock,
 }
 
@@ -136,9 +137,13 @@ impl Source for Decodedsource {
         let mut n = 0;
         while self.next < self.events.len() {
             let d = &self.events[self.next];
-            self.next += self.step;
+            self.next += 1;
+            if d.event.user % self.peers != self.index {
+                continue;
+            }
             if self.clock.admit(d.event.ts, d.event_id, lateness, i64::MAX / 2).is_ok() {
                 ingest.add(d);
+                ingest.sessionize(&mut self.clock.sessions, d);
             }
             n += 1;
             if n % 4096 == 0 && Instant::now() >= deadline {
@@ -147,6 +152,10 @@ impl Source for Decodedsource {
         }
         Ok(Poll::Done)
     }
+    fn each_partition(&mut self, visit: &mut dyn FnMut(&mut PartitionClock)) {
+        visit(&mut self.clock);
+    }
+
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
         worker_clock(std::iter::once((&self.clock, self.next >= self.events.len())), lateness_ms)
     }
@@ -163,8 +172,9 @@ fn dataflow_bench(config: &Config, count: u64) -> Result<()> {
     let sources: SourceFactory = Arc::new(move |index, peers| {
         Ok(Box::new(Decodedsource {
             events: events.clone(),
-            next: index,
-            step: peers,
+            next: 0,
+            index: index as u64,
+            peers: peers as u64,
             clock: PartitionClock::default(),
         }) as Box<dyn Source>)
     });

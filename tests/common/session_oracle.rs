@@ -73,7 +73,8 @@ pub fn dump(config: &ViewConfig, events: &[Accepted], head: Option<i64>, as_of: 
     }
     let as_of_minute = as_of.map(|t| t.div_euclid(60_000)).unwrap_or(0);
     let floor_hour = (as_of_minute + 1 - config.window_minutes as i64).max(0) / 60;
-    let in_progress_from = head.map_or(i64::MAX, |h| (h.div_euclid(60_000) - config.sessions.inactivity_minutes as i64).max(0));
+    let in_progress_from =
+        head.map_or(i64::MAX, |h| (h.div_euclid(60_000) - config.sessions.inactivity_minutes as i64).max(0));
     let mut out = SessionsDump::default();
     let mut durations: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
     for user_events in by_user.values() {
@@ -84,7 +85,8 @@ pub fn dump(config: &ViewConfig, events: &[Accepted], head: Option<i64>, as_of: 
             }
             *out.hourly.entry(hour * 3_600_000).or_default() += 1;
             let duration = s.end - s.start;
-            let keys = [("all", "(none)"), ("utm_source", s.first.1[0]), ("device", s.first.1[1]), ("country", s.first.1[2])];
+            let keys =
+                [("all", "(none)"), ("utm_source", s.first.1[0]), ("device", s.first.1[1]), ("country", s.first.1[2])];
             for (dim, key) in keys {
                 let cells: &mut SessionCells =
                     out.by.entry(dim.to_string()).or_default().entry(key.to_string()).or_default();
@@ -105,7 +107,8 @@ pub fn dump(config: &ViewConfig, events: &[Accepted], head: Option<i64>, as_of: 
     }
     for ((dim, key), mut d) in durations {
         d.sort();
-        out.by.get_mut(&dim).unwrap().get_mut(&key).unwrap().totals.median_duration_s = Some(d[(d.len() - 1) / 2] as u32);
+        out.by.get_mut(&dim).unwrap().get_mut(&key).unwrap().totals.median_duration_s =
+            Some(d[(d.len() - 1) / 2] as u32);
     }
     out
 }

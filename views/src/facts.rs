@@ -81,8 +81,9 @@ pub enum Fact {
     Accepted,
     /// `diff` rejected inputs with this reason.
     Reject { reason: String },
-    /// The sessions that started in `hour` with `key` in `dim` contribute `diff` to `stat`.
-    Session { hour: Hour, dim: Dim, key: Sym, stat: SessionStat },
+    /// Sessions that started in `hour` with this acquisition (`utm_source`, `device`,
+    /// `country` of their first event) contribute `diff` to `stat`.
+    Session { hour: Hour, source: [Sym; 3], stat: SessionStat },
 }
 
 /// An output record of the dataflow, read into the [`crate::ReadModel`].
@@ -94,5 +95,5 @@ pub enum Row {
     Clock { worker: u32, head: i64, watermark: i64, idle: bool },
     Accepted,
     Reject { reason: String },
-    Session { hour: Hour, dim: Dim, key: Sym, stat: SessionStat },
+    Session { hour: Hour, source: [Sym; 3], stat: SessionStat },
 }

@@ -14,8 +14,8 @@ use crate::config::ViewConfig;
 use crate::event::minute_start_ms;
 use crate::facts::Row;
 use crate::model::{Clock, Dump, Live, Rejects, SessionSummary, Sessions, Timeseries};
-use crate::session_query::{self, SessionsQuery};
 use crate::query::{self, QueryError, TimeseriesQuery};
+use crate::session_query::{self, SessionsQuery};
 use crate::tables::Tables;
 
 /// One changed count cell, as the change stream sends it.
@@ -94,7 +94,8 @@ impl ReadModel {
             .then(|| session_query::sessions(&tables, &self.config, &SessionsQuery::default()).ok())
             .flatten()
             .map(|s| s.summary);
-        let change = Change { clock: query::clock(&tables), live: query::live(&tables, &self.config), counts, sessions };
+        let change =
+            Change { clock: query::clock(&tables), live: query::live(&tables, &self.config), counts, sessions };
         let _ = self.changes.send(Arc::new(change));
     }
 

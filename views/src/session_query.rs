@@ -7,7 +7,7 @@ use crate::event::{minute_of, Minute, Sym, NONE};
 use crate::facts::Dim;
 use crate::model::*;
 use crate::query::{clock, parse_time, rfc3339, visible, QueryError};
-use crate::sessions::{hour_of, Hour, SessionStat, MS_PER_HOUR, SESSION_DIMS};
+use crate::sessions::{hour_of, Hour, SessionStat, BREAKDOWNS, MS_PER_HOUR};
 use crate::tables::{SessionHours, Tables};
 
 /// Sessions of some start hours, summed.
@@ -20,10 +20,11 @@ struct Agg {
 }
 
 impl Agg {
-    fn over(hours: &SessionHours, lo: Hour, hi: Hour, in_progress_from: Minute) -> Agg {
+    /// Sums the cube cells of start hours `lo..=hi`.
+    fn over<'a>(cube: impl Iterator<Item = &'a SessionHours>, r: &Range, hi: Hour) -> Agg {
         let mut agg = Agg::default();
         let t = &mut agg.totals;
-        for (_, cells) in hours.range(lo..=hi) {
+        for (_, cells) in cube.flat_map(|hours| hours.range(r.lo..=hi)) {
             for (stat, n) in cells {
                 match *stat {
                     SessionStat::Sessions => t.sessions += n,
@@ -34,7 +35,7 @@ impl Agg {
                     SessionStat::DurationSecs(s) => *agg.durations.entry(s).or_default() += n,
                     SessionStat::Entry(page) => *agg.entry.entry(page).or_default() += n,
                     SessionStat::Exit(page) => *agg.exit.entry(page).or_default() += n,
-                    SessionStat::EndMinute(m) if m >= in_progress_from => t.in_progress += n,
+                    SessionStat::EndMinute(m) if m >= r.in_progress_from => t.in_progress += n,
                     SessionStat::EndMinute(_) => {}
                 }
             }
@@ -117,16 +118,29 @@ fn ranked(tables: &Tables, counts: &HashMap<Sym, i64>, n: usize) -> Vec<KeyCount
     rows
 }
 
+/// The cube grouped by one breakdown: value -> the cells with that value.
+fn grouped(tables: &Tables, index: usize) -> HashMap<Sym, Vec<&SessionHours>> {
+    let mut groups: HashMap<Sym, Vec<&SessionHours>> = HashMap::new();
+    for (source, hours) in &tables.sessions {
+        groups.entry(source[index]).or_default().push(hours);
+    }
+    groups
+}
+
 pub fn sessions(tables: &Tables, config: &ViewConfig, q: &SessionsQuery) -> Result<Sessions, QueryError> {
     let r = range_of(tables, config, q)?;
     let n = q.limit.unwrap_or(config.top_n).max(1);
-    let empty = SessionHours::new();
-    let all = tables.sessions.get(&(Dim::All, NONE)).unwrap_or(&empty);
-    let agg = Agg::over(all, r.lo, r.hi, r.in_progress_from);
+    let agg = Agg::over(tables.sessions.values(), &r, r.hi);
+    let mut per_hour: BTreeMap<Hour, i64> = BTreeMap::new();
+    for hours in tables.sessions.values() {
+        for (hour, cells) in hours.range(r.lo..=r.hi) {
+            *per_hour.entry(*hour).or_default() += cells.get(&SessionStat::Sessions).copied().unwrap_or(0);
+        }
+    }
     let mut hourly = Vec::new();
     let mut daily: Vec<TimeCount> = Vec::new();
     for hour in r.lo..=r.hi.min(r.lo.saturating_add(24 * 31)) {
-        let sessions = all.get(&hour).and_then(|c| c.get(&SessionStat::Sessions)).copied().unwrap_or(0);
+        let sessions = per_hour.get(&hour).copied().unwrap_or(0);
         hourly.push(TimeCount { start_ms: hour_ms(hour), sessions });
         let day_ms = hour_ms(hour - hour % 24);
         match daily.last_mut() {
@@ -135,12 +149,10 @@ pub fn sessions(tables: &Tables, config: &ViewConfig, q: &SessionsQuery) -> Resu
         }
     }
     let mut breakdowns = BTreeMap::new();
-    for dim in &SESSION_DIMS[1..] {
-        let mut rows: Vec<KeyedSessions> = tables
-            .sessions
-            .iter()
-            .filter(|((d, _), _)| d == dim)
-            .map(|((_, key), hours)| (tables.name(*key), Agg::over(hours, r.lo, r.hi, r.in_progress_from)))
+    for (dim, index) in BREAKDOWNS {
+        let mut rows: Vec<KeyedSessions> = grouped(tables, index)
+            .into_iter()
+            .map(|(key, cube)| (tables.name(key), Agg::over(cube.into_iter(), &r, r.hi)))
             .filter(|(_, a)| a.totals.sessions != 0 || a.totals.in_progress != 0)
             .map(|(key, a)| KeyedSessions { key, summary: a.summary() })
             .collect();
@@ -166,23 +178,27 @@ pub fn sessions(tables: &Tables, config: &ViewConfig, q: &SessionsQuery) -> Resu
 pub fn dump(tables: &Tables, config: &ViewConfig) -> SessionsDump {
     let Ok(r) = range_of(tables, config, &SessionsQuery::default()) else { return SessionsDump::default() };
     let mut out = SessionsDump::default();
-    for ((dim, key), hours) in &tables.sessions {
-        let agg = Agg::over(hours, r.lo, Hour::MAX, r.in_progress_from);
+    let mut add = |dim: Dim, key: Sym, agg: Agg| {
         if agg.totals == SessionTotals::default() {
-            continue;
+            return;
         }
         let names = |counts: &HashMap<Sym, i64>| -> BTreeMap<String, i64> {
             counts.iter().filter(|(_, c)| **c != 0).map(|(k, c)| (tables.name(*k), *c)).collect()
         };
-        let cells = SessionCells { totals: agg.totals.clone(), entry: names(&agg.entry), exit: names(&agg.exit) };
-        out.by.entry(dim.as_str().to_string()).or_default().insert(tables.name(*key), cells);
-        if *dim == Dim::All {
-            for (hour, cells) in hours.range(r.lo..) {
-                if let Some(n) = cells.get(&SessionStat::Sessions).filter(|n| **n != 0) {
-                    out.hourly.insert(hour_ms(*hour), *n);
-                }
-            }
+        let cells = SessionCells { entry: names(&agg.entry), exit: names(&agg.exit), totals: agg.totals };
+        out.by.entry(dim.as_str().to_string()).or_default().insert(tables.name(key), cells);
+    };
+    add(Dim::All, NONE, Agg::over(tables.sessions.values(), &r, Hour::MAX));
+    for (dim, index) in BREAKDOWNS {
+        for (key, cube) in grouped(tables, index) {
+            add(dim, key, Agg::over(cube.into_iter(), &r, Hour::MAX));
         }
     }
+    for hours in tables.sessions.values() {
+        for (hour, cells) in hours.range(r.lo..) {
+            *out.hourly.entry(hour_ms(*hour)).or_default() += cells.get(&SessionStat::Sessions).copied().unwrap_or(0);
+        }
+    }
+    out.hourly.retain(|_, n| *n != 0);
     out
 }

@@ -6,13 +6,15 @@
 //! the pieces a new event could land in. Every event is at or after the partition watermark, so
 //! state behind it is final.
 //!
-//! Cost per event is O(log runs) for the common cases (append, late event inside or next to a
-//! session). Only two rare cases re-cut a run from its events: a late event that becomes a run's new
-//! first event, or one that bridges two runs. Both need the later run to have started after the
-//! watermark, so its events (kept only while it is that young) span at most the allowed lateness.
-//! A bot with millions of events therefore pays O(1) per event, whatever its history.
+//! Cost per event is O(1) in the user's history: a hash lookup, then a summary update of the one
+//! piece the event lands in. Two rare cases re-cut a run: a late event that becomes its new first
+//! event, or one that bridges two runs. Both need the later run to have started after the
+//! watermark (it is young, so its span is bounded by the lateness), and re-cutting changes anything
+//! only if a cut point falls inside it; only then are its events kept (see `at_risk`). A bot with
+//! millions of events therefore pays O(1) per event, whatever its history.
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::event::{Sym, UserId, NONE};
 use crate::ids::IdMap;
@@ -81,7 +83,7 @@ pub struct Hit {
 }
 
 /// One session. Ties are broken by symbol so that the result does not depend on arrival order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Summary {
     pub start: i64,
     pub end: i64,
@@ -91,8 +93,9 @@ pub struct Summary {
     pub entry: (i64, Sym),
     /// `(ts, page)` of the last page view (`(i64::MIN, NONE)` without one).
     pub exit: (i64, Sym),
-    /// `(ts, [utm_source, device, country])` of the first event: the session's acquisition.
-    pub first: (i64, [Sym; 3]),
+    /// `[utm_source, device, country]` of the first event (the smallest on equal times): the
+    /// session's acquisition.
+    pub source: [Sym; 3],
 }
 
 impl Summary {
@@ -106,18 +109,20 @@ impl Summary {
             page_views: hit.page_view as u32,
             entry,
             exit,
-            first: (hit.ts, hit.source),
+            source: hit.source,
         }
     }
 
     pub fn merge(&mut self, other: &Summary) {
+        if (other.start, other.source) < (self.start, self.source) {
+            self.source = other.source;
+        }
         self.start = self.start.min(other.start);
         self.end = self.end.max(other.end);
         self.events += other.events;
         self.page_views += other.page_views;
         self.entry = self.entry.min(other.entry);
         self.exit = self.exit.max(other.exit);
-        self.first = self.first.min(other.first);
     }
 
     pub fn duration_ms(&self) -> i64 {
@@ -129,51 +134,78 @@ impl Summary {
     }
 }
 
+/// A session of a run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Piece {
+    /// Index since the run's start, in units of the maximum length.
+    k: u32,
+    now: Summary,
+}
+
 /// Events without a gap over the timeout; cut into sessions every `max` from `start`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Run {
     start: i64,
     end: i64,
-    /// Pieces that a new event could still land in, by index since `start`.
-    pieces: Vec<(u32, Summary)>,
-    /// The run's events, kept while the run started at or after the watermark (it may be re-cut).
-    hits: Option<Vec<Hit>>,
+    /// Pieces that a new event could still land in.
+    pieces: SmallVec<[Piece; 1]>,
+    /// The run's events, kept only while a late event could make it be re-cut (see `at_risk`).
+    hits: Option<Box<Vec<Hit>>>,
 }
 
 impl Run {
-    fn new(hit: &Hit) -> Run {
-        Run { start: hit.ts, end: hit.ts, pieces: vec![(0, Summary::of(hit))], hits: Some(vec![*hit]) }
+    fn new(hit: &Hit, keep_hits: bool) -> Run {
+        let mut pieces = SmallVec::new();
+        pieces.push(Piece { k: 0, now: Summary::of(hit) });
+        Run { start: hit.ts, end: hit.ts, pieces, hits: keep_hits.then(|| Box::new(vec![*hit])) }
     }
 
     fn piece_of(&self, ts: i64, max_ms: i64) -> u32 {
         ((ts - self.start) / max_ms) as u32
     }
 
-    fn put(&mut self, hit: &Hit, max_ms: i64) {
-        let k = self.piece_of(hit.ts, max_ms);
-        match self.pieces.binary_search_by_key(&k, |(i, _)| *i) {
-            Ok(i) => self.pieces[i].1.merge(&Summary::of(hit)),
-            Err(i) => self.pieces.insert(i, (k, Summary::of(hit))),
+    fn put_summary(&mut self, summary: &Summary, max_ms: i64) {
+        let k = self.piece_of(summary.start, max_ms);
+        match self.pieces.binary_search_by_key(&k, |p| p.k) {
+            Ok(i) => self.pieces[i].now.merge(summary),
+            Err(i) => self.pieces.insert(i, Piece { k, now: *summary }),
         }
-        self.start = self.start.min(hit.ts);
-        self.end = self.end.max(hit.ts);
+        self.start = self.start.min(summary.start);
+        self.end = self.end.max(summary.end);
     }
 
-    /// Rebuilds the pieces from the kept events (the start moved, or another run was appended).
-    fn recut(&mut self, max_ms: i64) {
-        let hits = self.hits.take().expect("only a young run is re-cut");
-        self.pieces.clear();
-        self.start = hits.iter().map(|h| h.ts).min().expect("a run has events");
-        for hit in &hits {
-            self.put(hit, max_ms);
+    fn put(&mut self, hit: &Hit, max_ms: i64) {
+        self.put_summary(&Summary::of(hit), max_ms);
+        if let Some(hits) = self.hits.as_mut() {
+            hits.push(*hit);
         }
-        self.hits = Some(hits);
+    }
+
+    /// Moves a later run's events into this run's pieces. Without its events (a case `at_risk`
+    /// rules out for clocks within the horizon) whole pieces are placed by their start, which is
+    /// exact unless one straddles a cut point: returns exactness.
+    fn absorb(&mut self, other: Run, max_ms: i64) -> bool {
+        match other.hits {
+            Some(hits) => {
+                hits.iter().for_each(|h| self.put(h, max_ms));
+                true
+            }
+            None => {
+                other.pieces.iter().for_each(|p| self.put_summary(&p.now, max_ms));
+                other.pieces.len() == 1 && self.piece_of(other.start, max_ms) == self.piece_of(other.end, max_ms)
+            }
+        }
     }
 }
 
 /// Receives session changes: `+1` for a session that now exists, `-1` for one that no longer does.
 pub trait SessionSink {
     fn session(&mut self, summary: Summary, diff: i64);
+    /// `old` becomes `new`: sinks that aggregate can send only the difference.
+    fn replace(&mut self, old: Summary, new: Summary) {
+        self.session(old, -1);
+        self.session(new, 1);
+    }
 }
 
 impl SessionSink for Vec<(Summary, i64)> {
@@ -182,32 +214,56 @@ impl SessionSink for Vec<(Summary, i64)> {
     }
 }
 
-fn emit(run: &Run, diff: i64, out: &mut impl SessionSink) {
-    for (_, summary) in &run.pieces {
-        out.session(*summary, diff);
-    }
-}
-
 /// One session key's runs, in time order.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct UserRuns {
     /// Keyed by the producer's session id (joins across any gap up to `max`).
     by_id: bool,
-    runs: Vec<Run>,
+    /// Changed since the last [`Sessionizer::drain`] (its sessions then are in `Sessionizer::dirty`).
+    dirty: bool,
+    runs: SmallVec<[Run; 1]>,
+}
+
+impl UserRuns {
+    fn sessions(&self) -> impl Iterator<Item = &Summary> {
+        self.runs.iter().flat_map(|r| r.pieces.iter().map(|p| &p.now))
+    }
 }
 
 /// The sessions of one input partition (a user's events are expected in one partition: producers
-/// key by `user_id`).
+/// key by `user_id`). Events update summaries in place; [`Sessionizer::drain`] reports what
+/// changed once per epoch, so a user with many events in an epoch costs one change. What was last
+/// reported is what a user had when first touched after a drain, so only touched users keep a copy.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Sessionizer {
     users: IdMap<UserRuns>,
+    /// Users touched since the last drain, with their sessions as last reported.
+    dirty: Vec<(UserId, SmallVec<[Summary; 1]>)>,
     /// The watermark minute of the last pruning pass.
     pruned_at: i64,
-    /// The latest epoch in which a change was reported. Workers that share a partition (file
-    /// replay) report a change no earlier than this, so a session is never retracted in an epoch
-    /// before the one that added it. Epochs count from the start of each run: not persisted.
+    /// Re-cuts done from whole pieces because a run's events were not kept (see `Run::absorb`).
+    pub approximate_recuts: u64,
+    /// The latest epoch in which changes were reported. Workers that share a partition (file
+    /// replay) report no earlier than this, so a session is never retracted in an epoch before
+    /// the one that added it. Epochs count from the start of each run: not persisted.
     #[serde(skip)]
     pub epoch: u64,
+}
+
+/// Whether a run starting at `start` may later have to be re-cut, which needs its events: when a
+/// late event moves its start or joins it to an earlier run, and a cut point then falls inside it.
+/// Every such change happens while the run is young (started after the watermark), so its span is
+/// bounded by `horizon` (lateness + clock skew) for clocks within the skew. Only a cut point
+/// within reach puts it at risk: with 24-hour sessions, a run right after a still-open run of
+/// almost a day (a bot). Ordinary traffic keeps no events.
+fn at_risk(earlier: &[Run], start: i64, max_ms: i64, timeout: i64, horizon: i64) -> bool {
+    if max_ms <= 2 * timeout + horizon {
+        return true;
+    }
+    earlier.iter().any(|p| {
+        let next_cut = p.start + ((start - p.start) / max_ms + 1) * max_ms;
+        next_cut - start <= horizon + timeout
+    })
 }
 
 impl Sessionizer {
@@ -219,73 +275,82 @@ impl Sessionizer {
         }
     }
 
-    /// Adds one admitted event (at or after the watermark); reports the sessions it changed.
-    pub fn add(&mut self, key: (UserId, bool), hit: Hit, config: &SessionConfig, out: &mut impl SessionSink) {
+    /// Adds one admitted event (at or after the watermark). `horizon_ms` bounds how far a young
+    /// run can span (lateness + clock skew).
+    pub fn add(&mut self, key: (UserId, bool), hit: Hit, config: &SessionConfig, horizon_ms: i64) {
         let (max_ms, by_id) = (config.max_ms(), key.1);
         // A producer's session id joins events whatever the gap (until the maximum length).
         let timeout = if by_id { max_ms } else { config.timeout_ms() };
-        let user = self.users.entry(key.0).or_insert_with(|| UserRuns { by_id, runs: Vec::new() });
+        let user = self.users.entry(key.0).or_insert_with(|| UserRuns { by_id, ..UserRuns::default() });
+        if !user.dirty {
+            user.dirty = true;
+            self.dirty.push((key.0, user.sessions().copied().collect()));
+        }
         let runs = &mut user.runs;
         let t = hit.ts;
         let at = runs.partition_point(|r| r.start <= t);
         let joins_prev = at > 0 && t <= runs[at - 1].end + timeout;
         let joins_next = at < runs.len() && runs[at].start - t <= timeout;
-        match (joins_prev, joins_next) {
+        let exact = match (joins_prev, joins_next) {
             (false, false) => {
-                let run = Run::new(&hit);
-                emit(&run, 1, out);
+                let run = Run::new(&hit, at_risk(&runs[..at], t, max_ms, timeout, horizon_ms));
                 runs.insert(at, run);
+                true
             }
             (true, false) => {
-                let run = &mut runs[at - 1];
-                let k = run.piece_of(t, max_ms);
-                if let Ok(i) = run.pieces.binary_search_by_key(&k, |(i, _)| *i) {
-                    out.session(run.pieces[i].1, -1);
-                }
-                run.put(&hit, max_ms);
-                if let Some(hits) = run.hits.as_mut() {
-                    hits.push(hit);
-                }
-                let i = run.pieces.binary_search_by_key(&k, |(i, _)| *i).expect("just put");
-                out.session(run.pieces[i].1, 1);
+                runs[at - 1].put(&hit, max_ms);
+                true
             }
             (false, true) => {
-                // A new first event: the cut points move unless the run stays within one piece.
-                let run = &mut runs[at];
-                emit(run, -1, out);
-                if run.pieces.len() == 1 && run.end - t < max_ms {
-                    run.pieces[0].1.merge(&Summary::of(&hit));
-                    run.start = t;
-                    run.hits.as_mut().expect("a run after the watermark is young").push(hit);
-                } else {
-                    run.hits.as_mut().expect("a run after the watermark is young").push(hit);
-                    run.recut(max_ms);
-                }
-                emit(run, 1, out);
+                // A new first event: the cut points move with the start.
+                let old = runs.remove(at);
+                let mut run = Run::new(&hit, old.hits.is_some());
+                let exact = run.absorb(old, max_ms);
+                runs.insert(at, run);
+                exact
             }
             (true, true) => {
                 // The event bridges two runs: the later one joins the earlier one's cut points.
                 let next = runs.remove(at);
                 let run = &mut runs[at - 1];
-                emit(run, -1, out);
-                emit(&next, -1, out);
                 run.put(&hit, max_ms);
-                let next_hits = next.hits.expect("a run after the watermark is young");
-                for h in &next_hits {
-                    run.put(h, max_ms);
+                run.absorb(next, max_ms)
+            }
+        };
+        if !exact {
+            self.approximate_recuts += 1;
+        }
+    }
+
+    /// Reports every session changed since the last drain. A session is identified by its start
+    /// (unique within a user): one whose start changed is retracted and added again.
+    pub fn drain(&mut self, out: &mut impl SessionSink) {
+        for (key, before) in self.dirty.drain(..) {
+            let user = self.users.get_mut(&key).expect("dirty users are not pruned");
+            user.dirty = false;
+            let mut matched: SmallVec<[bool; 1]> = smallvec::smallvec![false; before.len()];
+            for now in user.sessions() {
+                match before.iter().position(|b| b.start == now.start) {
+                    Some(i) => {
+                        matched[i] = true;
+                        if before[i] != *now {
+                            out.replace(before[i], *now);
+                        }
+                    }
+                    None => out.session(*now, 1),
                 }
-                if let Some(hits) = run.hits.as_mut() {
-                    hits.push(hit);
-                    hits.extend(next_hits);
-                }
-                emit(run, 1, out);
+            }
+            for (old, _) in before.iter().zip(&matched).filter(|(_, m)| !**m) {
+                out.session(*old, -1);
             }
         }
     }
 
     /// Forgets what no event at or after `watermark` can change: runs that ended more than the
     /// timeout before it, pieces it has passed, and the events of runs that started before it.
+    /// Call after [`Self::drain`]: what it forgets stays reported.
     pub fn prune(&mut self, watermark: i64, config: &SessionConfig) {
+        debug_assert!(self.dirty.is_empty(), "prune after drain");
         let minute = watermark.div_euclid(60_000);
         if minute <= self.pruned_at {
             return;
@@ -299,7 +364,7 @@ impl Sessionizer {
                 if run.end + reach < watermark {
                     return false;
                 }
-                run.pieces.retain(|(k, _)| run.start + (*k as i64 + 1) * max_ms > watermark);
+                run.pieces.retain(|p| run.start + (p.k as i64 + 1) * max_ms > watermark);
                 if run.start < watermark {
                     run.hits = None;
                 }
@@ -330,30 +395,54 @@ pub enum SessionStat {
     EndMinute(crate::event::Minute),
 }
 
-/// The breakdowns of session views: everything, and the acquisition of the session's first event.
-pub const SESSION_DIMS: [crate::facts::Dim; 4] =
-    [crate::facts::Dim::All, crate::facts::Dim::UtmSource, crate::facts::Dim::Device, crate::facts::Dim::Country];
+/// Index of each breakdown in a session's acquisition (`Summary::source`).
+pub const BREAKDOWNS: [(crate::facts::Dim, usize); 3] =
+    [(crate::facts::Dim::UtmSource, 0), (crate::facts::Dim::Device, 1), (crate::facts::Dim::Country, 2)];
 
-/// The `(start hour, dim, key, stat, amount)` cells of one session.
-pub fn cells_of(s: &Summary, config: &SessionConfig) -> impl Iterator<Item = (Hour, crate::facts::Dim, Sym, SessionStat, i64)> {
-    let hour = hour_of(s.start);
-    let keys = [NONE, s.first.1[0], s.first.1[1], s.first.1[2]];
-    let bounced = s.bounced(config);
+/// `(start hour, acquisition, stat, amount)`.
+pub type SessionCell = (Hour, [Sym; 3], SessionStat, i64);
+
+/// The `(start hour, acquisition, stat, amount)` cells of one session. Cells are keyed by the
+/// whole acquisition tuple (a small cube) rather than once per breakdown: a session touches a
+/// third as many cells, and reads sum the cube per breakdown.
+pub fn cells_of(s: &Summary, config: &SessionConfig) -> impl Iterator<Item = SessionCell> {
+    let (hour, source) = (hour_of(s.start), s.source);
     let duration = s.duration_ms();
-    let stats = [
+    let pages = s.page_views > 0;
+    [
         Some((SessionStat::Sessions, 1)),
-        bounced.then_some((SessionStat::Bounces, 1)),
+        s.bounced(config).then_some((SessionStat::Bounces, 1)),
         Some((SessionStat::DurationMs, duration)),
         Some((SessionStat::Events, s.events as i64)),
         Some((SessionStat::PageViews, s.page_views as i64)),
         Some((SessionStat::DurationSecs((duration / 1000) as u32), 1)),
-        (s.page_views > 0).then_some((SessionStat::Entry(s.entry.1), 1)),
-        (s.page_views > 0).then_some((SessionStat::Exit(s.exit.1), 1)),
+        pages.then_some((SessionStat::Entry(s.entry.1), 1)),
+        pages.then_some((SessionStat::Exit(s.exit.1), 1)),
         Some((SessionStat::EndMinute(crate::event::minute_of(s.end)), 1)),
-    ];
-    SESSION_DIMS.into_iter().zip(keys).flat_map(move |(dim, key)| {
-        stats.into_iter().flatten().map(move |(stat, amount)| (hour, dim, key, stat, amount))
-    })
+    ]
+    .into_iter()
+    .flatten()
+    .map(move |(stat, amount)| (hour, source, stat, amount))
+}
+
+/// The cell changes when a reported session `old` becomes `new`: only the stats that differ.
+pub fn cell_changes(old: &Summary, new: &Summary, config: &SessionConfig) -> SmallVec<[SessionCell; 18]> {
+    let before: SmallVec<[SessionCell; 9]> = cells_of(old, config).collect();
+    let after: SmallVec<[SessionCell; 9]> = cells_of(new, config).collect();
+    let same = |a: &SessionCell, b: &SessionCell| (a.0, a.1, a.2) == (b.0, b.1, b.2);
+    let mut out = SmallVec::new();
+    for a in &after {
+        let was = before.iter().find(|b| same(a, b)).map_or(0, |b| b.3);
+        if a.3 != was {
+            out.push((a.0, a.1, a.2, a.3 - was));
+        }
+    }
+    for b in &before {
+        if !after.iter().any(|a| same(a, b)) {
+            out.push((b.0, b.1, b.2, -b.3));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -361,6 +450,18 @@ mod tests {
     use super::*;
 
     const MIN: i64 = 60_000;
+
+    fn add(
+        s: &mut Sessionizer,
+        key: (u64, bool),
+        hit: Hit,
+        config: &SessionConfig,
+        horizon: i64,
+        out: &mut Vec<(Summary, i64)>,
+    ) {
+        s.add(key, hit, config, horizon);
+        s.drain(out);
+    }
 
     fn hit(ts: i64) -> Hit {
         Hit { ts, page: 7, page_view: true, source: [1, 2, 3] }
@@ -382,24 +483,46 @@ mod tests {
         let mut s = Sessionizer::default();
         let mut out = Vec::new();
         let key = (1, false);
-        s.add(key, hit(0), &config, &mut out);
-        s.add(key, hit(40 * MIN), &config, &mut out);
+        add(&mut s, key, hit(0), &config, 6 * MIN, &mut out);
+        add(&mut s, key, hit(40 * MIN), &config, 6 * MIN, &mut out);
         assert_eq!(live(&out), vec![(0, 0, 1), (40 * MIN, 40 * MIN, 1)]);
         // A late event 20 minutes in bridges the gap: one session.
-        s.add(key, hit(20 * MIN), &config, &mut out);
+        add(&mut s, key, hit(20 * MIN), &config, 6 * MIN, &mut out);
         assert_eq!(live(&out), vec![(0, 40 * MIN, 3)]);
         // Past one hour from the first event, a new session starts, even without a gap.
-        s.add(key, hit(65 * MIN), &config, &mut out);
+        add(&mut s, key, hit(65 * MIN), &config, 6 * MIN, &mut out);
         assert_eq!(live(&out), vec![(0, 40 * MIN, 3), (65 * MIN, 65 * MIN, 1)]);
         // An earlier first event moves the cut points of a young run.
         let mut s = Sessionizer::default();
         let mut out = Vec::new();
         for t in [30, 55, 80] {
-            s.add(key, hit(t * MIN), &config, &mut out);
+            add(&mut s, key, hit(t * MIN), &config, 6 * MIN, &mut out);
         }
         assert_eq!(live(&out), vec![(30 * MIN, 80 * MIN, 3)]);
-        s.add(key, hit(10 * MIN), &config, &mut out);
+        add(&mut s, key, hit(10 * MIN), &config, 6 * MIN, &mut out);
         assert_eq!(live(&out), vec![(10 * MIN, 55 * MIN, 3), (80 * MIN, 80 * MIN, 1)]);
+    }
+
+    #[test]
+    fn a_late_event_joining_a_run_to_a_long_one_re_cuts_it_at_the_cut_point() {
+        // Timeout 1 min, max 1 h, horizon 5 min. A long run (a bot) covers 0..58 min; a new run
+        // starts at 59.5 min, within the horizon of the long run's cut point at 60 min, so it
+        // keeps its events; the late event at 58.8 min joins both, and the 60.5 min event now
+        // belongs to the session after the cut.
+        let config = SessionConfig { inactivity_minutes: 1, max_hours: 1, ..SessionConfig::default() };
+        let (mut s, mut out) = (Sessionizer::default(), Vec::new());
+        let key = (5, false);
+        let horizon = 5 * MIN;
+        for i in 0..=58 {
+            add(&mut s, key, hit(i * MIN), &config, horizon, &mut out);
+        }
+        add(&mut s, key, hit(59 * MIN + 30_000), &config, horizon, &mut out);
+        add(&mut s, key, hit(60 * MIN + 30_000), &config, horizon, &mut out);
+        s.prune(56 * MIN, &config);
+        assert_eq!(live(&out), vec![(0, 58 * MIN, 59), (59 * MIN + 30_000, 60 * MIN + 30_000, 2)]);
+        add(&mut s, key, hit(58 * MIN + 48_000), &config, horizon, &mut out);
+        assert_eq!(live(&out), vec![(0, 59 * MIN + 30_000, 61), (60 * MIN + 30_000, 60 * MIN + 30_000, 1)]);
+        assert_eq!(s.approximate_recuts, 0);
     }
 
     #[test]
@@ -408,7 +531,7 @@ mod tests {
         let mut s = Sessionizer::default();
         let mut out = Vec::new();
         for i in 0..1000 {
-            s.add((9, false), hit(i * 1000), &config, &mut out);
+            add(&mut s, (9, false), hit(i * 1000), &config, 6 * MIN, &mut out);
         }
         s.prune(1000 * 1000, &config);
         assert_eq!(s.users(), 1);

@@ -7,7 +7,7 @@ use crate::facts::{Dim, Row};
 use crate::ids::{IdMap, IdSet};
 use crate::sessions::{Hour, SessionStat};
 
-/// Session aggregates of one `(dim, key)` by start hour.
+/// Session aggregates of one acquisition tuple by start hour.
 pub type SessionHours = BTreeMap<Hour, HashMap<SessionStat, i64>>;
 
 /// Clock value of a worker that is waiting for a partition's first record.
@@ -22,7 +22,7 @@ pub struct Tables {
     pub(crate) clocks: HashMap<(u32, i64, i64, bool), i64>,
     pub(crate) accepted: i64,
     pub(crate) rejects: BTreeMap<String, i64>,
-    pub(crate) sessions: HashMap<(Dim, Sym), SessionHours>,
+    pub(crate) sessions: HashMap<[Sym; 3], SessionHours>,
     /// Whether a session aggregate changed since the last publish.
     pub(crate) sessions_touched: bool,
     pub(crate) epoch: u64,
@@ -102,14 +102,14 @@ impl Tables {
             Row::Clock { worker, head, watermark, idle } => self.clocks.bump((worker, head, watermark, idle), diff),
             Row::Accepted => self.accepted += diff,
             Row::Reject { reason } => self.rejects.bump(reason, diff),
-            Row::Session { hour, dim, key, stat } => {
-                let hours = self.sessions.entry((dim, key)).or_default();
+            Row::Session { hour, source, stat } => {
+                let hours = self.sessions.entry(source).or_default();
                 let cells = hours.entry(hour).or_default();
                 cells.bump(stat, diff);
                 if cells.is_empty() {
                     hours.remove(&hour);
                     if hours.is_empty() {
-                        self.sessions.remove(&(dim, key));
+                        self.sessions.remove(&source);
                     }
                 }
                 self.sessions_touched = true;

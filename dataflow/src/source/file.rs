@@ -124,7 +124,7 @@ impl SharedFile {
     }
 
     pub fn source(self: &Arc<Self>) -> FileSource {
-        FileSource { shared: self.clone(), done: false, last_clock: None, decoded: Vec::new() }
+        FileSource { shared: self.clone(), done: false, last_clock: None, decoded: Vec::new(), admitted: Vec::new() }
     }
 }
 
@@ -132,8 +132,9 @@ pub struct FileSource {
     shared: Arc<SharedFile>,
     done: bool,
     last_clock: Option<PartitionClock>,
-    /// Recycled allocation for a chunk's decode results.
+    /// Recycled allocations for a chunk's decode results and its admitted events.
     decoded: Vec<Result<Decoded<'static>, Rejection>>,
+    admitted: Vec<Result<Decoded<'static>, Rejection>>,
 }
 
 impl FileSource {
@@ -153,12 +154,18 @@ impl FileSource {
             self.shared.turn_changed.wait(&mut turn.turn);
         }
         let clock = &mut turn.turn.1;
+        let mut admitted = recycle(std::mem::take(&mut self.admitted));
         for ((line, raw), result) in lines.iter().zip(decoded.drain(..)) {
             let coords = Coords::File { file: &self.shared.name, line: *line };
-            ingest.offer(clock, result, &coords, raw, now);
+            admitted.extend(ingest.admit(clock, result, &coords, raw, now).map(Ok));
         }
         self.last_clock = Some(clock.time_only());
         drop(turn);
+        // Counting needs no order: it runs while the next chunk's turn goes on.
+        for d in admitted.iter().flatten() {
+            ingest.add(d);
+        }
+        self.admitted = recycle(admitted);
         self.shared.lines_done.fetch_add(lines.len() as u64, Ordering::Relaxed);
         self.decoded = recycle(decoded);
         self.shared.spare.lock().push(chunk.bytes);
@@ -207,6 +214,10 @@ impl Source for FileSource {
             }
         }
         Ok(Poll::Done)
+    }
+
+    fn each_partition(&mut self, visit: &mut dyn FnMut(&mut PartitionClock)) {
+        visit(&mut self.shared.turn.lock().1);
     }
 
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {

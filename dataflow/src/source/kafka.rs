@@ -232,6 +232,10 @@ impl Source for KafkaSource {
         }
     }
 
+    fn each_partition(&mut self, visit: &mut dyn FnMut(&mut PartitionClock)) {
+        self.parts.iter_mut().for_each(|p| visit(&mut p.clock));
+    }
+
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
         worker_clock(self.parts.iter().map(|p| (&p.clock, self.is_idle(p))), lateness_ms)
     }

@@ -70,6 +70,10 @@ impl Source for SyntheticSource {
         Ok(Poll::Done)
     }
 
+    fn each_partition(&mut self, visit: &mut dyn FnMut(&mut PartitionClock)) {
+        visit(&mut self.clock);
+    }
+
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
         worker_clock(std::iter::once((&self.clock, self.done())), lateness_ms)
     }
