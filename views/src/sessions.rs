@@ -150,6 +150,8 @@ struct Run {
     /// Pieces that a new event could still land in.
     pieces: SmallVec<[Piece; 1]>,
     /// The run's events, kept only while a late event could make it be re-cut (see `at_risk`).
+    /// Boxed: rarely present, and 8 bytes instead of 24 in every run of every user.
+    #[allow(clippy::box_collection)]
     hits: Option<Box<Vec<Hit>>>,
 }
 
