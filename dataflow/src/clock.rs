@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use views::event::{minute_of, Minute};
 use views::ids::IdMap;
 use views::sessions::Sessionizer;
+use views::userlog::UserLogs;
 
 use crate::reject::{Reason, Rejection};
 
@@ -27,6 +28,8 @@ pub struct PartitionClock {
     ids_by_minute: BTreeMap<Minute, Vec<u64>>,
     /// Sessions of this partition's users (their events arrive here: producers key by user).
     pub sessions: Sessionizer,
+    /// Their recent events and funnel results.
+    pub logs: UserLogs,
 }
 
 impl PartitionClock {

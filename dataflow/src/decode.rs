@@ -27,6 +27,7 @@ pub struct Decoded<'a> {
     pub event_id: Option<u64>,
     /// Hash of the producer's `session_id`.
     pub session_id: Option<u64>,
+    pub user_id: Cow<'a, str>,
     pub name: Cow<'a, str>,
     pub page: Option<Cow<'a, str>>,
     pub utm_source: Option<Cow<'a, str>>,
@@ -227,6 +228,7 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Decoded<'_>, Rejection> {
         event,
         event_id: raw.event_id.map(|id| xxh3_64(id.0.as_bytes())),
         session_id: optional(raw.session_id).map(|id| xxh3_64(id.as_bytes())),
+        user_id,
         name,
         page,
         utm_source,

@@ -5,16 +5,19 @@
 //! why a snapshot of the ledger plus partition clocks and offsets is enough to recover exactly.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use differential_dataflow::input::InputSession;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use views::event::{minute_of, minute_start_ms, Event, Minute, Sym};
 use views::facts::{series_of, Dim, Fact};
+use views::funnels::{FunnelCell, FunnelRegistry, FunnelStat, LogEvent};
 use views::ids::{IdMap, IdSet};
 use views::sessions::{
     cell_changes, cells_of, Hit, Hour, SessionConfig, SessionSink, SessionStat, Sessionizer, Summary,
 };
+use views::userlog::FunnelSink;
 use views::{Epoch, ViewConfig};
 
 use crate::clock::{PartitionClock, MAX_HEAD_SKEW_MS};
@@ -40,6 +43,30 @@ pub struct Ledger {
     pub rejects: BTreeMap<Reason, i64>,
     /// Session aggregates by start hour.
     pub sessions: BTreeMap<Hour, HashMap<([Sym; 3], SessionStat), i64>>,
+    /// Funnel aggregates and open attempts (their users' logs expire them).
+    pub funnels: HashMap<FunnelKey, i64>,
+    pub open_attempts: HashMap<OpenAttempt, i64>,
+}
+
+pub type FunnelKey = (u32, Sym, u32, FunnelStat);
+/// `(funnel, step, entry_ts, user_id)`.
+pub type OpenAttempt = (u32, u8, i64, String);
+
+/// Funnel changes drained from the partitions this epoch.
+#[derive(Default)]
+struct FunnelChanges {
+    cells: FxHashMap<FunnelKey, i64>,
+    open: FxHashMap<OpenAttempt, i64>,
+}
+
+impl FunnelSink for FunnelChanges {
+    fn cell(&mut self, (funnel, key, day, stat, n): FunnelCell) {
+        *self.cells.entry((funnel, key, day, stat)).or_default() += n;
+    }
+
+    fn open_attempt(&mut self, funnel: u32, step: u8, entry_ts: i64, user: &str, diff: i64) {
+        *self.open.entry((funnel, step, entry_ts, user.to_string())).or_default() += diff;
+    }
 }
 
 type SessionCells = FxHashMap<(Hour, [Sym; 3], SessionStat), i64>;
@@ -48,6 +75,28 @@ type SessionCells = FxHashMap<(Hour, [Sym; 3], SessionStat), i64>;
 struct CellSink<'a> {
     cells: &'a mut SessionCells,
     config: &'a SessionConfig,
+}
+
+/// Adds to a count and forgets it at zero.
+trait Bump<K> {
+    fn bump(&mut self, key: K, n: i64);
+}
+
+impl<K: std::hash::Hash + Eq> Bump<K> for HashMap<K, i64> {
+    fn bump(&mut self, key: K, n: i64) {
+        use std::collections::hash_map::Entry;
+        match self.entry(key) {
+            Entry::Occupied(mut e) => {
+                *e.get_mut() += n;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+            Entry::Vacant(e) => {
+                e.insert(n);
+            }
+        }
+    }
 }
 
 impl SessionSink for CellSink<'_> {
@@ -77,6 +126,9 @@ pub struct Ingest {
     rejects: BTreeMap<Reason, i64>,
     /// Session cell changes drained from the partitions this epoch.
     session_cells: SessionCells,
+    funnel_changes: FunnelChanges,
+    /// The funnels to compute (shared with the API, which can add some).
+    pub funnels: Arc<FunnelRegistry>,
     /// The epoch the session changes are reported in (see [`Sessionizer::epoch`]).
     session_epoch: Epoch,
     /// The input epoch being filled, set by the runtime.
@@ -103,6 +155,8 @@ impl Ingest {
             accepted: 0,
             rejects: BTreeMap::new(),
             session_cells: SessionCells::default(),
+            funnel_changes: FunnelChanges::default(),
+            funnels: Arc::default(),
             session_epoch: 0,
             epoch: 0,
             reported: None,
@@ -156,7 +210,7 @@ impl Ingest {
         });
         match admitted {
             Ok(d) => {
-                self.sessionize(&mut clock.sessions, &d);
+                self.track(clock, &d);
                 Some(d)
             }
             Err(rejection) => {
@@ -188,27 +242,36 @@ impl Ingest {
         }
     }
 
-    /// Updates the event's session in its partition's sessionizer.
-    pub fn sessionize(&mut self, sessions: &mut Sessionizer, d: &Decoded<'_>) {
+    /// Adds the event to its partition's per-user state: its session and the user's log.
+    pub fn track(&mut self, partition: &mut PartitionClock, d: &Decoded<'_>) {
         let e = &d.event;
-        let hit =
-            Hit { ts: e.ts, page: e.page, page_view: e.is_page_view(), source: [e.utm_source, e.device, e.country] };
+        let source = [e.utm_source, e.device, e.country];
+        let hit = Hit { ts: e.ts, page: e.page, page_view: e.is_page_view(), source };
         let config = &self.views.sessions;
         let key = Sessionizer::key(config, e.user, d.session_id);
-        sessions.add(key, hit, config, self.lateness_ms + MAX_HEAD_SKEW_MS);
+        partition.sessions.add(key, hit, config, self.lateness_ms + MAX_HEAD_SKEW_MS);
+        let logged = LogEvent { ts: e.ts, name: e.name, page: e.page, source };
+        partition.logs.add(e.user, &d.user_id, logged, d.page.as_deref(), self.views.max_events_per_user);
     }
 
-    /// Collects a partition's session changes for this epoch's flush, then lets it forget what
-    /// its watermark has made final. The runtime calls it for every partition before `flush`.
-    pub fn drain_sessions(&mut self, clock: &mut PartitionClock) {
-        let sessions = &mut clock.sessions;
+    /// Collects a partition's session and funnel changes for this epoch's flush, and lets it
+    /// forget what its watermark has made final or pushed out of the window. The runtime calls it
+    /// for every partition before `flush`.
+    pub fn drain_partition(&mut self, partition: &mut PartitionClock) {
+        let sessions = &mut partition.sessions;
         sessions.epoch = sessions.epoch.max(self.epoch);
         self.session_epoch = self.session_epoch.max(sessions.epoch);
         let config = &self.views.sessions;
         sessions.drain(&mut CellSink { cells: &mut self.session_cells, config });
-        if let Some(watermark) = clock.watermark(self.lateness_ms) {
-            clock.sessions.prune(watermark, config);
+        let watermark = partition.watermark(self.lateness_ms);
+        if let Some(watermark) = watermark {
+            partition.sessions.prune(watermark, config);
+            // The same window as the counts, from this partition's watermark (deterministic for
+            // a given input, unlike the published `as_of`).
+            let floor = minute_start_ms(self.views.counts_from(minute_of(watermark)));
+            partition.logs.prune(floor);
         }
+        partition.logs.drain(&self.funnels.all(), &mut self.funnel_changes);
     }
 
     pub fn reject(&mut self, rejection: &Rejection, source: &Coords<'_>, raw: &[u8], now_ms: i64) {
@@ -275,6 +338,18 @@ impl Ingest {
 
     fn flush_sessions(&mut self, input: &mut InputSession<Epoch, Fact, isize>) {
         let at = (*input.time()).max(self.session_epoch);
+        for ((funnel, key, day, stat), n) in self.funnel_changes.cells.drain() {
+            if n != 0 {
+                input.update_at(Fact::Funnel { funnel, key, day, stat }, at, n as isize);
+                self.ledger.funnels.bump((funnel, key, day, stat), n);
+            }
+        }
+        for ((funnel, step, entry_ts, user), n) in self.funnel_changes.open.drain() {
+            if n != 0 {
+                input.update_at(Fact::FunnelUser { funnel, step, entry_ts, user: user.clone() }, at, n as isize);
+                self.ledger.open_attempts.bump((funnel, step, entry_ts, user), n);
+            }
+        }
         for ((hour, source, stat), n) in self.session_cells.drain() {
             if n != 0 {
                 input.update_at(Fact::Session { hour, source, stat }, at, n as isize);
@@ -343,6 +418,13 @@ impl Ingest {
             for ((source, stat), n) in cells {
                 input.update(Fact::Session { hour: *hour, source: *source, stat: *stat }, *n as isize);
             }
+        }
+        for ((funnel, key, day, stat), n) in &ledger.funnels {
+            input.update(Fact::Funnel { funnel: *funnel, key: *key, day: *day, stat: *stat }, *n as isize);
+        }
+        for ((funnel, step, entry_ts, user), n) in &ledger.open_attempts {
+            let fact = Fact::FunnelUser { funnel: *funnel, step: *step, entry_ts: *entry_ts, user: user.clone() };
+            input.update(fact, *n as isize);
         }
         input.update(Fact::Accepted, ledger.accepted as isize);
         for (reason, n) in &ledger.rejects {

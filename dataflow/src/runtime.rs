@@ -156,6 +156,7 @@ impl WorkerSetup {
         let lateness = self.config.lateness_ms();
         let mut ingest = Ingest::new(index as u32, self.views.clone(), lateness, sinks(index));
         ingest.freshness = self.measure_freshness.map(|from| (from, Vec::new()));
+        ingest.funnels = self.read_model.funnels.clone();
         // Only a source that can resume reads or writes snapshots (a replay must not clobber them).
         let state_dir = self.config.state_dir.as_ref().filter(|_| source.resumable());
         if let Some(dir) = state_dir {
@@ -179,7 +180,7 @@ impl WorkerSetup {
             let now = Instant::now();
             let finished = poll == Poll::Done || self.stop.load(Ordering::Relaxed);
             if now >= deadline || finished {
-                source.each_partition(&mut |clock| ingest.drain_sessions(clock));
+                source.each_partition(&mut |partition| ingest.drain_partition(partition));
                 ingest.flush(&mut input, source.clock(lateness), self.read_model.as_of_ms());
                 if let Some((_, times)) = ingest.freshness.as_mut().filter(|(_, t)| !t.is_empty()) {
                     let _ = fresh.send((epoch, std::mem::take(times)));

@@ -143,7 +143,7 @@ impl Source for Decodedsource {
             }
             if self.clock.admit(d.event.ts, d.event_id, lateness, i64::MAX / 2).is_ok() {
                 ingest.add(d);
-                ingest.sessionize(&mut self.clock.sessions, d);
+                ingest.track(&mut self.clock, d);
             }
             n += 1;
             if n % 4096 == 0 && Instant::now() >= deadline {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod funnel_oracle;
 pub mod kafka;
 pub mod oracle;
 pub mod session_oracle;
@@ -36,7 +37,25 @@ pub fn small_windows() -> ViewConfig {
         // Short sessions so that gaps, merges by late events and cuts at the maximum length all
         // happen within the two hours the property tests span.
         sessions: SessionConfig { inactivity_minutes: 10, max_hours: 1, ..SessionConfig::default() },
+        // Small enough that the bot user of the property tests is capped.
+        max_events_per_user: 10,
+        funnels: test_funnels(),
     }
+}
+
+/// One funnel per ordering mode, with a breakdown, page conditions of each kind and an exclusion.
+pub fn test_funnels() -> Vec<views::funnels::FunnelDef> {
+    serde_json::from_value(serde_json::json!([
+        {"name": "home_to_purchase", "window_minutes": 20, "breakdown": "utm_source",
+         "steps": [{"event": "page_view", "page": "/"}, {"event": "click"}, {"event": "purchase"}],
+         "exclusions": [{"event": "click", "page": "/b", "from": 2, "to": 3}]},
+        {"name": "view_then_click", "order": "strict", "window_minutes": 10, "breakdown": "device",
+         "steps": [{"event": "page_view"}, {"event": "click"}]},
+        {"name": "any_order", "order": "unordered", "window_minutes": 30,
+         "steps": [{"event": "click", "page_regex": "^/(a|b)$"}, {"event": "purchase"},
+                   {"event": "page_view", "page_prefix": "/products"}]}
+    ]))
+    .unwrap()
 }
 
 /// Feeds batches sent by the test, as one partition.

@@ -22,6 +22,7 @@ pub struct Accepted {
     pub utm_source: String,
     pub device: String,
     pub country: String,
+    pub partition: usize,
 }
 
 fn minute(ts: i64) -> i64 {
@@ -45,7 +46,8 @@ pub fn dump(spec: &Spec, partitions: &[Vec<Vec<u8>>]) -> Dump {
     let mut accepted = Vec::new();
     let mut rejects: BTreeMap<String, i64> = BTreeMap::new();
     let mut heads: Vec<i64> = Vec::new();
-    for records in partitions {
+    let mut partition_heads: Vec<Option<i64>> = Vec::new();
+    for (partition, records) in partitions.iter().enumerate() {
         let mut head: Option<i64> = None;
         let mut seen: HashMap<String, i64> = HashMap::new();
         for raw in records {
@@ -79,13 +81,17 @@ pub fn dump(spec: &Spec, partitions: &[Vec<Vec<u8>>]) -> Dump {
                 utm_source: text(&v, "utm_source").unwrap_or_else(none),
                 device: text(&v, "device").unwrap_or_else(none),
                 country: text(&v, "country").unwrap_or_else(none),
+                partition,
             });
         }
         heads.extend(head);
+        partition_heads.push(head);
     }
     let head = heads.iter().max().copied();
     let as_of = head.map(|_| heads.iter().map(|h| h - spec.lateness_ms).max().unwrap());
-    views_of(spec, &accepted, head, as_of, rejects)
+    let mut dump = views_of(spec, &accepted, head, as_of, rejects);
+    dump.funnels = super::funnel_oracle::dump(spec, &accepted, &partition_heads);
+    dump
 }
 
 type Counts = BTreeMap<(&'static str, String), BTreeMap<i64, i64>>;
@@ -230,6 +236,7 @@ fn views_of(
         counts: dump_counts,
         active_users,
         sessions: super::session_oracle::dump(cfg, events, head, as_of),
+        funnels: BTreeMap::new(),
     }
 }
 

@@ -22,6 +22,11 @@ pub struct ViewConfig {
     /// Rows in top and trending lists.
     pub top_n: usize,
     pub sessions: SessionConfig,
+    /// Events kept per user for funnels (the most recent); a bot beyond it is evaluated on its
+    /// latest events only, so its cost per epoch stays bounded.
+    pub max_events_per_user: usize,
+    /// Funnels defined from the start (more can be added through the API).
+    pub funnels: Vec<crate::funnels::FunnelDef>,
 }
 
 impl Default for ViewConfig {
@@ -35,6 +40,8 @@ impl Default for ViewConfig {
             trend_min_views: 5,
             top_n: 10,
             sessions: SessionConfig::default(),
+            max_events_per_user: 1000,
+            funnels: Vec::new(),
         }
     }
 }
@@ -55,6 +62,10 @@ impl ViewConfig {
         if self.top_n == 0 {
             return Err("views: top_n must be at least 1".into());
         }
+        if self.max_events_per_user == 0 {
+            return Err("views: max_events_per_user must be at least 1".into());
+        }
+        crate::funnels::FunnelRegistry::new(&self.funnels).map(|_| ())?;
         self.sessions.validate()
     }
 

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Minute, Sym, UserId, NONE};
+use crate::funnels::FunnelStat;
 use crate::sessions::{Hour, SessionStat};
 
 /// The dimension of a per-minute count series.
@@ -84,6 +85,11 @@ pub enum Fact {
     /// Sessions that started in `hour` with this acquisition (`utm_source`, `device`,
     /// `country` of their first event) contribute `diff` to `stat`.
     Session { hour: Hour, source: [Sym; 3], stat: SessionStat },
+    /// Users of funnel `funnel` (registry index) whose best attempt started on `day` with
+    /// breakdown value `key` contribute `diff` to `stat`.
+    Funnel { funnel: u32, key: Sym, day: u32, stat: FunnelStat },
+    /// A user whose best attempt of `funnel` stopped after `step` (0-based), started at `entry_ts`.
+    FunnelUser { funnel: u32, step: u8, entry_ts: i64, user: String },
 }
 
 /// An output record of the dataflow, read into the [`crate::ReadModel`].
@@ -96,4 +102,6 @@ pub enum Row {
     Accepted,
     Reject { reason: String },
     Session { hour: Hour, source: [Sym; 3], stat: SessionStat },
+    Funnel { funnel: u32, key: Sym, day: u32, stat: FunnelStat },
+    FunnelUser { funnel: u32, step: u8, entry_ts: i64, user: String },
 }

@@ -4,6 +4,8 @@
 pub mod config;
 pub mod event;
 pub mod facts;
+pub mod funnel_query;
+pub mod funnels;
 pub mod ids;
 pub mod model;
 pub mod query;
@@ -13,6 +15,7 @@ pub mod sessions;
 pub mod status;
 pub mod tables;
 pub mod traffic;
+pub mod userlog;
 
 pub use config::ViewConfig;
 pub use event::{Event, Minute, Sym, UserId};

@@ -105,6 +105,7 @@ pub struct Dump {
     /// Active users for each window end in the kept history.
     pub active_users: Vec<ActiveUsersPoint>,
     pub sessions: SessionsDump,
+    pub funnels: BTreeMap<String, FunnelDump>,
 }
 
 /// Exact integer totals over a set of sessions (what the reference recomputes).
@@ -178,4 +179,105 @@ pub struct SessionsDump {
     pub hourly: BTreeMap<i64, i64>,
     /// dimension -> key -> cells (`all` has the key `(none)`).
     pub by: BTreeMap<String, BTreeMap<String, SessionCells>>,
+}
+
+/// One step of a funnel report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunnelStep {
+    /// 1-based.
+    pub step: usize,
+    pub event: String,
+    /// Users whose best attempt reached this step.
+    pub users: i64,
+    pub conversion_from_previous: f64,
+    pub conversion_from_start: f64,
+    /// Users who reached the previous step but not this one.
+    pub drop_off: i64,
+    /// From the previous step, in whole seconds (nearest rank).
+    pub median_time_s: Option<u32>,
+    pub p90_time_s: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunnelDay {
+    /// UTC day on which the attempts started.
+    pub day_ms: i64,
+    pub entered: i64,
+    pub converted: i64,
+    pub conversion: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunnelBreakdown {
+    pub key: String,
+    pub steps: Vec<FunnelStep>,
+}
+
+/// The numbers of one funnel (without the clock: the dump and the API share it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunnelNumbers {
+    pub steps: Vec<FunnelStep>,
+    pub by_day: Vec<FunnelDay>,
+    /// By the breakdown value of the attempt's first event, most users first.
+    pub breakdowns: Vec<FunnelBreakdown>,
+}
+
+/// `GET /api/v1/funnels/{name}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunnelReport {
+    #[serde(flatten)]
+    pub clock: Clock,
+    pub definition: crate::funnels::FunnelDef,
+    #[serde(flatten)]
+    pub numbers: FunnelNumbers,
+    /// Users sitting at each step (1-based index - 1) whose conversion window is still open.
+    pub open_now: Vec<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunnelSummary {
+    pub name: String,
+    pub steps: usize,
+    pub order: crate::funnels::Order,
+    pub window_minutes: u32,
+    pub entered: i64,
+    pub converted: i64,
+    pub conversion: f64,
+}
+
+/// `GET /api/v1/funnels`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunnelList {
+    #[serde(flatten)]
+    pub clock: Clock,
+    pub funnels: Vec<FunnelSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StuckUser {
+    pub user: String,
+    /// When the attempt started, and when its window closes.
+    pub entered_ms: i64,
+    pub window_ends_ms: i64,
+}
+
+/// `GET /api/v1/funnels/{name}/stuck?step=N`: users who completed step N and not N + 1, with
+/// their conversion window still open at `head`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StuckUsers {
+    #[serde(flatten)]
+    pub clock: Clock,
+    pub funnel: String,
+    pub step: usize,
+    pub total: i64,
+    pub offset: usize,
+    pub users: Vec<StuckUser>,
+}
+
+/// A funnel in the dump: its numbers and every open attempt `(step, start ms, user)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunnelDump {
+    #[serde(flatten)]
+    pub numbers: FunnelNumbers,
+    pub open_attempts: Vec<(u8, i64, String)>,
 }

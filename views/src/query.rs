@@ -270,7 +270,7 @@ fn active_at(tables: &Tables, config: &ViewConfig, minute: Minute, users_from: M
     tables.distinct_users(lo, minute)
 }
 
-pub fn dump(tables: &Tables, config: &ViewConfig) -> Dump {
+pub fn dump(tables: &Tables, config: &ViewConfig, funnels: &crate::funnels::FunnelRegistry) -> Dump {
     let vis = visible(tables, config);
     let mut counts: BTreeMap<String, BTreeMap<String, BTreeMap<i64, i64>>> = BTreeMap::new();
     for ((dim, key), series) in &tables.counts {
@@ -296,6 +296,7 @@ pub fn dump(tables: &Tables, config: &ViewConfig) -> Dump {
         counts,
         active_users,
         sessions: crate::session_query::dump(tables, config),
+        funnels: crate::funnel_query::dump(tables, funnels),
     }
 }
 

@@ -13,7 +13,10 @@ use tokio::sync::broadcast;
 use crate::config::ViewConfig;
 use crate::event::minute_start_ms;
 use crate::facts::Row;
+use crate::funnel_query::{self, StuckQuery};
+use crate::funnels::FunnelRegistry;
 use crate::model::{Clock, Dump, Live, Rejects, SessionSummary, Sessions, Timeseries};
+use crate::model::{FunnelList, FunnelReport, StuckUsers};
 use crate::query::{self, QueryError, TimeseriesQuery};
 use crate::session_query::{self, SessionsQuery};
 use crate::tables::Tables;
@@ -41,6 +44,8 @@ pub struct Change {
 
 pub struct ReadModel {
     config: ViewConfig,
+    /// The funnels being computed; the API adds to it, ingestion picks new ones up.
+    pub funnels: Arc<FunnelRegistry>,
     tables: RwLock<Tables>,
     changes: broadcast::Sender<Arc<Change>>,
     /// `as_of` of the last publish (i64::MIN before the first), read lock-free by ingestion to
@@ -53,7 +58,9 @@ pub struct ReadModel {
 impl ReadModel {
     pub fn new(config: ViewConfig) -> Arc<ReadModel> {
         let (changes, _) = broadcast::channel(256);
+        let funnels = FunnelRegistry::new(&config.funnels).expect("funnels are checked by ViewConfig::validate");
         Arc::new(ReadModel {
+            funnels: Arc::new(funnels),
             config,
             tables: RwLock::new(Tables::default()),
             changes,
@@ -133,8 +140,20 @@ impl ReadModel {
         session_query::sessions(&self.tables.read(), &self.config, q)
     }
 
+    pub fn funnel_list(&self) -> FunnelList {
+        funnel_query::list(&self.tables.read(), &self.funnels)
+    }
+
+    pub fn funnel(&self, name: &str) -> Result<FunnelReport, QueryError> {
+        funnel_query::report(&self.tables.read(), &self.funnels, name)
+    }
+
+    pub fn stuck(&self, name: &str, q: &StuckQuery) -> Result<StuckUsers, QueryError> {
+        funnel_query::stuck(&self.tables.read(), &self.funnels, name, q)
+    }
+
     pub fn dump(&self) -> Dump {
-        query::dump(&self.tables.read(), &self.config)
+        query::dump(&self.tables.read(), &self.config, &self.funnels)
     }
 
     pub fn rejects(&self) -> Rejects {

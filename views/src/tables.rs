@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::event::{Minute, Sym, NONE, NONE_TEXT};
 use crate::facts::{Dim, Row};
+use crate::funnels::FunnelStat;
 use crate::ids::{IdMap, IdSet};
 use crate::sessions::{Hour, SessionStat};
 
@@ -23,8 +24,13 @@ pub struct Tables {
     pub(crate) accepted: i64,
     pub(crate) rejects: BTreeMap<String, i64>,
     pub(crate) sessions: HashMap<[Sym; 3], SessionHours>,
+    /// Funnel aggregates by funnel index: (breakdown value, start day, stat) -> users.
+    pub(crate) funnels: HashMap<u32, HashMap<(Sym, u32, FunnelStat), i64>>,
+    /// Open attempts by funnel index: (step, start, user id) -> 1.
+    pub(crate) open_attempts: HashMap<u32, BTreeMap<(u8, i64, String), i64>>,
     /// Whether a session aggregate changed since the last publish.
     pub(crate) sessions_touched: bool,
+    pub(crate) funnels_touched: bool,
     pub(crate) epoch: u64,
     /// The last published `as_of`: it never goes back (ingestion rejects anything older).
     pub(crate) published_as_of: Option<i64>,
@@ -113,6 +119,21 @@ impl Tables {
                     }
                 }
                 self.sessions_touched = true;
+            }
+            Row::Funnel { funnel, key, day, stat } => {
+                let cells = self.funnels.entry(funnel).or_default();
+                cells.bump((key, day, stat), diff);
+                if cells.is_empty() {
+                    self.funnels.remove(&funnel);
+                }
+                self.funnels_touched = true;
+            }
+            Row::FunnelUser { funnel, step, entry_ts, user } => {
+                let users = self.open_attempts.entry(funnel).or_default();
+                users.bump((step, entry_ts, user), diff);
+                if users.is_empty() {
+                    self.open_attempts.remove(&funnel);
+                }
             }
         }
     }

@@ -1,0 +1,137 @@
+//! From-scratch funnels for the reference: every user's events as strings, every possible start,
+//! with no user logs, masks, registry or dataflow. Only the final aggregation into report numbers
+//! is shared with the engine (`views::funnel_query::numbers`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use views::event::sym;
+use views::funnel_query::{numbers, FunnelCells};
+use views::funnels::{cells_of, Attempt, Funnel, FunnelDef, Order, StepDef};
+use views::model::FunnelDump;
+
+use super::oracle::{Accepted, Spec};
+
+fn field<'a>(e: &'a Accepted, name: &str) -> &'a str {
+    match name {
+        "utm_source" => &e.utm_source,
+        "device" => &e.device,
+        "country" => &e.country,
+        "page" => e.page.as_deref().unwrap_or("(none)"),
+        _ => unreachable!("validated"),
+    }
+}
+
+fn matches(step: &StepDef, e: &Accepted) -> bool {
+    let page = e.page.as_deref().unwrap_or("");
+    e.name == step.event
+        && step.page.as_deref().is_none_or(|p| p == page)
+        && step.page_prefix.as_deref().is_none_or(|p| page.starts_with(p))
+        && step.page_regex.as_deref().is_none_or(|r| regex::Regex::new(r).unwrap().is_match(page))
+        && [("utm_source", &step.utm_source), ("device", &step.device), ("country", &step.country)]
+            .iter()
+            .all(|(f, want)| want.as_deref().is_none_or(|w| field(e, f) == w))
+}
+
+/// The attempt from `events[start]`: indices of the events completing each step.
+fn attempt(def: &FunnelDef, events: &[&Accepted], start: usize) -> Option<Vec<usize>> {
+    let n = def.steps.len();
+    let end = events[start].ts + def.window_minutes as i64 * 60_000;
+    let mut at = Vec::new();
+    match def.order {
+        Order::Ordered | Order::Strict => {
+            if !matches(&def.steps[0], events[start]) {
+                return None;
+            }
+            at.push(start);
+            for (i, e) in events.iter().enumerate().skip(start + 1) {
+                if at.len() == n || e.ts > end {
+                    break;
+                }
+                if matches(&def.steps[at.len()], e) {
+                    at.push(i);
+                } else if def.order == Order::Strict {
+                    break;
+                }
+            }
+        }
+        Order::Unordered => {
+            let mut done = vec![false; n];
+            for (i, e) in events.iter().enumerate().skip(start) {
+                if at.len() == n || e.ts > end {
+                    break;
+                }
+                if let Some(s) = (0..n).find(|s| !done[*s] && matches(&def.steps[*s], e)) {
+                    done[s] = true;
+                    at.push(i);
+                }
+            }
+            if at.first() != Some(&start) {
+                return None;
+            }
+        }
+    }
+    for x in &def.exclusions {
+        let (from, to) = (x.from.unwrap_or(1) - 1, x.to.unwrap_or(n) - 1);
+        let Some(&after) = at.get(from) else { continue };
+        let before = at.get(to).copied().unwrap_or(usize::MAX);
+        if (after + 1..before.min(events.len())).any(|i| events[i].ts <= end && matches(&x.step, events[i])) {
+            return None;
+        }
+    }
+    Some(at)
+}
+
+/// Funnels of the spec's views config, over each user's last `max_events_per_user` events that are
+/// still in the window of their partition's watermark.
+pub fn dump(spec: &Spec, accepted: &[Accepted], partition_heads: &[Option<i64>]) -> BTreeMap<String, FunnelDump> {
+    let cfg = &spec.views;
+    let mut users: BTreeMap<&str, Vec<&Accepted>> = BTreeMap::new();
+    for e in accepted {
+        users.entry(&e.user).or_default().push(e);
+    }
+    let mut out = BTreeMap::new();
+    for (index, def) in cfg.funnels.iter().enumerate() {
+        let funnel = Funnel::new(def.clone()).unwrap();
+        let mut cells = FunnelCells::new();
+        let mut open = Vec::new();
+        let mut names: HashMap<u64, String> = HashMap::new();
+        for (user, events) in &users {
+            let mut events = events.clone();
+            events.sort_by_key(|e| e.ts); // stable: equal times keep their arrival order
+            let keep_from = events.len().saturating_sub(cfg.max_events_per_user);
+            let head = partition_heads[events[0].partition].unwrap();
+            let floor_minute = ((head - spec.lateness_ms).div_euclid(60_000) + 1 - cfg.window_minutes as i64).max(0);
+            let events: Vec<&Accepted> =
+                events[keep_from..].iter().copied().filter(|e| e.ts >= floor_minute * 60_000).collect();
+            let mut best: Option<Vec<usize>> = None;
+            for start in 0..events.len() {
+                if let Some(at) = attempt(def, &events, start) {
+                    if best.as_ref().is_none_or(|b| at.len() > b.len()) {
+                        best = Some(at);
+                    }
+                }
+            }
+            let Some(at) = best else { continue };
+            let key = def.breakdown.as_deref().map(|f| field(events[at[0]], f).to_string());
+            let key_sym = match key.as_deref() {
+                None | Some("(none)") => 0,
+                Some(k) => sym(k),
+            };
+            if let Some(k) = key {
+                names.insert(key_sym, k);
+            }
+            let result =
+                Attempt { reached: at.len() as u8, times: at.iter().map(|i| events[*i].ts).collect(), key: key_sym };
+            for (_, k, day, stat, c) in cells_of(index as u32, &result) {
+                *cells.entry((k, day, stat)).or_default() += c;
+            }
+            if at.len() < def.steps.len() {
+                open.push((at.len() as u8 - 1, result.times[0], user.to_string()));
+            }
+        }
+        open.sort();
+        let name = |k: u64| names.get(&k).cloned().unwrap_or_else(|| "(none)".to_string());
+        out.insert(def.name.clone(), FunnelDump { numbers: numbers(&funnel, &cells, &name), open_attempts: open });
+    }
+    out
+}

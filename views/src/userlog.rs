@@ -1,0 +1,143 @@
+//! Each user's recent events, per input partition, and the funnel results computed from them.
+//!
+//! Funnels need a user's events in order (and funnels added at run time need the events that are
+//! still retained), so ingestion keeps them for the window, capped per user: a bot's millions of
+//! events cost at most `max_events_per_user` each time it is re-evaluated, once per epoch.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use crate::event::{UserId, NONE};
+use crate::funnels::{cells_of, Attempt, Funnel, FunnelCell, LogEvent, PageTexts};
+use crate::ids::IdMap;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct UserLog {
+    /// The producer's `user_id`, for lists of users ("stuck at step 2").
+    id: Box<str>,
+    /// Sorted by time; equal times keep their arrival order.
+    events: Vec<LogEvent>,
+    dirty: bool,
+    /// Reported result per funnel (by registry index).
+    results: SmallVec<[Option<Attempt>; 2]>,
+}
+
+/// A funnel result change: aggregate cells, and the users whose attempt has not converted.
+pub trait FunnelSink {
+    fn cell(&mut self, cell: FunnelCell);
+    /// A user whose best attempt stopped at `step` (0-based, last reached) since `entry_ts`.
+    fn open_attempt(&mut self, funnel: u32, step: u8, entry_ts: i64, user: &str, diff: i64);
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct UserLogs {
+    users: IdMap<UserLog>,
+    pages: PageTexts,
+    dirty: Vec<UserId>,
+    /// Fingerprint of each funnel (by registry index) whose results are current here.
+    computed: Vec<u64>,
+    /// The floor (ms) of the last pruning pass.
+    floor: i64,
+    /// Events dropped because a user exceeded the cap.
+    pub capped_events: u64,
+}
+
+impl UserLogs {
+    pub fn add(&mut self, user: UserId, id: &str, event: LogEvent, page: Option<&str>, cap: usize) {
+        if let (Some(text), false) = (page, event.page == NONE) {
+            if !self.pages.contains_key(&event.page) {
+                self.pages.insert(event.page, text.into());
+            }
+        }
+        let log = self.users.entry(user).or_insert_with(|| UserLog { id: id.into(), ..UserLog::default() });
+        let at = log.events.partition_point(|e| e.ts <= event.ts);
+        log.events.insert(at, event);
+        if log.events.len() > cap {
+            // Keep the most recent: what funnels starting now can still use.
+            let excess = log.events.len() - cap;
+            log.events.drain(..excess);
+            self.capped_events += excess as u64;
+        }
+        if !log.dirty {
+            log.dirty = true;
+            self.dirty.push(user);
+        }
+    }
+
+    /// Drops events before `floor` (the window's start); users who lost events are re-evaluated
+    /// at the next drain, users with none left are forgotten once their results are retracted.
+    pub fn prune(&mut self, floor: i64) {
+        if floor <= self.floor {
+            return;
+        }
+        self.floor = floor;
+        for (user, log) in self.users.iter_mut() {
+            let gone = log.events.partition_point(|e| e.ts < floor);
+            if gone > 0 {
+                log.events.drain(..gone);
+                if !log.dirty {
+                    log.dirty = true;
+                    self.dirty.push(*user);
+                }
+            }
+        }
+    }
+
+    /// Re-evaluates changed users, and every user for a funnel that is new or changed here.
+    pub fn drain(&mut self, funnels: &[Arc<Funnel>], out: &mut impl FunnelSink) {
+        for (i, funnel) in funnels.iter().enumerate() {
+            if self.computed.get(i) == Some(&funnel.fingerprint) {
+                continue;
+            }
+            for log in self.users.values_mut() {
+                let result = funnel.evaluate(&log.events, &self.pages);
+                report(i as u32, funnel, log, result, out);
+            }
+            if self.computed.len() <= i {
+                self.computed.resize(i + 1, 0);
+            }
+            self.computed[i] = funnel.fingerprint;
+        }
+        for user in std::mem::take(&mut self.dirty) {
+            let Some(log) = self.users.get_mut(&user) else { continue };
+            log.dirty = false;
+            for (i, funnel) in funnels.iter().enumerate() {
+                let result = funnel.evaluate(&log.events, &self.pages);
+                report(i as u32, funnel, log, result, out);
+            }
+            if log.events.is_empty() {
+                self.users.remove(&user);
+            }
+        }
+    }
+
+    pub fn users(&self) -> usize {
+        self.users.len()
+    }
+}
+
+fn report(index: u32, funnel: &Funnel, log: &mut UserLog, result: Option<Attempt>, out: &mut impl FunnelSink) {
+    let i = index as usize;
+    if log.results.len() <= i {
+        log.results.resize(i + 1, None);
+    }
+    if log.results[i] == result {
+        return;
+    }
+    let n = funnel.steps() as u8;
+    if let Some(old) = log.results[i].take() {
+        cells_of(index, &old).for_each(|(f, k, d, s, c)| out.cell((f, k, d, s, -c)));
+        if old.reached < n {
+            out.open_attempt(index, old.reached - 1, old.times[0], &log.id, -1);
+        }
+    }
+    if let Some(new) = &result {
+        cells_of(index, new).for_each(|c| out.cell(c));
+        if new.reached < n {
+            out.open_attempt(index, new.reached - 1, new.times[0], &log.id, 1);
+        }
+    }
+    log.results[i] = result;
+}
