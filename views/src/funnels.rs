@@ -133,7 +133,7 @@ impl Matcher {
         }
         Ok(Matcher {
             name: crate::event::sym(&step.event),
-            page: step.page.as_deref().map(|p| sym_or_none(p)),
+            page: step.page.as_deref().map(sym_or_none),
             prefix: step.page_prefix.clone(),
             regex,
             fields,

@@ -47,9 +47,7 @@ pub struct UserLogs {
 impl UserLogs {
     pub fn add(&mut self, user: UserId, id: &str, event: LogEvent, page: Option<&str>, cap: usize) {
         if let (Some(text), false) = (page, event.page == NONE) {
-            if !self.pages.contains_key(&event.page) {
-                self.pages.insert(event.page, text.into());
-            }
+            self.pages.entry(event.page).or_insert_with(|| text.into());
         }
         let log = self.users.entry(user).or_insert_with(|| UserLog { id: id.into(), ..UserLog::default() });
         let at = log.events.partition_point(|e| e.ts <= event.ts);
