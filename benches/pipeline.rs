@@ -7,7 +7,12 @@ use dataflow::deadletter::Discard;
 use dataflow::decode::decode;
 use dataflow::ingest::Ingest;
 use dataflow::{Generator, GeneratorConfig};
+use std::sync::Arc;
+
+use views::funnels::{Funnel, FunnelCell, FunnelDef, LogEvent};
 use views::query::TimeseriesQuery;
+use views::sessions::{Hit, SessionConfig, Sessionizer};
+use views::userlog::{FunnelSink, UserLogs};
 use views::{Fact, ReadModel, Row, ViewConfig};
 
 const START: i64 = 1_795_132_800_000;
@@ -98,9 +103,88 @@ fn queries(c: &mut Criterion) {
     group.finish();
 }
 
+/// A bot's session and funnel state after `history` events (one every 100 ms, one long run).
+fn bot_after(history: i64) -> (Sessionizer, UserLogs, Vec<Arc<Funnel>>) {
+    let config = SessionConfig::default();
+    let funnels: Vec<Arc<Funnel>> = bot_funnels().into_iter().map(|d| Arc::new(Funnel::new(d).unwrap())).collect();
+    let (mut sessions, mut logs) = (Sessionizer::default(), UserLogs::default());
+    let mut sink = Vec::new();
+    for i in 0..history {
+        let ts = START + i * 100;
+        sessions.add((7, false), bot_hit(ts), &config, 360_000);
+        logs.add(7, "bot", bot_event(ts), Some("/products/1"), 1000, &funnels);
+        if i % 10_000 == 0 {
+            sessions.drain(&mut sink);
+            sessions.prune(ts - 300_000, &config);
+            sink.clear();
+        }
+    }
+    sessions.drain(&mut sink);
+    (sessions, logs, funnels)
+}
+
+fn bot_hit(ts: i64) -> Hit {
+    Hit { ts, page: 11, page_view: true, source: [1, 2, 3] }
+}
+
+fn bot_event(ts: i64) -> LogEvent {
+    LogEvent { ts, name: views::event::PAGE_VIEW, page: views::event::sym("/products/1"), source: [1, 2, 3] }
+}
+
+fn bot_funnels() -> Vec<FunnelDef> {
+    serde_json::from_value(serde_json::json!([
+        {"name": "checkout", "steps": [{"event": "page_view", "page_prefix": "/products/"}, {"event": "add_to_cart"}, {"event": "purchase"}]}
+    ]))
+    .unwrap()
+}
+
+/// One user with a long history: the cost of its next 1,000 events (5% late by up to a minute),
+/// drained every 100 events as epochs would, must not grow with the history.
+fn bot(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bot_user_next_1000_events");
+    group.throughput(Throughput::Elements(1000));
+    let config = SessionConfig::default();
+    for history in [1_000i64, 100_000, 1_000_000] {
+        let (sessions, logs, funnels) = bot_after(history);
+        group.bench_function(format!("after {history} events"), |b| {
+            b.iter_batched(
+                || (sessions.clone(), logs.clone()),
+                |(mut sessions, mut logs)| {
+                    let mut cells = Vec::new();
+                    let mut out = Sink(0);
+                    for i in 0..1000 {
+                        let late = if i % 20 == 0 { 60_000 } else { 0 };
+                        let ts = START + (history + i) * 100 - late;
+                        sessions.add((7, false), bot_hit(ts), &config, 360_000);
+                        logs.add(7, "bot", bot_event(ts), Some("/products/1"), 1000, &funnels);
+                        if i % 100 == 99 {
+                            sessions.drain(&mut cells);
+                            logs.drain(&funnels, &mut out);
+                        }
+                    }
+                    (cells.len(), out.0)
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+struct Sink(usize);
+
+impl FunnelSink for Sink {
+    fn cell(&mut self, _: FunnelCell) {
+        self.0 += 1;
+    }
+    fn open_attempt(&mut self, _: u32, _: u8, _: i64, _: &str, _: i64) {
+        self.0 += 1;
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10);
-    targets = stages, queries
+    targets = stages, queries, bot
 }
 criterion_main!(benches);

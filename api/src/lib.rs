@@ -2,6 +2,7 @@
 //! It reads `views::ReadModel` and `views::Status` only; it never touches timely or Kafka.
 
 mod error;
+mod funnels;
 mod metrics;
 mod stream;
 
@@ -44,6 +45,10 @@ const ENDPOINTS: &[&str] = &[
     "GET /api/v1/live",
     "GET /api/v1/timeseries?metric=events|page_views|active_users&breakdown=none|event|page|utm_source|device|country&from=&to=&limit=",
     "GET /api/v1/sessions?from=&to=&limit=",
+    "GET /api/v1/funnels",
+    "POST /api/v1/funnels (JSON: name, steps [{event, page?, page_prefix?, page_regex?, utm_source?, device?, country?}], order? ordered|strict|unordered, window_minutes?, exclusions? [{event, ..., from?, to?}], breakdown? utm_source|device|country|page)",
+    "GET /api/v1/funnels/{name}",
+    "GET /api/v1/funnels/{name}/stuck?step=N&offset=&limit=",
     "GET /api/v1/stream",
     "GET /api/v1/rejects",
     "GET /api/v1/dump",
@@ -59,6 +64,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/live", get(live))
         .route("/api/v1/timeseries", get(timeseries))
         .route("/api/v1/sessions", get(sessions))
+        .route("/api/v1/funnels", get(funnels::list).post(funnels::create))
+        .route("/api/v1/funnels/{name}", get(funnels::report))
+        .route("/api/v1/funnels/{name}/stuck", get(funnels::stuck))
         .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/rejects", get(rejects))
         .route("/api/v1/dump", get(dump))
@@ -89,7 +97,7 @@ async fn sessions(
     s.read_model.sessions(&q).map(Json).map_err(|e| ApiError::bad_request(e.0))
 }
 
-fn bad_query(e: QueryRejection) -> ApiError {
+pub(crate) fn bad_query(e: QueryRejection) -> ApiError {
     ApiError::bad_request(format!("{}; see GET /api/v1 for the parameters", e.body_text()))
 }
 

@@ -1,6 +1,6 @@
 //! `GET /api/v1/stream`: server-sent events, one `live` event per publish, a `counts` event
-//! with the count cells that publish changed, and a `sessions` event with the session summary
-//! when a session changed. A client too slow to keep up gets `lagged` and
+//! with the count cells that publish changed, and `sessions` / `funnels` events with their
+//! headline numbers when a session or a funnel changed. A client too slow to keep up gets `lagged` and
 //! should re-read `/api/v1/live`.
 
 use std::convert::Infallible;
@@ -17,7 +17,7 @@ use crate::AppState;
 
 #[derive(Deserialize, Default)]
 pub struct StreamQuery {
-    /// Comma-separated: `live`, `counts`, `sessions` (default all).
+    /// Comma-separated: `live`, `counts`, `sessions`, `funnels` (default all).
     views: Option<String>,
 }
 
@@ -25,9 +25,9 @@ pub async fn stream(
     State(s): State<AppState>,
     Query(q): Query<StreamQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let wanted = q.views.unwrap_or_else(|| "live,counts,sessions".into());
+    let wanted = q.views.unwrap_or_else(|| "live,counts,sessions,funnels".into());
     let wants = |view: &str| wanted.split(',').any(|v| v == view);
-    let (live, counts, sessions) = (wants("live"), wants("counts"), wants("sessions"));
+    let (live, counts, sessions, funnels) = (wants("live"), wants("counts"), wants("sessions"), wants("funnels"));
     let first = Event::default().event("live").json_data(s.read_model.live()).ok();
     let changes = BroadcastStream::new(s.read_model.subscribe()).flat_map(move |item| {
         let events: Vec<Event> = match item {
@@ -43,6 +43,9 @@ pub async fn stream(
                 if let Some(summary) = change.sessions.as_ref().filter(|_| sessions) {
                     let body = serde_json::json!({"epoch": change.clock.epoch, "as_of_ms": change.clock.as_of_ms, "summary": summary});
                     out.extend(Event::default().event("sessions").json_data(body).ok());
+                }
+                if let Some(list) = change.funnels.as_ref().filter(|_| funnels) {
+                    out.extend(Event::default().event("funnels").json_data(list).ok());
                 }
                 out
             }

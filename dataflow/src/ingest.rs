@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use views::event::{minute_of, minute_start_ms, Event, Minute, Sym};
 use views::facts::{series_of, Dim, Fact};
-use views::funnels::{FunnelCell, FunnelRegistry, FunnelStat, LogEvent};
+use views::funnels::{Funnel, FunnelCell, FunnelRegistry, FunnelStat, LogEvent};
 use views::ids::{IdMap, IdSet};
 use views::sessions::{
     cell_changes, cells_of, Hit, Hour, SessionConfig, SessionSink, SessionStat, Sessionizer, Summary,
@@ -127,8 +127,11 @@ pub struct Ingest {
     /// Session cell changes drained from the partitions this epoch.
     session_cells: SessionCells,
     funnel_changes: FunnelChanges,
-    /// The funnels to compute (shared with the API, which can add some).
+    /// The funnels to compute (shared with the API, which can add some), and this worker's copy
+    /// of the list with its registry version.
     pub funnels: Arc<FunnelRegistry>,
+    funnel_list: Vec<Arc<Funnel>>,
+    funnel_version: u64,
     /// The epoch the session changes are reported in (see [`Sessionizer::epoch`]).
     session_epoch: Epoch,
     /// The input epoch being filled, set by the runtime.
@@ -157,6 +160,8 @@ impl Ingest {
             session_cells: SessionCells::default(),
             funnel_changes: FunnelChanges::default(),
             funnels: Arc::default(),
+            funnel_list: Vec::new(),
+            funnel_version: 0,
             session_epoch: 0,
             epoch: 0,
             reported: None,
@@ -251,7 +256,8 @@ impl Ingest {
         let key = Sessionizer::key(config, e.user, d.session_id);
         partition.sessions.add(key, hit, config, self.lateness_ms + MAX_HEAD_SKEW_MS);
         let logged = LogEvent { ts: e.ts, name: e.name, page: e.page, source };
-        partition.logs.add(e.user, &d.user_id, logged, d.page.as_deref(), self.views.max_events_per_user);
+        let cap = self.views.max_events_per_user;
+        partition.logs.add(e.user, &d.user_id, logged, d.page.as_deref(), cap, &self.funnel_list);
     }
 
     /// Collects a partition's session and funnel changes for this epoch's flush, and lets it
@@ -271,7 +277,11 @@ impl Ingest {
             let floor = minute_start_ms(self.views.counts_from(minute_of(watermark)));
             partition.logs.prune(floor);
         }
-        partition.logs.drain(&self.funnels.all(), &mut self.funnel_changes);
+        if self.funnels.version() != self.funnel_version {
+            self.funnel_version = self.funnels.version();
+            self.funnel_list = self.funnels.all();
+        }
+        partition.logs.drain(&self.funnel_list, &mut self.funnel_changes);
     }
 
     pub fn reject(&mut self, rejection: &Rejection, source: &Coords<'_>, raw: &[u8], now_ms: i64) {

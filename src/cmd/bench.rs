@@ -48,11 +48,16 @@ enum What {
     All,
 }
 
-pub fn main(config: Config, args: Args) -> Result<()> {
+pub fn main(mut config: Config, args: Args) -> Result<()> {
+    // Every view: sessions always run; funnels need definitions (the shop's three by default).
+    if config.views.funnels.is_empty() {
+        config.views.funnels = super::shop_funnels();
+    }
     let machine = format!(
-        "{} cores, {} workers",
+        "{} cores, {} workers, sessions and {} funnels",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        config.engine.workers
+        config.engine.workers,
+        config.views.funnels.len()
     );
     println!("| benchmark | records | seconds | events/s | notes |\n|---|---|---|---|---|");
     let all = args.what == What::All;

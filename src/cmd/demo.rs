@@ -39,6 +39,9 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     config.generator.lateness_seconds = config.engine.lateness_seconds;
     tracing::info!(brokers = %config.kafka.brokers, %topic, partitions = args.partitions, "embedded Kafka started");
 
+    if config.views.funnels.is_empty() {
+        config.views.funnels = super::shop_funnels();
+    }
     let engine = Arc::new(Engine::new(config.engine.clone(), config.views.clone())?);
     // One stop flag for everything: a signal, the server ending, or the engine failing.
     let stop = engine.stop.clone();
@@ -60,6 +63,9 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
         "\nclickflow demo: {} synthetic events/s into embedded Kafka at {}, topic `{topic}`.\n\
          Try:\n  curl -s http://127.0.0.1:{port}/api/v1/live | jq\n  \
          curl -s 'http://127.0.0.1:{port}/api/v1/timeseries?metric=events&breakdown=utm_source' | jq\n  \
+         curl -s http://127.0.0.1:{port}/api/v1/sessions | jq .summary\n  \
+         curl -s http://127.0.0.1:{port}/api/v1/funnels/checkout | jq .steps\n  \
+         curl -s 'http://127.0.0.1:{port}/api/v1/funnels/checkout/stuck?step=3' | jq\n  \
          curl -sN http://127.0.0.1:{port}/api/v1/stream\n  curl -s http://127.0.0.1:{port}/metrics\n\
          Stop with Ctrl-C.\n",
         args.rate, config.kafka.brokers
@@ -79,6 +85,15 @@ pub fn spawn_kafka_engine(engine: Arc<Engine>, config: &Config) -> Result<std::t
     let idle = std::time::Duration::from_secs(config.engine.idle_seconds);
     let sources: SourceFactory = KafkaSource::factory(&kafka, idle)?;
     let sinks = super::kafka_sinks(&config.kafka)?;
+    if let Some(dir) = &config.engine.state_dir {
+        // Funnels added through the API come back after a restart, in the order the snapshot's
+        // results refer to.
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let restored = engine.read_model.funnels.persist(dir.join("funnels.json")).map_err(anyhow::Error::msg)?;
+        if restored > 0 {
+            tracing::info!(restored, "funnels added at run time restored");
+        }
+    }
     let handle = std::thread::Builder::new().name("engine".into()).spawn(move || {
         let result = engine.run(sources, sinks).map(|_| ()).map_err(anyhow::Error::from);
         if let Err(e) = &result {

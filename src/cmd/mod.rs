@@ -82,3 +82,18 @@ pub fn discard_sinks() -> SinkFactory {
 pub fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
+
+/// Funnels over the generator's shop, for the demo and the benchmarks when the config has none.
+pub fn shop_funnels() -> Vec<views::funnels::FunnelDef> {
+    serde_json::from_value(serde_json::json!([
+        {"name": "checkout", "breakdown": "utm_source",
+         "steps": [{"event": "page_view", "page_prefix": "/products/"}, {"event": "add_to_cart"},
+                   {"event": "page_view", "page": "/checkout"}, {"event": "purchase"}]},
+        {"name": "search_to_product", "order": "strict", "window_minutes": 30, "breakdown": "device",
+         "steps": [{"event": "page_view", "page": "/search"}, {"event": "page_view", "page_regex": "^/products/\\d+$"}]},
+        {"name": "cart_any_order", "order": "unordered", "window_minutes": 60,
+         "steps": [{"event": "add_to_cart"}, {"event": "click"}, {"event": "purchase"}],
+         "exclusions": [{"event": "page_view", "page": "/"}]}
+    ]))
+    .expect("valid shop funnels")
+}

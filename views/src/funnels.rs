@@ -226,6 +226,14 @@ impl Funnel {
         self.steps.len()
     }
 
+    /// Whether adding this event can change a user's result: it matches a step or an exclusion,
+    /// or (strict funnels) it may come between two steps.
+    pub fn relevant(&self, e: &LogEvent, pages: &PageTexts) -> bool {
+        self.def.order == Order::Strict
+            || self.steps.iter().any(|s| s.matches(e, pages))
+            || self.exclusions.iter().any(|(x, _, _)| x.matches(e, pages))
+    }
+
     pub fn window_ms(&self) -> i64 {
         self.def.window_minutes as i64 * 60_000
     }
@@ -240,33 +248,46 @@ impl Funnel {
     }
 
     /// The user's best attempt over their events (sorted by time, then arrival).
+    ///
+    /// Linear in the events: the next event of each step after every position is precomputed, so
+    /// an attempt follows its steps by jumps instead of scanning (a bot whose every page view
+    /// starts an attempt would otherwise cost the square of its events).
     pub fn evaluate(&self, events: &[LogEvent], pages: &PageTexts) -> Option<Attempt> {
         let n = self.steps.len();
-        // Which steps (bit i) and exclusions (bit 32 + j) each event matches.
-        let masks: Vec<u64> = events
-            .iter()
-            .map(|e| {
-                let mut m = 0u64;
-                for (i, s) in self.steps.iter().enumerate() {
-                    if s.matches(e, pages) {
-                        m |= 1 << i;
-                    }
+        let len = events.len();
+        let mut masks: Vec<u32> = Vec::with_capacity(len);
+        let mut exclusions: Vec<Vec<u32>> = vec![vec![0]; self.exclusions.len()];
+        for e in events {
+            let mut m = 0u32;
+            for (i, s) in self.steps.iter().enumerate() {
+                if s.matches(e, pages) {
+                    m |= 1 << i;
                 }
-                for (j, (x, _, _)) in self.exclusions.iter().enumerate() {
-                    if x.matches(e, pages) {
-                        m |= 1 << (32 + j);
-                    }
-                }
-                m
-            })
-            .collect();
-        let entry_mask = if self.def.order == Order::Unordered { (1u64 << n) - 1 } else { 1 };
+            }
+            masks.push(m);
+            for (j, (x, _, _)) in self.exclusions.iter().enumerate() {
+                let seen = *exclusions[j].last().expect("starts at zero");
+                exclusions[j].push(seen + x.matches(e, pages) as u32);
+            }
+        }
+        let entry_mask = if self.def.order == Order::Unordered { (1u32 << n) - 1 } else { 1 };
+        if !masks.iter().any(|m| m & entry_mask != 0) {
+            return None;
+        }
+        // next[k][i]: the first index >= i whose event matches step k (len: none).
+        let mut next = vec![vec![len as u32; len + 1]; n];
+        for i in (0..len).rev() {
+            for (k, row) in next.iter_mut().enumerate() {
+                row[i] = if masks[i] & (1 << k) != 0 { i as u32 } else { row[i + 1] };
+            }
+        }
+        let ctx = Context { events, masks: &masks, next: &next, exclusions: &exclusions };
         let mut best: Option<Attempt> = None;
-        for start in 0..events.len() {
-            if masks[start] & entry_mask == 0 {
+        for (start, mask) in masks.iter().enumerate() {
+            if mask & entry_mask == 0 {
                 continue;
             }
-            let Some(attempt) = self.attempt(events, &masks, start) else { continue };
+            let Some(attempt) = self.attempt(&ctx, start) else { continue };
             if best.as_ref().is_none_or(|b| attempt.reached > b.reached) {
                 best = Some(attempt);
             }
@@ -278,68 +299,75 @@ impl Funnel {
     }
 
     /// The attempt starting at `events[start]`, or `None` when an exclusion cancels it.
-    fn attempt(&self, events: &[LogEvent], masks: &[u64], start: usize) -> Option<Attempt> {
-        let n = self.steps.len();
-        let end = events[start].ts.saturating_add(self.window_ms());
+    fn attempt(&self, c: &Context<'_>, start: usize) -> Option<Attempt> {
+        let (n, len) = (self.steps.len(), c.events.len());
+        let end = c.events[start].ts.saturating_add(self.window_ms());
+        // Events after this index are outside the window.
+        let last = start + c.events[start..].partition_point(|e| e.ts <= end);
         // The event index at which each step was reached, in step order.
         let mut at: SmallVec<[usize; 8]> = SmallVec::new();
+        at.push(start);
         match self.def.order {
             Order::Ordered => {
-                at.push(start);
-                for (i, m) in masks.iter().enumerate().skip(start + 1) {
-                    if at.len() == n || events[i].ts > end {
+                while at.len() < n {
+                    let j = c.next[at.len()][at[at.len() - 1] + 1] as usize;
+                    if j >= last {
                         break;
                     }
-                    if m & (1 << at.len()) != 0 {
-                        at.push(i);
-                    }
+                    at.push(j);
                 }
             }
             Order::Strict => {
-                at.push(start);
-                for (i, m) in masks.iter().enumerate().skip(start + 1) {
-                    if at.len() == n || events[i].ts > end || m & (1 << at.len()) == 0 {
+                while at.len() < n {
+                    let j = at[at.len() - 1] + 1;
+                    if j >= last || c.masks[j] & (1 << at.len()) == 0 {
                         break;
                     }
-                    at.push(i);
+                    at.push(j);
                 }
             }
             Order::Unordered => {
-                let mut done = 0u64;
-                for (i, m) in masks.iter().enumerate().skip(start) {
-                    if at.len() == n || events[i].ts > end {
-                        break;
-                    }
-                    let new = m & ((1u64 << n) - 1) & !done;
-                    if new != 0 {
-                        // One event completes one step: the lowest new one.
-                        done |= new & new.wrapping_neg();
-                        at.push(i);
+                // Each event completes the lowest step it matches that is not done yet.
+                let mut done = 1u32 << c.masks[start].trailing_zeros();
+                while at.len() < n {
+                    let pos = at[at.len() - 1] + 1;
+                    let candidate =
+                        (0..n).filter(|k| done & (1 << k) == 0).map(|k| (c.next[k][pos.min(len)] as usize, k)).min();
+                    match candidate {
+                        Some((j, k)) if j < last => {
+                            done |= 1 << k;
+                            at.push(j);
+                        }
+                        _ => break,
                     }
                 }
             }
         }
         for (j, (_, from, to)) in self.exclusions.iter().enumerate() {
             let Some(&after) = at.get(*from) else { continue };
-            let before = at.get(*to).copied().unwrap_or(usize::MAX);
-            let excluded = masks
-                .iter()
-                .enumerate()
-                .skip(after + 1)
-                .take_while(|(i, _)| *i < before && events[*i].ts <= end)
-                .any(|(_, m)| m & (1 << (32 + j)) != 0);
-            if excluded {
+            let before = at.get(*to).copied().unwrap_or(last);
+            if before > after + 1 && c.exclusions[j][before] > c.exclusions[j][after + 1] {
                 return None;
             }
         }
-        let first = &events[start];
+        let first = &c.events[start];
         let key = match self.breakdown {
             None => NONE,
             Some(3) => first.page,
             Some(i) => first.source[i],
         };
-        Some(Attempt { reached: at.len() as u8, times: at.iter().map(|i| events[*i].ts).collect(), key })
+        Some(Attempt { reached: at.len() as u8, times: at.iter().map(|i| c.events[*i].ts).collect(), key })
     }
+}
+
+/// What one evaluation precomputes over a user's events.
+struct Context<'a> {
+    events: &'a [LogEvent],
+    /// Steps matched by each event (bit k: step k).
+    masks: &'a [u32],
+    next: &'a [Vec<u32>],
+    /// Per exclusion, prefix counts of matching events.
+    exclusions: &'a [Vec<u32>],
 }
 
 /// One event as funnels (and later paths and retention) need it.
@@ -396,19 +424,63 @@ pub fn cells_of(funnel: u32, a: &Attempt) -> impl Iterator<Item = FunnelCell> + 
 pub struct FunnelRegistry {
     funnels: RwLock<Vec<std::sync::Arc<Funnel>>>,
     version: AtomicU64,
+    /// Funnels from config (the rest were added at run time and are persisted).
+    from_config: AtomicU64,
+    /// Where run-time funnels are kept across restarts (`state_dir/funnels.json`).
+    store: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl FunnelRegistry {
     pub fn new(defs: &[FunnelDef]) -> Result<FunnelRegistry, String> {
         let registry = FunnelRegistry::default();
         for def in defs {
-            registry.add(def.clone())?;
+            registry.insert(def.clone())?;
         }
+        registry.from_config.store(defs.len() as u64, Ordering::Release);
         Ok(registry)
     }
 
-    /// Adds a funnel; its name must be new.
+    /// Keeps funnels added at run time in `path`, and adds the ones a previous run kept there
+    /// (after the config's, in the order they were added, so results in snapshots line up).
+    pub fn persist(&self, path: std::path::PathBuf) -> Result<usize, String> {
+        let mut added = 0;
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let defs: Vec<FunnelDef> = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: not a list of funnels ({e}); fix or remove it", path.display()))?;
+                for def in defs {
+                    let name = def.name.clone();
+                    match self.insert(def) {
+                        Ok(_) => added += 1,
+                        // The config now defines it: the config wins.
+                        Err(_) if self.get(&name).is_some() => {}
+                        Err(e) => return Err(format!("{}: {e}", path.display())),
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        }
+        *self.store.lock() = Some(path);
+        Ok(added)
+    }
+
+    /// Adds a funnel at run time (and persists it when a store is set).
     pub fn add(&self, def: FunnelDef) -> Result<std::sync::Arc<Funnel>, String> {
+        let funnel = self.insert(def)?;
+        if let Some(path) = self.store.lock().as_ref() {
+            let skip = self.from_config.load(Ordering::Acquire) as usize;
+            let defs: Vec<FunnelDef> = self.funnels.read().iter().skip(skip).map(|f| f.def.clone()).collect();
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&defs).expect("serialisable"))
+                .and_then(|_| std::fs::rename(&tmp, path))
+                .map_err(|e| format!("funnel added but not saved to {}: {e}", path.display()))?;
+        }
+        Ok(funnel)
+    }
+
+    /// Adds a funnel; its name must be new.
+    fn insert(&self, def: FunnelDef) -> Result<std::sync::Arc<Funnel>, String> {
         let funnel = std::sync::Arc::new(Funnel::new(def)?);
         let mut funnels = self.funnels.write();
         if funnels.iter().any(|f| f.def.name == funnel.def.name) {

@@ -40,6 +40,9 @@ pub struct Change {
     /// The session summary over the window, when a session aggregate changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions: Option<SessionSummary>,
+    /// Every funnel's headline numbers, when a funnel changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub funnels: Option<FunnelList>,
 }
 
 pub struct ReadModel {
@@ -82,6 +85,7 @@ impl ReadModel {
         }
         let touched = std::mem::take(&mut tables.touched);
         let sessions_touched = std::mem::take(&mut tables.sessions_touched);
+        let funnels_touched = std::mem::take(&mut tables.funnels_touched);
         if self.changes.receiver_count() == 0 {
             return;
         }
@@ -101,8 +105,14 @@ impl ReadModel {
             .then(|| session_query::sessions(&tables, &self.config, &SessionsQuery::default()).ok())
             .flatten()
             .map(|s| s.summary);
-        let change =
-            Change { clock: query::clock(&tables), live: query::live(&tables, &self.config), counts, sessions };
+        let funnels = funnels_touched.then(|| funnel_query::list(&tables, &self.funnels));
+        let change = Change {
+            clock: query::clock(&tables),
+            live: query::live(&tables, &self.config),
+            counts,
+            sessions,
+            funnels,
+        };
         let _ = self.changes.send(Arc::new(change));
     }
 

@@ -4,6 +4,7 @@
 //! still retained), so ingestion keeps them for the window, capped per user: a bot's millions of
 //! events cost at most `max_events_per_user` each time it is re-evaluated, once per epoch.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -17,9 +18,11 @@ use crate::ids::IdMap;
 struct UserLog {
     /// The producer's `user_id`, for lists of users ("stuck at step 2").
     id: Box<str>,
-    /// Sorted by time; equal times keep their arrival order.
-    events: Vec<LogEvent>,
-    dirty: bool,
+    /// Sorted by time; equal times keep their arrival order. A deque: at the cap, every new
+    /// event drops the oldest.
+    events: VecDeque<LogEvent>,
+    /// Funnels (bit = registry index, the last bit standing for all beyond) to re-evaluate.
+    dirty: u64,
     /// Reported result per funnel (by registry index).
     results: SmallVec<[Option<Attempt>; 2]>,
 }
@@ -45,9 +48,26 @@ pub struct UserLogs {
 }
 
 impl UserLogs {
-    pub fn add(&mut self, user: UserId, id: &str, event: LogEvent, page: Option<&str>, cap: usize) {
+    /// Logs an event. `funnels` is the caller's view of the registry: only the funnels the
+    /// event can affect are re-evaluated (any funnel beyond that view always is).
+    pub fn add(
+        &mut self,
+        user: UserId,
+        id: &str,
+        event: LogEvent,
+        page: Option<&str>,
+        cap: usize,
+        funnels: &[Arc<Funnel>],
+    ) {
         if let (Some(text), false) = (page, event.page == NONE) {
             self.pages.entry(event.page).or_insert_with(|| text.into());
+        }
+        // Funnels the caller does not know yet: always.
+        let mut bits = if funnels.len() >= 63 { 1 << 63 } else { ALL << funnels.len() };
+        for (i, f) in funnels.iter().enumerate() {
+            if f.relevant(&event, &self.pages) {
+                bits |= 1 << i.min(63);
+            }
         }
         let log = self.users.entry(user).or_insert_with(|| UserLog { id: id.into(), ..UserLog::default() });
         let at = log.events.partition_point(|e| e.ts <= event.ts);
@@ -57,11 +77,9 @@ impl UserLogs {
             let excess = log.events.len() - cap;
             log.events.drain(..excess);
             self.capped_events += excess as u64;
+            bits = ALL;
         }
-        if !log.dirty {
-            log.dirty = true;
-            self.dirty.push(user);
-        }
+        mark(&mut self.dirty, user, log, bits);
     }
 
     /// Drops events before `floor` (the window's start); users who lost events are re-evaluated
@@ -75,10 +93,7 @@ impl UserLogs {
             let gone = log.events.partition_point(|e| e.ts < floor);
             if gone > 0 {
                 log.events.drain(..gone);
-                if !log.dirty {
-                    log.dirty = true;
-                    self.dirty.push(*user);
-                }
+                mark(&mut self.dirty, *user, log, ALL);
             }
         }
     }
@@ -90,7 +105,7 @@ impl UserLogs {
                 continue;
             }
             for log in self.users.values_mut() {
-                let result = funnel.evaluate(&log.events, &self.pages);
+                let result = funnel.evaluate(log.events.make_contiguous(), &self.pages);
                 report(i as u32, funnel, log, result, out);
             }
             if self.computed.len() <= i {
@@ -100,10 +115,12 @@ impl UserLogs {
         }
         for user in std::mem::take(&mut self.dirty) {
             let Some(log) = self.users.get_mut(&user) else { continue };
-            log.dirty = false;
+            let bits = std::mem::take(&mut log.dirty);
             for (i, funnel) in funnels.iter().enumerate() {
-                let result = funnel.evaluate(&log.events, &self.pages);
-                report(i as u32, funnel, log, result, out);
+                if bits & (1 << i.min(63)) != 0 {
+                    let result = funnel.evaluate(log.events.make_contiguous(), &self.pages);
+                    report(i as u32, funnel, log, result, out);
+                }
             }
             if log.events.is_empty() {
                 self.users.remove(&user);
@@ -114,6 +131,15 @@ impl UserLogs {
     pub fn users(&self) -> usize {
         self.users.len()
     }
+}
+
+const ALL: u64 = u64::MAX;
+
+fn mark(dirty: &mut Vec<UserId>, user: UserId, log: &mut UserLog, bits: u64) {
+    if log.dirty == 0 && bits != 0 {
+        dirty.push(user);
+    }
+    log.dirty |= bits;
 }
 
 fn report(index: u32, funnel: &Funnel, log: &mut UserLog, result: Option<Attempt>, out: &mut impl FunnelSink) {

@@ -1,0 +1,65 @@
+//! Funnel endpoints: list, report, stuck users, and creating a funnel on a running engine.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use views::funnel_query::StuckQuery;
+use views::funnels::FunnelDef;
+use views::model::{FunnelList, FunnelReport, StuckUsers};
+
+use crate::{bad_query, ApiError, AppState};
+
+pub async fn list(State(s): State<AppState>) -> Json<FunnelList> {
+    Json(s.read_model.funnel_list())
+}
+
+/// 404 for an unknown name (the message names the funnels that exist, closest first).
+fn exists(s: &AppState, name: &str) -> Result<(), ApiError> {
+    match s.read_model.funnel(name) {
+        Err(e) if s.read_model.funnels.get(name).is_none() => Err(ApiError::new(StatusCode::NOT_FOUND, e.0)),
+        _ => Ok(()),
+    }
+}
+
+pub async fn report(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<FunnelReport>, ApiError> {
+    exists(&s, &name)?;
+    s.read_model.funnel(&name).map(Json).map_err(|e| ApiError::bad_request(e.0))
+}
+
+pub async fn stuck(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<StuckQuery>, QueryRejection>,
+) -> Result<Json<StuckUsers>, ApiError> {
+    exists(&s, &name)?;
+    let Query(q) = query.map_err(bad_query)?;
+    s.read_model.stuck(&name, &q).map(Json).map_err(|e| ApiError::bad_request(e.0))
+}
+
+/// Adds a funnel: it is computed over the events still retained, then kept live. 201 with its
+/// URL; 400 for an invalid definition, 409 for a name in use.
+pub async fn create(
+    State(s): State<AppState>,
+    body: Result<Json<FunnelDef>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(def) =
+        body.map_err(|e| ApiError::bad_request(format!("{}; see GET /api/v1 for the funnel fields", e.body_text())))?;
+    let name = def.name.clone();
+    if s.read_model.funnels.get(&name).is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("a funnel named `{name}` exists already; choose another name"),
+        ));
+    }
+    let funnel = s.read_model.funnels.add(def).map_err(ApiError::bad_request)?;
+    let url = format!("/api/v1/funnels/{name}");
+    let body = serde_json::json!({
+        "name": name,
+        "url": url,
+        "definition": funnel.def,
+        "message": "computing over the events still retained; the numbers are live within a second",
+    });
+    Ok((StatusCode::CREATED, [(axum::http::header::LOCATION, url)], Json(body)))
+}
