@@ -128,7 +128,13 @@ fn bot_hit(ts: i64) -> Hit {
 }
 
 fn bot_event(ts: i64) -> LogEvent {
-    LogEvent { ts, name: views::event::PAGE_VIEW, page: views::event::sym("/products/1"), source: [1, 2, 3] }
+    LogEvent {
+        ts,
+        name: views::event::PAGE_VIEW,
+        page: views::event::sym("/products/1"),
+        source: [1, 2, 3],
+        props: None,
+    }
 }
 
 fn bot_funnels() -> Vec<FunnelDef> {

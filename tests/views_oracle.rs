@@ -75,6 +75,10 @@ fn line(e: &Ev) -> Vec<u8> {
     if let Some(id) = e.id {
         o.insert("event_id".into(), format!("e{id}").into());
     }
+    if e.device > 0 {
+        let plan = ["free", "pro"][e.page as usize % 2];
+        o.insert("props".into(), serde_json::json!({"plan": plan, "qty": e.country, "gift": e.source == 1}));
+    }
     serde_json::to_vec(&v).unwrap()
 }
 

@@ -4,9 +4,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
-use views::event::{sym, Event, NONE};
+use smallvec::SmallVec;
+use views::event::{sym, Event, Sym, NONE};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::reject::{Reason, Rejection};
@@ -28,6 +29,8 @@ pub struct Decoded<'a> {
     /// Hash of the producer's `session_id`.
     pub session_id: Option<u64>,
     pub user_id: Cow<'a, str>,
+    /// `(key, value)` symbols of `props`.
+    pub props: SmallVec<[(Sym, Sym); 2]>,
     pub name: Cow<'a, str>,
     pub page: Option<Cow<'a, str>>,
     pub utm_source: Option<Cow<'a, str>>,
@@ -142,8 +145,9 @@ impl<'de> Deserialize<'de> for Ts {
     }
 }
 
-/// `props`: an object whose values are strings, numbers or booleans.
-struct Props;
+/// `props`: an object whose values are strings, numbers or booleans, as `(key, value)` symbols
+/// (a number or boolean as its text: `42`, `1.5`, `true`).
+struct Props(SmallVec<[(Sym, Sym); 2]>);
 
 impl<'de> Deserialize<'de> for Props {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -154,15 +158,19 @@ impl<'de> Deserialize<'de> for Props {
                 f.write_str("an object of strings, numbers and booleans")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Props, A::Error> {
-                while let Some((_, _)) = map.next_entry::<IgnoredAny, Scalar>()? {}
-                Ok(Props)
+                let mut props = SmallVec::new();
+                while let Some((key, Scalar(value))) = map.next_entry::<Text<'de>, Scalar>()? {
+                    props.push((sym(&key.0), value));
+                }
+                Ok(Props(props))
             }
         }
         d.deserialize_map(V)
     }
 }
 
-struct Scalar;
+/// A property value's symbol.
+struct Scalar(Sym);
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -172,20 +180,20 @@ impl<'de> Deserialize<'de> for Scalar {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string, number or boolean")
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Scalar, E> {
-                Ok(Scalar)
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(sym(if v { "true" } else { "false" })))
             }
-            fn visit_i64<E>(self, _: i64) -> Result<Scalar, E> {
-                Ok(Scalar)
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(sym(&v.to_string())))
             }
-            fn visit_u64<E>(self, _: u64) -> Result<Scalar, E> {
-                Ok(Scalar)
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(sym(&v.to_string())))
             }
-            fn visit_f64<E>(self, _: f64) -> Result<Scalar, E> {
-                Ok(Scalar)
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(sym(&v.to_string())))
             }
-            fn visit_str<E>(self, _: &str) -> Result<Scalar, E> {
-                Ok(Scalar)
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(sym(v)))
             }
         }
         d.deserialize_any(V)
@@ -211,7 +219,7 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Decoded<'_>, Rejection> {
             format!("ts {ts} ({}) is before 2000-01-01 or more than a day ahead of now", views::query::rfc3339(ts)),
         ));
     }
-    let _ = (raw.referrer, raw.ip, raw.user_agent, raw.utm_medium, raw.utm_campaign, raw.partner, raw.props);
+    let _ = (raw.referrer, raw.ip, raw.user_agent, raw.utm_medium, raw.utm_campaign, raw.partner);
     let (page, utm_source, device, country) =
         (optional(raw.page), optional(raw.utm_source), optional(raw.device), optional(raw.country));
     let opt = |v: &Option<Cow<str>>| v.as_deref().map(sym).unwrap_or(NONE);
@@ -228,6 +236,7 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Decoded<'_>, Rejection> {
         event,
         event_id: raw.event_id.map(|id| xxh3_64(id.0.as_bytes())),
         session_id: optional(raw.session_id).map(|id| xxh3_64(id.as_bytes())),
+        props: raw.props.map(|p| p.0).unwrap_or_default(),
         user_id,
         name,
         page,

@@ -255,7 +255,8 @@ impl Ingest {
         let config = &self.views.sessions;
         let key = Sessionizer::key(config, e.user, d.session_id);
         partition.sessions.add(key, hit, config, self.lateness_ms + MAX_HEAD_SKEW_MS);
-        let logged = LogEvent { ts: e.ts, name: e.name, page: e.page, source };
+        let props = (!d.props.is_empty()).then(|| d.props.to_vec().into_boxed_slice());
+        let logged = LogEvent { ts: e.ts, name: e.name, page: e.page, source, props };
         let cap = self.views.max_events_per_user;
         partition.logs.add(e.user, &d.user_id, logged, d.page.as_deref(), cap, &self.funnel_list);
     }

@@ -30,6 +30,10 @@ fn matches(step: &StepDef, e: &Accepted) -> bool {
         && [("utm_source", &step.utm_source), ("device", &step.device), ("country", &step.country)]
             .iter()
             .all(|(f, want)| want.as_deref().is_none_or(|w| field(e, f) == w))
+        && step.props.iter().all(|(k, v)| {
+            let want = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            e.props.get(k) == Some(&want)
+        })
 }
 
 /// The attempt from `events[start]`: indices of the events completing each step.

@@ -47,12 +47,12 @@ pub fn small_windows() -> ViewConfig {
 pub fn test_funnels() -> Vec<views::funnels::FunnelDef> {
     serde_json::from_value(serde_json::json!([
         {"name": "home_to_purchase", "window_minutes": 20, "breakdown": "utm_source",
-         "steps": [{"event": "page_view", "page": "/"}, {"event": "click"}, {"event": "purchase"}],
+         "steps": [{"event": "page_view", "page": "/"}, {"event": "click"}, {"event": "purchase", "props": {"plan": "pro"}}],
          "exclusions": [{"event": "click", "page": "/b", "from": 2, "to": 3}]},
         {"name": "view_then_click", "order": "strict", "window_minutes": 10, "breakdown": "device",
          "steps": [{"event": "page_view"}, {"event": "click"}]},
         {"name": "any_order", "order": "unordered", "window_minutes": 30,
-         "steps": [{"event": "click", "page_regex": "^/(a|b)$"}, {"event": "purchase"},
+         "steps": [{"event": "click", "page_regex": "^/(a|b)$"}, {"event": "purchase", "props": {"qty": 1}},
                    {"event": "page_view", "page_prefix": "/products"}]}
     ]))
     .unwrap()

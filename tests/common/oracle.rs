@@ -23,6 +23,8 @@ pub struct Accepted {
     pub device: String,
     pub country: String,
     pub partition: usize,
+    /// `props` values as text (`42`, `true`).
+    pub props: BTreeMap<String, String>,
 }
 
 fn minute(ts: i64) -> i64 {
@@ -82,6 +84,15 @@ pub fn dump(spec: &Spec, partitions: &[Vec<Vec<u8>>]) -> Dump {
                 device: text(&v, "device").unwrap_or_else(none),
                 country: text(&v, "country").unwrap_or_else(none),
                 partition,
+                props: v
+                    .get("props")
+                    .and_then(Value::as_object)
+                    .map(|o| {
+                        o.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             });
         }
         heads.extend(head);

@@ -54,6 +54,24 @@ pub struct StepDef {
     pub device: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
+    /// `props` entries that must all be present with these values (strings, numbers, booleans).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub props: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// The text a property value is compared as: `"42"` for 42, `"true"` for true.
+pub fn prop_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        serde_json::Value::Number(n) => Some(match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i.to_string(),
+            (_, Some(u), _) => u.to_string(),
+            (_, _, Some(f)) => f.to_string(),
+            _ => return None,
+        }),
+        _ => None,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +117,7 @@ struct Matcher {
     prefix: Option<String>,
     regex: Option<regex::Regex>,
     fields: SmallVec<[(usize, Sym); 1]>,
+    props: SmallVec<[(Sym, Sym); 1]>,
     /// Prefix and pattern results by page symbol (they depend on the page only).
     by_page: Mutex<IdMap<bool>>,
 }
@@ -131,7 +150,14 @@ impl Matcher {
                 fields.push((i, sym_or_none(v)));
             }
         }
+        let mut props = SmallVec::new();
+        for (key, value) in &step.props {
+            let text =
+                prop_text(value).ok_or_else(|| format!("{what}: props.{key} must be a string, number or boolean"))?;
+            props.push((crate::event::sym(key), crate::event::sym(&text)));
+        }
         Ok(Matcher {
+            props,
             name: crate::event::sym(&step.event),
             page: step.page.as_deref().map(sym_or_none),
             prefix: step.page_prefix.clone(),
@@ -150,6 +176,9 @@ impl Matcher {
             return false;
         }
         if self.fields.iter().any(|(i, v)| e.source[*i] != *v) {
+            return false;
+        }
+        if !self.props.iter().all(|p| e.props.as_deref().is_some_and(|have| have.contains(p))) {
             return false;
         }
         if !self.needs_text() {
@@ -371,13 +400,15 @@ struct Context<'a> {
 }
 
 /// One event as funnels (and later paths and retention) need it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEvent {
     pub ts: i64,
     pub name: Sym,
     pub page: Sym,
     /// `utm_source`, `device`, `country`.
     pub source: [Sym; 3],
+    /// `(key, value)` symbols of `props`, if any.
+    pub props: Option<Box<[(Sym, Sym)]>>,
 }
 
 /// A user's best attempt: steps reached (1..=n), the time of each, and the breakdown value.
