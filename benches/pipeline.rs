@@ -165,7 +165,7 @@ fn bot(c: &mut Criterion) {
                         logs.add(7, "bot", bot_event(ts), Some("/products/1"), 1000, &funnels);
                         if i % 100 == 99 {
                             sessions.drain(&mut cells);
-                            logs.drain(&funnels, &mut out);
+                            logs.drain(&funnels, &config, &mut out);
                         }
                     }
                     (cells.len(), out.0)

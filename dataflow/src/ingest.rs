@@ -282,7 +282,7 @@ impl Ingest {
             self.funnel_version = self.funnels.version();
             self.funnel_list = self.funnels.all();
         }
-        partition.logs.drain(&self.funnel_list, &mut self.funnel_changes);
+        partition.logs.drain(&self.funnel_list, &self.views.sessions, &mut self.funnel_changes);
     }
 
     pub fn reject(&mut self, rejection: &Rejection, source: &Coords<'_>, raw: &[u8], now_ms: i64) {

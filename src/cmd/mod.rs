@@ -89,7 +89,7 @@ pub fn shop_funnels() -> Vec<views::funnels::FunnelDef> {
         {"name": "checkout", "breakdown": "utm_source",
          "steps": [{"event": "page_view", "page_prefix": "/products/"}, {"event": "add_to_cart"},
                    {"event": "page_view", "page": "/checkout"}, {"event": "purchase"}]},
-        {"name": "search_to_product", "order": "strict", "window_minutes": 30, "breakdown": "device",
+        {"name": "search_to_product", "order": "strict", "over": "sessions", "window_minutes": 30, "breakdown": "device",
          "steps": [{"event": "page_view", "page": "/search"}, {"event": "page_view", "page_regex": "^/products/\\d+$"}]},
         {"name": "cart_any_order", "order": "unordered", "window_minutes": 60,
          "steps": [{"event": "add_to_cart"}, {"event": "click"}, {"event": "purchase"}],

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use views::event::sym;
 use views::funnel_query::{numbers, FunnelCells};
-use views::funnels::{cells_of, Attempt, Funnel, FunnelDef, Order, StepDef};
+use views::funnels::{cells_of, Attempt, Funnel, FunnelDef, Order, StepDef, Unit};
 use views::model::FunnelDump;
 
 use super::oracle::{Accepted, Spec};
@@ -85,6 +85,28 @@ fn attempt(def: &FunnelDef, events: &[&Accepted], start: usize) -> Option<Vec<us
     Some(at)
 }
 
+/// A user's events (sorted) cut into sessions: a new one after a gap over the timeout, or every
+/// `max` from the first event of a gap-free run.
+fn sessions<'a>(events: &[&'a Accepted], cfg: &views::ViewConfig) -> Vec<Vec<&'a Accepted>> {
+    let timeout = cfg.sessions.inactivity_minutes as i64 * 60_000;
+    let max = cfg.sessions.max_hours as i64 * 3_600_000;
+    let mut out: Vec<Vec<&Accepted>> = Vec::new();
+    let (mut run_start, mut last, mut piece) = (0, i64::MIN, -1);
+    for e in events {
+        if out.is_empty() || e.ts - last > timeout {
+            run_start = e.ts;
+            piece = -1;
+        }
+        last = e.ts;
+        if (e.ts - run_start) / max != piece {
+            piece = (e.ts - run_start) / max;
+            out.push(Vec::new());
+        }
+        out.last_mut().unwrap().push(*e);
+    }
+    out
+}
+
 /// Funnels of the spec's views config, over each user's last `max_events_per_user` events that are
 /// still in the window of their partition's watermark.
 pub fn dump(spec: &Spec, accepted: &[Accepted], partition_heads: &[Option<i64>]) -> BTreeMap<String, FunnelDump> {
@@ -107,30 +129,39 @@ pub fn dump(spec: &Spec, accepted: &[Accepted], partition_heads: &[Option<i64>])
             let floor_minute = ((head - spec.lateness_ms).div_euclid(60_000) + 1 - cfg.window_minutes as i64).max(0);
             let events: Vec<&Accepted> =
                 events[keep_from..].iter().copied().filter(|e| e.ts >= floor_minute * 60_000).collect();
-            let mut best: Option<Vec<usize>> = None;
-            for start in 0..events.len() {
-                if let Some(at) = attempt(def, &events, start) {
-                    if best.as_ref().is_none_or(|b| at.len() > b.len()) {
-                        best = Some(at);
+            let units = match def.over {
+                Unit::Users => vec![events],
+                Unit::Sessions => sessions(&events, cfg),
+            };
+            for events in units {
+                let mut best: Option<Vec<usize>> = None;
+                for start in 0..events.len() {
+                    if let Some(at) = attempt(def, &events, start) {
+                        if best.as_ref().is_none_or(|b| at.len() > b.len()) {
+                            best = Some(at);
+                        }
                     }
                 }
-            }
-            let Some(at) = best else { continue };
-            let key = def.breakdown.as_deref().map(|f| field(events[at[0]], f).to_string());
-            let key_sym = match key.as_deref() {
-                None | Some("(none)") => 0,
-                Some(k) => sym(k),
-            };
-            if let Some(k) = key {
-                names.insert(key_sym, k);
-            }
-            let result =
-                Attempt { reached: at.len() as u8, times: at.iter().map(|i| events[*i].ts).collect(), key: key_sym };
-            for (_, k, day, stat, c) in cells_of(index as u32, &result) {
-                *cells.entry((k, day, stat)).or_default() += c;
-            }
-            if at.len() < def.steps.len() {
-                open.push((at.len() as u8 - 1, result.times[0], user.to_string()));
+                let Some(at) = best else { continue };
+                let key = def.breakdown.as_deref().map(|f| field(events[at[0]], f).to_string());
+                let key_sym = match key.as_deref() {
+                    None | Some("(none)") => 0,
+                    Some(k) => sym(k),
+                };
+                if let Some(k) = key {
+                    names.insert(key_sym, k);
+                }
+                let result = Attempt {
+                    reached: at.len() as u8,
+                    times: at.iter().map(|i| events[*i].ts).collect(),
+                    key: key_sym,
+                };
+                for (_, k, day, stat, c) in cells_of(index as u32, &result) {
+                    *cells.entry((k, day, stat)).or_default() += c;
+                }
+                if at.len() < def.steps.len() {
+                    open.push((at.len() as u8 - 1, result.times[0], user.to_string()));
+                }
             }
         }
         open.sort();

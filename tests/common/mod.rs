@@ -43,7 +43,8 @@ pub fn small_windows() -> ViewConfig {
     }
 }
 
-/// One funnel per ordering mode, with a breakdown, page conditions of each kind and an exclusion.
+/// One funnel per ordering mode and one over sessions, with breakdowns, page conditions of each
+/// kind, props and an exclusion.
 pub fn test_funnels() -> Vec<views::funnels::FunnelDef> {
     serde_json::from_value(serde_json::json!([
         {"name": "home_to_purchase", "window_minutes": 20, "breakdown": "utm_source",
@@ -51,6 +52,8 @@ pub fn test_funnels() -> Vec<views::funnels::FunnelDef> {
          "exclusions": [{"event": "click", "page": "/b", "from": 2, "to": 3}]},
         {"name": "view_then_click", "order": "strict", "window_minutes": 10, "breakdown": "device",
          "steps": [{"event": "page_view"}, {"event": "click"}]},
+        {"name": "per_session", "over": "sessions", "window_minutes": 90, "breakdown": "page",
+         "steps": [{"event": "page_view"}, {"event": "page_view", "page": "/a"}, {"event": "purchase"}]},
         {"name": "any_order", "order": "unordered", "window_minutes": 30,
          "steps": [{"event": "click", "page_regex": "^/(a|b)$"}, {"event": "purchase", "props": {"qty": 1}},
                    {"event": "page_view", "page_prefix": "/products"}]}

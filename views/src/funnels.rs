@@ -86,10 +86,23 @@ pub struct ExclusionDef {
     pub to: Option<usize>,
 }
 
+/// What a funnel counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// Each user once, with their best attempt.
+    #[default]
+    Users,
+    /// Each session once, with its best attempt inside the session.
+    Sessions,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FunnelDef {
     pub name: String,
+    #[serde(default)]
+    pub over: Unit,
     pub steps: Vec<StepDef>,
     #[serde(default)]
     pub order: Order,
@@ -273,6 +286,25 @@ impl Funnel {
             1 => Some(Dim::Device),
             2 => Some(Dim::Country),
             _ => Some(Dim::Page),
+        }
+    }
+
+    /// The best attempt of each counted unit: the user's, or each session's.
+    pub fn evaluate_units(
+        &self,
+        events: &[LogEvent],
+        pages: &PageTexts,
+        sessions: &crate::sessions::SessionConfig,
+    ) -> SmallVec<[Attempt; 1]> {
+        match self.def.over {
+            Unit::Users => self.evaluate(events, pages).into_iter().collect(),
+            Unit::Sessions => {
+                let times: Vec<i64> = events.iter().map(|e| e.ts).collect();
+                crate::sessions::split(&times, sessions)
+                    .into_iter()
+                    .filter_map(|r| self.evaluate(&events[r], pages))
+                    .collect()
+            }
         }
     }
 

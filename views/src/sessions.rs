@@ -381,6 +381,29 @@ impl Sessionizer {
     }
 }
 
+/// Sessions of one user's events sorted by time, as index ranges, by the sessionizer's rules: a
+/// gap over the timeout ends a run, a run is cut every `max` from its first event. (Funnels over
+/// sessions split a user's retained events with it.)
+pub fn split(times: &[i64], config: &SessionConfig) -> Vec<std::ops::Range<usize>> {
+    let (timeout, max) = (config.timeout_ms(), config.max_ms());
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    let (mut run_start, mut piece) = (0i64, 0i64);
+    for (i, &t) in times.iter().enumerate() {
+        let new_run = i == 0 || t - times[i - 1] > timeout;
+        if new_run {
+            run_start = t;
+        }
+        let k = (t - run_start) / max;
+        if new_run || k != piece {
+            piece = k;
+            out.push(i..i + 1);
+        } else {
+            out.last_mut().expect("a session is open").end = i + 1;
+        }
+    }
+    out
+}
+
 /// One aggregate a session contributes to; the fact's diff carries the amount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SessionStat {
@@ -525,6 +548,33 @@ mod tests {
         add(&mut s, key, hit(58 * MIN + 48_000), &config, horizon, &mut out);
         assert_eq!(live(&out), vec![(0, 59 * MIN + 30_000, 61), (60 * MIN + 30_000, 60 * MIN + 30_000, 1)]);
         assert_eq!(s.approximate_recuts, 0);
+    }
+
+    #[test]
+    fn producer_session_ids_group_events_whatever_the_gap() {
+        let config = SessionConfig { key: SessionKey::SessionId, ..SessionConfig::default() };
+        let (mut s, mut out) = (Sessionizer::default(), Vec::new());
+        let (a, b) = (Sessionizer::key(&config, 1, Some(10)), Sessionizer::key(&config, 1, Some(11)));
+        add(&mut s, a, hit(0), &config, 6 * MIN, &mut out);
+        add(&mut s, b, hit(MIN), &config, 6 * MIN, &mut out);
+        add(&mut s, a, hit(120 * MIN), &config, 6 * MIN, &mut out);
+        assert_eq!(live(&out), vec![(0, 120 * MIN, 2), (MIN, MIN, 1)]);
+        // Without an id, the user's events fall back to inactivity.
+        let plain = Sessionizer::key(&config, 1, None);
+        assert_eq!(plain, (1, false));
+        assert_ne!(a.0, b.0);
+    }
+
+    #[test]
+    fn split_cuts_at_gaps_and_every_max_from_the_run_start() {
+        let config = SessionConfig { inactivity_minutes: 15, max_hours: 1, ..SessionConfig::default() };
+        // 0..70 min every 10 min (one run, cut at 60), then a 16-minute gap, then one event.
+        let mut times: Vec<i64> = (0..=7).map(|i| i * 10 * MIN).collect();
+        times.push(86 * MIN);
+        assert_eq!(split(&times, &config), vec![0..6, 6..8, 8..9]);
+        // A gap of exactly the timeout does not end a session.
+        assert_eq!(split(&[0, 15 * MIN], &config), vec![0..2]);
+        assert!(split(&[], &config).is_empty());
     }
 
     #[test]

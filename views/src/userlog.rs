@@ -13,6 +13,7 @@ use smallvec::SmallVec;
 use crate::event::{UserId, NONE};
 use crate::funnels::{cells_of, Attempt, Funnel, FunnelCell, LogEvent, PageTexts};
 use crate::ids::IdMap;
+use crate::sessions::SessionConfig;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct UserLog {
@@ -23,8 +24,9 @@ struct UserLog {
     events: VecDeque<LogEvent>,
     /// Funnels (bit = registry index, the last bit standing for all beyond) to re-evaluate.
     dirty: u64,
-    /// Reported result per funnel (by registry index).
-    results: SmallVec<[Option<Attempt>; 2]>,
+    /// Reported results per funnel (by registry index): the user's best attempt, or each
+    /// session's for funnels over sessions.
+    results: SmallVec<[SmallVec<[Attempt; 1]>; 2]>,
 }
 
 /// A funnel result change: aggregate cells, and the users whose attempt has not converted.
@@ -99,13 +101,13 @@ impl UserLogs {
     }
 
     /// Re-evaluates changed users, and every user for a funnel that is new or changed here.
-    pub fn drain(&mut self, funnels: &[Arc<Funnel>], out: &mut impl FunnelSink) {
+    pub fn drain(&mut self, funnels: &[Arc<Funnel>], sessions: &SessionConfig, out: &mut impl FunnelSink) {
         for (i, funnel) in funnels.iter().enumerate() {
             if self.computed.get(i) == Some(&funnel.fingerprint) {
                 continue;
             }
             for log in self.users.values_mut() {
-                let result = funnel.evaluate(log.events.make_contiguous(), &self.pages);
+                let result = funnel.evaluate_units(log.events.make_contiguous(), &self.pages, sessions);
                 report(i as u32, funnel, log, result, out);
             }
             if self.computed.len() <= i {
@@ -118,7 +120,7 @@ impl UserLogs {
             let bits = std::mem::take(&mut log.dirty);
             for (i, funnel) in funnels.iter().enumerate() {
                 if bits & (1 << i.min(63)) != 0 {
-                    let result = funnel.evaluate(log.events.make_contiguous(), &self.pages);
+                    let result = funnel.evaluate_units(log.events.make_contiguous(), &self.pages, sessions);
                     report(i as u32, funnel, log, result, out);
                 }
             }
@@ -142,22 +144,22 @@ fn mark(dirty: &mut Vec<UserId>, user: UserId, log: &mut UserLog, bits: u64) {
     log.dirty |= bits;
 }
 
-fn report(index: u32, funnel: &Funnel, log: &mut UserLog, result: Option<Attempt>, out: &mut impl FunnelSink) {
+fn report(index: u32, funnel: &Funnel, log: &mut UserLog, result: SmallVec<[Attempt; 1]>, out: &mut impl FunnelSink) {
     let i = index as usize;
     if log.results.len() <= i {
-        log.results.resize(i + 1, None);
+        log.results.resize(i + 1, SmallVec::new());
     }
     if log.results[i] == result {
         return;
     }
     let n = funnel.steps() as u8;
-    if let Some(old) = log.results[i].take() {
+    for old in std::mem::take(&mut log.results[i]) {
         cells_of(index, &old).for_each(|(f, k, d, s, c)| out.cell((f, k, d, s, -c)));
         if old.reached < n {
             out.open_attempt(index, old.reached - 1, old.times[0], &log.id, -1);
         }
     }
-    if let Some(new) = &result {
+    for new in &result {
         cells_of(index, new).for_each(|c| out.cell(c));
         if new.reached < n {
             out.open_attempt(index, new.reached - 1, new.times[0], &log.id, 1);
