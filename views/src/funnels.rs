@@ -268,12 +268,14 @@ impl Funnel {
         self.steps.len()
     }
 
-    /// Whether adding this event can change a user's result: it matches a step or an exclusion,
-    /// or (strict funnels) it may come between two steps.
-    pub fn relevant(&self, e: &LogEvent, pages: &PageTexts) -> bool {
-        self.def.order == Order::Strict
-            || self.steps.iter().any(|s| s.matches(e, pages))
+    /// Whether adding `e` right after `before` (the user's previous event) can change a result:
+    /// it matches a step or an exclusion, or, in a strict funnel, it separates a step from what
+    /// follows it.
+    pub fn relevant(&self, e: &LogEvent, before: Option<&LogEvent>, pages: &PageTexts) -> bool {
+        let step = |e: &LogEvent| self.steps.iter().any(|s| s.matches(e, pages));
+        step(e)
             || self.exclusions.iter().any(|(x, _, _)| x.matches(e, pages))
+            || self.def.order == Order::Strict && before.is_some_and(step)
     }
 
     pub fn window_ms(&self) -> i64 {

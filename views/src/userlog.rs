@@ -64,15 +64,20 @@ impl UserLogs {
         if let (Some(text), false) = (page, event.page == NONE) {
             self.pages.entry(event.page).or_insert_with(|| text.into());
         }
+        let log = self.users.entry(user).or_insert_with(|| UserLog { id: id.into(), ..UserLog::default() });
+        // Most events are the user's newest.
+        let at = match log.events.back() {
+            Some(last) if last.ts > event.ts => log.events.partition_point(|e| e.ts <= event.ts),
+            _ => log.events.len(),
+        };
         // Funnels the caller does not know yet: always.
         let mut bits = if funnels.len() >= 63 { 1 << 63 } else { ALL << funnels.len() };
+        let before = at.checked_sub(1).and_then(|i| log.events.get(i));
         for (i, f) in funnels.iter().enumerate() {
-            if f.relevant(&event, &self.pages) {
+            if f.relevant(&event, before, &self.pages) {
                 bits |= 1 << i.min(63);
             }
         }
-        let log = self.users.entry(user).or_insert_with(|| UserLog { id: id.into(), ..UserLog::default() });
-        let at = log.events.partition_point(|e| e.ts <= event.ts);
         log.events.insert(at, event);
         if log.events.len() > cap {
             // Keep the most recent: what funnels starting now can still use.
