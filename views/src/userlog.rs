@@ -158,17 +158,40 @@ fn report(index: u32, funnel: &Funnel, log: &mut UserLog, result: SmallVec<[Atte
         return;
     }
     let n = funnel.steps() as u8;
-    for old in std::mem::take(&mut log.results[i]) {
-        cells_of(index, &old).for_each(|(f, k, d, s, c)| out.cell((f, k, d, s, -c)));
-        if old.reached < n {
-            out.open_attempt(index, old.reached - 1, old.times[0], &log.id, -1);
+    let old = std::mem::take(&mut log.results[i]);
+    // Usually one attempt that gained a step or changed a time: send only the differing cells,
+    // and leave its open-attempt entry alone when its step and start are unchanged.
+    let mut cells: SmallVec<[FunnelCell; 16]> = SmallVec::new();
+    for a in &old {
+        cells.extend(cells_of(index, a).map(|(f, k, d, s, c)| (f, k, d, s, -c)));
+    }
+    for a in &result {
+        cells.extend(cells_of(index, a));
+    }
+    cells.sort_unstable_by_key(|c| (c.1, c.2, c.3));
+    let mut merged: Option<FunnelCell> = None;
+    for c in cells {
+        match merged.as_mut() {
+            Some(m) if (m.1, m.2, m.3) == (c.1, c.2, c.3) => m.4 += c.4,
+            _ => {
+                if let Some(m) = merged.take().filter(|m| m.4 != 0) {
+                    out.cell(m);
+                }
+                merged = Some(c);
+            }
         }
     }
-    for new in &result {
-        cells_of(index, new).for_each(|c| out.cell(c));
-        if new.reached < n {
-            out.open_attempt(index, new.reached - 1, new.times[0], &log.id, 1);
-        }
+    if let Some(m) = merged.filter(|m| m.4 != 0) {
+        out.cell(m);
+    }
+    let open = |a: &Attempt| (a.reached < n).then(|| (a.reached - 1, a.times[0]));
+    let before: SmallVec<[(u8, i64); 1]> = old.iter().filter_map(open).collect();
+    let after: SmallVec<[(u8, i64); 1]> = result.iter().filter_map(open).collect();
+    for (step, entry) in before.iter().filter(|b| !after.contains(b)) {
+        out.open_attempt(index, *step, *entry, &log.id, -1);
+    }
+    for (step, entry) in after.iter().filter(|a| !before.contains(a)) {
+        out.open_attempt(index, *step, *entry, &log.id, 1);
     }
     log.results[i] = result;
 }
