@@ -23,7 +23,7 @@ fn shop_funnels() -> Vec<views::funnels::FunnelDef> {
         {"name": "checkout", "breakdown": "utm_source", "window_minutes": 60,
          "steps": [{"event": "page_view", "page_prefix": "/products/"}, {"event": "add_to_cart"},
                    {"event": "page_view", "page": "/checkout"}, {"event": "purchase"}]},
-        {"name": "search_strict", "order": "strict",
+        {"name": "search_strict", "order": "strict", "over": "sessions",
          "steps": [{"event": "page_view", "page": "/search"}, {"event": "page_view", "page_regex": "^/products/\\d+$"}]},
         {"name": "cart_or_click", "order": "unordered", "window_minutes": 30, "breakdown": "device",
          "steps": [{"event": "add_to_cart"}, {"event": "click"}],

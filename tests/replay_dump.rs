@@ -1,5 +1,6 @@
 //! `clickflow generate` then `clickflow replay --dump` through the real binary: every number in
-//! the dump equals the from-scratch reference over the same file.
+//! the dump (traffic, sessions, and the funnels of `examples/funnels.toml`) equals the
+//! from-scratch reference over the same file.
 
 mod common;
 
@@ -21,8 +22,9 @@ fn replay_dump_of_a_generated_file_matches_the_reference() {
     let n = events().to_string();
     let status = Command::new(bin).args(["generate", "--count", &n, "--out"]).arg(&file).status().unwrap();
     assert!(status.success());
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/funnels.toml");
     let status = Command::new(bin)
-        .args(["replay", "--quiet", "--workers", "2", "--dump"])
+        .args(["replay", "--config", config, "--quiet", "--workers", "2", "--dump"])
         .arg(&dump_path)
         .arg("--dead-letters")
         .arg(dir.path().join("dead.ndjson"))
@@ -40,14 +42,16 @@ fn replay_dump_of_a_generated_file_matches_the_reference() {
     };
     let lines: Vec<Vec<u8>> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
     assert_eq!(lines.len(), events());
-    let spec = Spec {
-        lateness_ms: 300_000,
-        views: views::ViewConfig::default(),
-        now_ms: chrono::Utc::now().timestamp_millis(),
+    let funnels: toml::Value = toml::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    let views = views::ViewConfig {
+        funnels: funnels["views"]["funnels"].clone().try_into().unwrap(),
+        ..views::ViewConfig::default()
     };
+    let spec = Spec { lateness_ms: 300_000, views, now_ms: chrono::Utc::now().timestamp_millis() };
     let expected = oracle::dump(&spec, &[lines]);
     assert!(expected.accepted > 0 && expected.rejects.total > 0, "the file exercises accepts and rejects");
     assert_eq!(engine.accepted + engine.rejects.total, events() as i64, "every line is accounted for");
+    assert!(expected.funnels["checkout"].numbers.steps[1].users > 0, "the funnels see conversions");
     assert_eq!(comparable(engine), expected);
 
     let dead = std::fs::read_to_string(dir.path().join("dead.ndjson")).unwrap();

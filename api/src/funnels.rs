@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use views::funnel_query::StuckQuery;
-use views::funnels::FunnelDef;
+use views::funnels::{FunnelDef, RegistryError};
 use views::model::{FunnelList, FunnelReport, StuckUsers};
 
 use crate::{bad_query, ApiError, AppState};
@@ -47,13 +47,11 @@ pub async fn create(
     let Json(def) =
         body.map_err(|e| ApiError::bad_request(format!("{}; see GET /api/v1 for the funnel fields", e.body_text())))?;
     let name = def.name.clone();
-    if s.read_model.funnels.get(&name).is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("a funnel named `{name}` exists already; choose another name"),
-        ));
-    }
-    let funnel = s.read_model.funnels.add(def).map_err(ApiError::bad_request)?;
+    let funnel = s.read_model.funnels.add(def).map_err(|e| match e {
+        RegistryError::Invalid(m) => ApiError::bad_request(m),
+        RegistryError::Exists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        RegistryError::Store(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+    })?;
     let url = format!("/api/v1/funnels/{name}");
     let body = serde_json::json!({
         "name": name,

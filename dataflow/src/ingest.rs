@@ -378,9 +378,11 @@ impl Ingest {
         let counts_from = self.views.counts_from(as_of_minute);
         let hours_from = self.views.session_hours_from(as_of_minute);
         let kept = self.ledger.sessions.split_off(&hours_from);
+        // No earlier than the additions, which a shared partition may stamp ahead (see `flush`).
+        let at = (*input.time()).max(self.session_epoch);
         for (hour, cells) in std::mem::replace(&mut self.ledger.sessions, kept) {
             for ((source, stat), n) in cells {
-                input.update(Fact::Session { hour, source, stat }, -(n as isize));
+                input.update_at(Fact::Session { hour, source, stat }, at, -(n as isize));
             }
         }
         let kept = self.ledger.series.split_off(&counts_from);

@@ -152,6 +152,7 @@ pub fn dump(spec: &Spec, accepted: &[Accepted], partition_heads: &[Option<i64>])
                     names.insert(key_sym, k);
                 }
                 let result = Attempt {
+                    steps: def.steps.len() as u8,
                     reached: at.len() as u8,
                     times: at.iter().map(|i| events[*i].ts).collect(),
                     key: key_sym,

@@ -154,8 +154,9 @@ fn open_now(tables: &Tables, index: u32, funnel: &Funnel) -> Vec<i64> {
     let head = tables.clock().0.unwrap_or(i64::MIN);
     if let Some(open) = tables.open_attempts.get(&index) {
         for ((step, entry, _), c) in open {
-            if entry.saturating_add(funnel.window_ms()) > head {
-                out[*step as usize] += c;
+            // A step beyond the definition is from an older one; its retraction is on its way.
+            if let Some(n) = out.get_mut(*step as usize).filter(|_| entry.saturating_add(funnel.window_ms()) > head) {
+                *n += c;
             }
         }
     }

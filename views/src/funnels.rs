@@ -5,10 +5,11 @@
 //!
 //! Semantics (documented in the README):
 //! - An *attempt* starts at an event matching step 1 and must reach each later step within the
-//!   conversion window from its start. `ordered`: each step at or after the previous one, other
-//!   events may come between; `strict`: each step is the user's very next event; `unordered`: the
-//!   steps in any order (an attempt starts at an event of any step; step N is reached when N
-//!   distinct steps have happened).
+//!   conversion window from its start. `ordered`: each step after the previous one (events with
+//!   equal times count in arrival order), other events may come between; `strict`: each step is
+//!   the user's very next event; `unordered`: the steps in any order (an attempt starts at an
+//!   event of any step; step N is reached when N distinct steps have happened; an event that
+//!   matches several steps completes the lowest one not done yet, greedily).
 //! - An exclusion event strictly between an attempt's step `from` and step `to` (or after step
 //!   `from` inside the window when `to` was not reached) cancels the attempt.
 //! - A user counts with their best attempt: most steps reached, then the earliest start. The
@@ -270,10 +271,11 @@ impl Funnel {
 
     /// Whether adding `e` right after `before` (the user's previous event) can change a result:
     /// it matches a step or an exclusion, or, in a strict funnel, it separates a step from what
-    /// follows it.
+    /// follows it. Over sessions any event can join two sessions or move a cut: always.
     pub fn relevant(&self, e: &LogEvent, before: Option<&LogEvent>, pages: &PageTexts) -> bool {
         let step = |e: &LogEvent| self.steps.iter().any(|s| s.matches(e, pages));
-        step(e)
+        self.def.over == Unit::Sessions
+            || step(e)
             || self.exclusions.iter().any(|(x, _, _)| x.matches(e, pages))
             || self.def.order == Order::Strict && before.is_some_and(step)
     }
@@ -419,7 +421,8 @@ impl Funnel {
             Some(3) => first.page,
             Some(i) => first.source[i],
         };
-        Some(Attempt { reached: at.len() as u8, times: at.iter().map(|i| c.events[*i].ts).collect(), key })
+        let times = at.iter().map(|i| c.events[*i].ts).collect();
+        Some(Attempt { steps: n as u8, reached: at.len() as u8, times, key })
     }
 }
 
@@ -448,12 +451,19 @@ pub struct LogEvent {
 /// A user's best attempt: steps reached (1..=n), the time of each, and the breakdown value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
+    /// Steps of the funnel it was computed for (a definition may change across restarts).
+    pub steps: u8,
     pub reached: u8,
     pub times: SmallVec<[i64; 4]>,
     pub key: Sym,
 }
 
 impl Attempt {
+    /// Not converted: `(last step reached, 0-based; start time)`.
+    pub fn open(&self) -> Option<(u8, i64)> {
+        (self.reached < self.steps).then(|| (self.reached - 1, self.times[0]))
+    }
+
     pub fn day(&self) -> u32 {
         self.times[0].div_euclid(MS_PER_DAY).max(0) as u32
     }
@@ -481,6 +491,16 @@ pub fn cells_of(funnel: u32, a: &Attempt) -> impl Iterator<Item = FunnelCell> + 
         .enumerate()
         .map(move |(i, w)| (funnel, key, day, FunnelStat::StepSecs(i as u8 + 1, ((w[1] - w[0]) / 1000) as u32), 1));
     reached.chain(secs)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a funnel named `{0}` exists already; choose another name")]
+    Exists(String),
+    #[error("{0}")]
+    Store(String),
 }
 
 /// The funnels of the engine: from config at start, then added through the API. Ingestion picks
@@ -530,26 +550,35 @@ impl FunnelRegistry {
         Ok(added)
     }
 
-    /// Adds a funnel at run time (and persists it when a store is set).
-    pub fn add(&self, def: FunnelDef) -> Result<std::sync::Arc<Funnel>, String> {
-        let funnel = self.insert(def)?;
-        if let Some(path) = self.store.lock().as_ref() {
+    /// Adds a funnel at run time. With a store, it is saved first: a funnel the engine computes
+    /// is one that a restart brings back.
+    pub fn add(&self, def: FunnelDef) -> Result<std::sync::Arc<Funnel>, RegistryError> {
+        let funnel = std::sync::Arc::new(Funnel::new(def).map_err(RegistryError::Invalid)?);
+        let store = self.store.lock();
+        let mut funnels = self.funnels.write();
+        if funnels.iter().any(|f| f.def.name == funnel.def.name) {
+            return Err(RegistryError::Exists(funnel.def.name.clone()));
+        }
+        if let Some(path) = store.as_ref() {
             let skip = self.from_config.load(Ordering::Acquire) as usize;
-            let defs: Vec<FunnelDef> = self.funnels.read().iter().skip(skip).map(|f| f.def.clone()).collect();
+            let mut defs: Vec<&FunnelDef> = funnels.iter().skip(skip).map(|f| &f.def).collect();
+            defs.push(&funnel.def);
             let tmp = path.with_extension("json.tmp");
             std::fs::write(&tmp, serde_json::to_vec_pretty(&defs).expect("serialisable"))
                 .and_then(|_| std::fs::rename(&tmp, path))
-                .map_err(|e| format!("funnel added but not saved to {}: {e}", path.display()))?;
+                .map_err(|e| RegistryError::Store(format!("cannot save the funnel to {}: {e}", path.display())))?;
         }
+        funnels.push(funnel.clone());
+        self.version.fetch_add(1, Ordering::Release);
         Ok(funnel)
     }
 
-    /// Adds a funnel; its name must be new.
+    /// Adds a funnel from config or the store; its name must be new.
     fn insert(&self, def: FunnelDef) -> Result<std::sync::Arc<Funnel>, String> {
         let funnel = std::sync::Arc::new(Funnel::new(def)?);
         let mut funnels = self.funnels.write();
         if funnels.iter().any(|f| f.def.name == funnel.def.name) {
-            return Err(format!("a funnel named `{}` exists already; choose another name", funnel.def.name));
+            return Err(RegistryError::Exists(funnel.def.name.clone()).to_string());
         }
         funnels.push(funnel.clone());
         self.version.fetch_add(1, Ordering::Release);

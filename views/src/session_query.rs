@@ -101,9 +101,17 @@ fn range_of(tables: &Tables, config: &ViewConfig, q: &SessionsQuery) -> Result<R
     if lo > hi {
         return Err(QueryError(format!("`from` ({}) is after `to` ({})", rfc3339(hour_ms(lo)), rfc3339(hour_ms(hi)))));
     }
+    let kept = vis.session_hours_from;
+    if hi < kept {
+        return Err(QueryError(format!(
+            "`to` ({}) is before the oldest hour still kept ({}); sessions are kept for views.window_minutes",
+            rfc3339(hour_ms(hi)),
+            rfc3339(hour_ms(kept))
+        )));
+    }
     let timeout = config.sessions.inactivity_minutes;
     let in_progress_from = head.map_or(Minute::MAX, |h| minute_of(h).saturating_sub(timeout));
-    Ok(Range { lo: lo.max(vis.session_hours_from), hi, in_progress_from })
+    Ok(Range { lo: lo.max(kept), hi, in_progress_from })
 }
 
 fn hour_ms(hour: Hour) -> i64 {

@@ -262,9 +262,11 @@ fn at_risk(earlier: &[Run], start: i64, max_ms: i64, timeout: i64, horizon: i64)
     if max_ms <= 2 * timeout + horizon {
         return true;
     }
+    // Late events can also move the start back (by up to the horizon) across a cut point.
+    let reach = horizon + timeout;
     earlier.iter().any(|p| {
-        let next_cut = p.start + ((start - p.start) / max_ms + 1) * max_ms;
-        next_cut - start <= horizon + timeout
+        let cut_before = p.start + (start - p.start) / max_ms * max_ms;
+        start - cut_before <= reach || cut_before + max_ms - start <= reach
     })
 }
 
@@ -547,6 +549,23 @@ mod tests {
         assert_eq!(live(&out), vec![(0, 58 * MIN, 59), (59 * MIN + 30_000, 60 * MIN + 30_000, 2)]);
         add(&mut s, key, hit(58 * MIN + 48_000), &config, horizon, &mut out);
         assert_eq!(live(&out), vec![(0, 59 * MIN + 30_000, 61), (60 * MIN + 30_000, 60 * MIN + 30_000, 1)]);
+        assert_eq!(s.approximate_recuts, 0);
+    }
+
+    #[test]
+    fn late_events_moving_a_start_back_across_a_cut_point_re_cut_exactly() {
+        // A long run every 30 s over 0..58:30; a new run at 60:15 and 60:30; late events at
+        // 59:45 (the new run's first event, now before the cut at 60:00) and 59:15 (bridging).
+        let config = SessionConfig { inactivity_minutes: 1, max_hours: 1, ..SessionConfig::default() };
+        let (mut s, mut out) = (Sessionizer::default(), Vec::new());
+        let (key, horizon) = ((5, false), 5 * MIN);
+        for i in 0..=117 {
+            add(&mut s, key, hit(i * 30_000), &config, horizon, &mut out);
+        }
+        for t in [60 * MIN + 15_000, 60 * MIN + 30_000, 59 * MIN + 45_000, 59 * MIN + 15_000] {
+            add(&mut s, key, hit(t), &config, horizon, &mut out);
+        }
+        assert_eq!(live(&out), vec![(0, 59 * MIN + 45_000, 120), (60 * MIN + 15_000, 60 * MIN + 30_000, 2)]);
         assert_eq!(s.approximate_recuts, 0);
     }
 

@@ -113,7 +113,7 @@ impl UserLogs {
             }
             for log in self.users.values_mut() {
                 let result = funnel.evaluate_units(log.events.make_contiguous(), &self.pages, sessions);
-                report(i as u32, funnel, log, result, out);
+                report(i as u32, log, result, out);
             }
             if self.computed.len() <= i {
                 self.computed.resize(i + 1, 0);
@@ -126,7 +126,7 @@ impl UserLogs {
             for (i, funnel) in funnels.iter().enumerate() {
                 if bits & (1 << i.min(63)) != 0 {
                     let result = funnel.evaluate_units(log.events.make_contiguous(), &self.pages, sessions);
-                    report(i as u32, funnel, log, result, out);
+                    report(i as u32, log, result, out);
                 }
             }
             if log.events.is_empty() {
@@ -149,7 +149,7 @@ fn mark(dirty: &mut Vec<UserId>, user: UserId, log: &mut UserLog, bits: u64) {
     log.dirty |= bits;
 }
 
-fn report(index: u32, funnel: &Funnel, log: &mut UserLog, result: SmallVec<[Attempt; 1]>, out: &mut impl FunnelSink) {
+fn report(index: u32, log: &mut UserLog, result: SmallVec<[Attempt; 1]>, out: &mut impl FunnelSink) {
     let i = index as usize;
     if log.results.len() <= i {
         log.results.resize(i + 1, SmallVec::new());
@@ -157,7 +157,6 @@ fn report(index: u32, funnel: &Funnel, log: &mut UserLog, result: SmallVec<[Atte
     if log.results[i] == result {
         return;
     }
-    let n = funnel.steps() as u8;
     let old = std::mem::take(&mut log.results[i]);
     // Usually one attempt that gained a step or changed a time: send only the differing cells,
     // and leave its open-attempt entry alone when its step and start are unchanged.
@@ -184,9 +183,8 @@ fn report(index: u32, funnel: &Funnel, log: &mut UserLog, result: SmallVec<[Atte
     if let Some(m) = merged.filter(|m| m.4 != 0) {
         out.cell(m);
     }
-    let open = |a: &Attempt| (a.reached < n).then(|| (a.reached - 1, a.times[0]));
-    let before: SmallVec<[(u8, i64); 1]> = old.iter().filter_map(open).collect();
-    let after: SmallVec<[(u8, i64); 1]> = result.iter().filter_map(open).collect();
+    let before: SmallVec<[(u8, i64); 1]> = old.iter().filter_map(Attempt::open).collect();
+    let after: SmallVec<[(u8, i64); 1]> = result.iter().filter_map(Attempt::open).collect();
     for (step, entry) in before.iter().filter(|b| !after.contains(b)) {
         out.open_attempt(index, *step, *entry, &log.id, -1);
     }
@@ -194,4 +192,50 @@ fn report(index: u32, funnel: &Funnel, log: &mut UserLog, result: SmallVec<[Atte
         out.open_attempt(index, *step, *entry, &log.id, 1);
     }
     log.results[i] = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Sym;
+    use crate::funnels::{FunnelDef, FunnelStat};
+
+    const MIN: i64 = 60_000;
+
+    #[derive(Default)]
+    struct Cells(std::collections::BTreeMap<(u32, Sym, u32, FunnelStat), i64>);
+
+    impl FunnelSink for Cells {
+        fn cell(&mut self, (f, k, d, s, c): FunnelCell) {
+            *self.0.entry((f, k, d, s)).or_default() += c;
+            self.0.retain(|_, c| *c != 0);
+        }
+        fn open_attempt(&mut self, _: u32, _: u8, _: i64, _: &str, _: i64) {}
+    }
+
+    fn event(ts: i64, name: &str) -> LogEvent {
+        LogEvent { ts, name: crate::event::sym(name), page: NONE, source: [NONE; 3], props: None }
+    }
+
+    #[test]
+    fn an_event_that_joins_two_sessions_re_evaluates_funnels_over_sessions() {
+        let def: FunnelDef = serde_json::from_value(serde_json::json!(
+            {"name": "s", "over": "sessions", "steps": [{"event": "a"}, {"event": "b"}]}
+        ))
+        .unwrap();
+        let funnels = vec![Arc::new(Funnel::new(def).unwrap())];
+        let sessions = SessionConfig::default();
+        let (mut logs, mut out) = (UserLogs::default(), Cells::default());
+        logs.add(1, "u", event(0, "a"), None, 100, &funnels);
+        logs.add(1, "u", event(40 * MIN, "b"), None, 100, &funnels);
+        logs.drain(&funnels, &sessions, &mut out);
+        let reached = |out: &Cells, step| {
+            out.0.iter().filter(|(k, _)| k.3 == FunnelStat::Reached(step)).map(|(_, c)| c).sum::<i64>()
+        };
+        assert_eq!((reached(&out, 0), reached(&out, 1)), (1, 0), "two sessions: b is in the second");
+        // A click matches no step, but joins the sessions: the funnel converts.
+        logs.add(1, "u", event(20 * MIN, "click"), None, 100, &funnels);
+        logs.drain(&funnels, &sessions, &mut out);
+        assert_eq!((reached(&out, 0), reached(&out, 1)), (1, 1));
+    }
 }
