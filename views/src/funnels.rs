@@ -122,6 +122,8 @@ fn default_window() -> u32 {
 }
 
 pub const MAX_STEPS: usize = 20;
+/// Funnels one engine computes (each is evaluated for every active user).
+pub const MAX_FUNNELS: usize = 64;
 
 /// A step ready to match: symbols and a compiled pattern.
 #[derive(Debug)]
@@ -249,6 +251,10 @@ impl Funnel {
                 ));
             }
             let what = format!("funnel `{name}` exclusion {}", i + 1);
+            // Steps strictly between `from` and `to` (1-based) are indices from..to - 1.
+            if let Some(k) = (from..to - 1).find(|k| def.steps[*k] == x.step) {
+                return Err(format!("{what} is the same as step {}, which it would always cancel", k + 1));
+            }
             exclusions.push((Matcher::compile(&x.step, &what)?, from - 1, to - 1));
         }
         let breakdown = match def.breakdown.as_deref() {
@@ -559,6 +565,11 @@ impl FunnelRegistry {
         if funnels.iter().any(|f| f.def.name == funnel.def.name) {
             return Err(RegistryError::Exists(funnel.def.name.clone()));
         }
+        if funnels.len() >= MAX_FUNNELS {
+            return Err(RegistryError::Invalid(format!(
+                "{MAX_FUNNELS} funnels are defined, the most one engine keeps"
+            )));
+        }
         if let Some(path) = store.as_ref() {
             let skip = self.from_config.load(Ordering::Acquire) as usize;
             let mut defs: Vec<&FunnelDef> = funnels.iter().skip(skip).map(|f| &f.def).collect();
@@ -600,5 +611,47 @@ impl FunnelRegistry {
 
     pub fn names(&self) -> Vec<String> {
         self.funnels.read().iter().map(|f| f.def.name.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(json: serde_json::Value) -> FunnelDef {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn definitions_are_checked_with_messages_that_say_what_to_change() {
+        let err = |j| Funnel::new(def(j)).unwrap_err();
+        assert!(err(serde_json::json!({"name": "a b", "steps": [{"event": "x"}, {"event": "y"}]}))
+            .contains("letters, digits"));
+        assert!(err(serde_json::json!({"name": "f", "steps": [{"event": "x"}]})).contains("2 to 20 steps"));
+        assert!(err(serde_json::json!({"name": "f", "breakdown": "os", "steps": [{"event": "x"}, {"event": "y"}]}))
+            .contains("utm_source, device, country, page"));
+        let same = serde_json::json!({"name": "f", "steps": [{"event": "x"}, {"event": "y"}, {"event": "z"}],
+            "exclusions": [{"event": "y", "from": 1, "to": 3}]});
+        assert!(err(same).contains("same as step 2"));
+        let bounds = serde_json::json!({"name": "f", "steps": [{"event": "x"}, {"event": "y"}],
+            "exclusions": [{"event": "q", "from": 2, "to": 2}]});
+        assert!(err(bounds).contains("1 <= from < to <= 2"));
+    }
+
+    #[test]
+    fn the_registry_refuses_duplicates_and_persists_run_time_funnels() {
+        let dir = std::env::temp_dir().join(format!("clickflow-registry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("funnels.json");
+        let _ = std::fs::remove_file(&path);
+        let f = |name: &str| def(serde_json::json!({"name": name, "steps": [{"event": "x"}, {"event": "y"}]}));
+        let registry = FunnelRegistry::new(&[f("from_config")]).unwrap();
+        assert_eq!(registry.persist(path.clone()).unwrap(), 0);
+        registry.add(f("added")).unwrap();
+        assert!(matches!(registry.add(f("added")), Err(RegistryError::Exists(_))));
+        let restarted = FunnelRegistry::new(&[f("from_config")]).unwrap();
+        assert_eq!(restarted.persist(path).unwrap(), 1);
+        assert_eq!(restarted.names(), vec!["from_config", "added"]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
