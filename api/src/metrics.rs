@@ -43,6 +43,11 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     }
     cumulative += buckets[LATENCY_BUCKETS_MS.len()];
     let _ = writeln!(out, "clickflow_epoch_latency_ms_bucket{{le=\"+Inf\"}} {cumulative}\nclickflow_epoch_latency_ms_sum {sum}\nclickflow_epoch_latency_ms_count {cumulative}");
+    let users = s.status.user_state();
+    let _ = writeln!(out, "# HELP clickflow_session_keys Users (or session ids) with a session that can still change.\n# TYPE clickflow_session_keys gauge\nclickflow_session_keys {}", users.session_keys);
+    let _ = writeln!(out, "# HELP clickflow_logged_users Users whose recent events are kept for funnels.\n# TYPE clickflow_logged_users gauge\nclickflow_logged_users {}", users.logged_users);
+    let _ = writeln!(out, "# HELP clickflow_user_events_capped_total Events dropped from user logs beyond views.max_events_per_user.\n# TYPE clickflow_user_events_capped_total counter\nclickflow_user_events_capped_total {}", users.capped_events);
+    let _ = writeln!(out, "# HELP clickflow_session_approximate_recuts_total Late-event session re-cuts done without the run's events (clocks far ahead).\n# TYPE clickflow_session_approximate_recuts_total counter\nclickflow_session_approximate_recuts_total {}", users.approximate_recuts);
     let _ = writeln!(out, "# HELP clickflow_ready 1 once the engine has caught up with its input.\n# TYPE clickflow_ready gauge\nclickflow_ready {}", u8::from(s.status.is_ready()));
     let _ = writeln!(
         out,

@@ -107,12 +107,24 @@ async fn readiness_follows_the_engine_status() {
 async fn metrics_are_prometheus_text() {
     let s = state();
     s.status.observe_epoch_latency(120);
+    let state = |users, capped| views::status::UserState {
+        session_keys: users,
+        logged_users: users,
+        capped_events: capped,
+        approximate_recuts: 0,
+    };
+    s.status.set_user_state("clicks-0", state(3, 1));
+    s.status.set_user_state("clicks-1", state(4, 0));
     let (status, body) = get(s, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("clickflow_events_in_total 49\n"), "{body}");
     assert!(body.contains("clickflow_rejects_total{reason=\"invalid_json\"} 2\n"));
     assert!(body.contains("clickflow_epoch_latency_ms_bucket{le=\"150\"} 1\n"));
     assert!(body.contains("clickflow_epoch_latency_ms_bucket{le=\"100\"} 0\n"));
+    assert!(
+        body.contains("clickflow_session_keys 7\n") && body.contains("clickflow_user_events_capped_total 1\n"),
+        "{body}"
+    );
     for line in body.lines().filter(|l| !l.starts_with('#')) {
         let (name, value) = line.rsplit_once(' ').unwrap();
         assert!(name.starts_with("clickflow_"), "{line}");

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use differential_dataflow::input::Input;
 use hdrhistogram::Histogram;
 use timely::dataflow::operators::capture::Capture;
+use views::status::UserState;
 use views::{Epoch, Fact, ReadModel, Status, ViewConfig};
 
 use crate::config::EngineConfig;
@@ -180,7 +181,7 @@ impl WorkerSetup {
             let now = Instant::now();
             let finished = poll == Poll::Done || self.stop.load(Ordering::Relaxed);
             if now >= deadline || finished {
-                source.each_partition(&mut |partition| ingest.drain_partition(partition));
+                source.each_partition(&mut |_, partition| ingest.drain_partition(partition));
                 ingest.flush(&mut input, source.clock(lateness), self.read_model.as_of_ms());
                 if let Some((_, times)) = ingest.freshness.as_mut().filter(|(_, t)| !t.is_empty()) {
                     let _ = fresh.send((epoch, std::mem::take(times)));
@@ -198,6 +199,15 @@ impl WorkerSetup {
                 }
                 if last_report.elapsed() >= Duration::from_secs(1) || finished {
                     source.report(&self.status);
+                    source.each_partition(&mut |name, p| {
+                        let state = UserState {
+                            session_keys: p.sessions.users() as u64,
+                            logged_users: p.logs.users() as u64,
+                            capped_events: p.logs.capped_events,
+                            approximate_recuts: p.sessions.approximate_recuts,
+                        };
+                        self.status.set_user_state(name, state);
+                    });
                     last_report = Instant::now();
                 }
                 let elapsed = now.saturating_duration_since(self.start).as_millis() as u64;

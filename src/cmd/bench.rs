@@ -157,8 +157,8 @@ impl Source for Decodedsource {
         }
         Ok(Poll::Done)
     }
-    fn each_partition(&mut self, visit: &mut dyn FnMut(&mut PartitionClock)) {
-        visit(&mut self.clock);
+    fn each_partition(&mut self, visit: &mut dyn FnMut(&str, &mut PartitionClock)) {
+        visit("decoded", &mut self.clock);
     }
 
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {

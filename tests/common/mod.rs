@@ -96,8 +96,8 @@ impl Source for ScriptedSource {
         }
         Ok(Poll::Busy)
     }
-    fn each_partition(&mut self, visit: &mut dyn FnMut(&mut PartitionClock)) {
-        visit(&mut self.clock);
+    fn each_partition(&mut self, visit: &mut dyn FnMut(&str, &mut PartitionClock)) {
+        visit("scripted", &mut self.clock);
     }
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
         worker_clock(std::iter::once((&self.clock, self.closed)), lateness_ms)
@@ -111,7 +111,7 @@ impl Source for NoInput {
     fn poll(&mut self, _: &mut Ingest, _: Instant) -> Result<Poll, SourceError> {
         Ok(if self.0.load(Ordering::Relaxed) { Poll::Done } else { Poll::Idle })
     }
-    fn each_partition(&mut self, _: &mut dyn FnMut(&mut PartitionClock)) {}
+    fn each_partition(&mut self, _: &mut dyn FnMut(&str, &mut PartitionClock)) {}
     fn clock(&self, _: i64) -> Option<WorkerClock> {
         None
     }

@@ -24,15 +24,44 @@ impl PartitionProgress {
 /// Bucket bounds (ms) of the epoch latency histogram.
 pub const LATENCY_BUCKETS_MS: [u64; 12] = [5, 10, 25, 50, 100, 150, 250, 500, 1000, 2500, 5000, 10000];
 
+/// Per-user state of one input partition (sessions and user logs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserState {
+    /// Users (or producer session ids) with a session that can still change.
+    pub session_keys: u64,
+    /// Users with events kept for funnels.
+    pub logged_users: u64,
+    /// Events dropped because a user exceeded `max_events_per_user`.
+    pub capped_events: u64,
+    /// Late-event re-cuts done from whole sessions (see `views::sessions`); 0 unless clocks run
+    /// far ahead.
+    pub approximate_recuts: u64,
+}
+
 #[derive(Default)]
 pub struct Status {
     ready: AtomicBool,
+    user_state: Mutex<BTreeMap<String, UserState>>,
     partitions: Mutex<BTreeMap<String, PartitionProgress>>,
     /// Cumulative counts per bucket of [`LATENCY_BUCKETS_MS`], then +Inf; plus the sum in ms.
     latency: Mutex<([u64; 13], u64)>,
 }
 
 impl Status {
+    pub fn set_user_state(&self, partition: &str, state: UserState) {
+        self.user_state.lock().insert(partition.to_string(), state);
+    }
+
+    /// Summed over partitions.
+    pub fn user_state(&self) -> UserState {
+        self.user_state.lock().values().fold(UserState::default(), |a, b| UserState {
+            session_keys: a.session_keys + b.session_keys,
+            logged_users: a.logged_users + b.logged_users,
+            capped_events: a.capped_events + b.capped_events,
+            approximate_recuts: a.approximate_recuts + b.approximate_recuts,
+        })
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }

@@ -216,8 +216,8 @@ impl Source for FileSource {
         Ok(Poll::Done)
     }
 
-    fn each_partition(&mut self, visit: &mut dyn FnMut(&mut PartitionClock)) {
-        visit(&mut self.shared.turn.lock().1);
+    fn each_partition(&mut self, visit: &mut dyn FnMut(&str, &mut PartitionClock)) {
+        visit(&self.shared.name, &mut self.shared.turn.lock().1);
     }
 
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {

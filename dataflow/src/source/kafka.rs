@@ -232,8 +232,10 @@ impl Source for KafkaSource {
         }
     }
 
-    fn each_partition(&mut self, visit: &mut dyn FnMut(&mut PartitionClock)) {
-        self.parts.iter_mut().for_each(|p| visit(&mut p.clock));
+    fn each_partition(&mut self, visit: &mut dyn FnMut(&str, &mut PartitionClock)) {
+        for p in &mut self.parts {
+            visit(&p.name(), &mut p.clock);
+        }
     }
 
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {

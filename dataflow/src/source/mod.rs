@@ -43,9 +43,9 @@ pub struct Checkpoint {
 pub trait Source {
     /// Reads what is available until `deadline`, feeding `ingest`.
     fn poll(&mut self, ingest: &mut Ingest, deadline: Instant) -> Result<Poll, SourceError>;
-    /// Visits the clock of every partition this worker reads (for the session drain before each
-    /// flush; a partition shared by workers is visited under its lock).
-    fn each_partition(&mut self, visit: &mut dyn FnMut(&mut PartitionClock));
+    /// Visits every partition this worker reads, by name, with its clock and per-user state (for
+    /// the drain before each flush; a partition shared by workers is visited under its lock).
+    fn each_partition(&mut self, visit: &mut dyn FnMut(&str, &mut PartitionClock));
     /// The clock this worker reports; `None` until one of its partitions has data.
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock>;
     /// Has read everything that was there when it started (sources without a backlog: always).

@@ -70,8 +70,8 @@ impl Source for SyntheticSource {
         Ok(Poll::Done)
     }
 
-    fn each_partition(&mut self, visit: &mut dyn FnMut(&mut PartitionClock)) {
-        visit(&mut self.clock);
+    fn each_partition(&mut self, visit: &mut dyn FnMut(&str, &mut PartitionClock)) {
+        visit("synthetic", &mut self.clock);
     }
 
     fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
