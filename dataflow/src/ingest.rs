@@ -14,6 +14,7 @@ use views::event::{minute_of, minute_start_ms, Event, Minute, Sym};
 use views::facts::{series_of, Dim, Fact};
 use views::funnels::{Funnel, FunnelCell, FunnelRegistry, FunnelStat, LogEvent};
 use views::ids::{IdMap, IdSet};
+use views::tables::Bump;
 use views::sessions::{
     cell_changes, cells_of, Hit, Hour, SessionConfig, SessionSink, SessionStat, Sessionizer, Summary,
 };
@@ -75,28 +76,6 @@ type SessionCells = FxHashMap<(Hour, [Sym; 3], SessionStat), i64>;
 struct CellSink<'a> {
     cells: &'a mut SessionCells,
     config: &'a SessionConfig,
-}
-
-/// Adds to a count and forgets it at zero.
-trait Bump<K> {
-    fn bump(&mut self, key: K, n: i64);
-}
-
-impl<K: std::hash::Hash + Eq> Bump<K> for HashMap<K, i64> {
-    fn bump(&mut self, key: K, n: i64) {
-        use std::collections::hash_map::Entry;
-        match self.entry(key) {
-            Entry::Occupied(mut e) => {
-                *e.get_mut() += n;
-                if *e.get() == 0 {
-                    e.remove();
-                }
-            }
-            Entry::Vacant(e) => {
-                e.insert(n);
-            }
-        }
-    }
 }
 
 impl SessionSink for CellSink<'_> {

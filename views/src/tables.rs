@@ -39,7 +39,7 @@ pub struct Tables {
 }
 
 /// Adding to a count that disappears at zero, so state shrinks with retractions.
-trait Bump<K> {
+pub trait Bump<K> {
     fn bump(&mut self, key: K, diff: i64);
 }
 
