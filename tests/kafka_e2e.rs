@@ -34,6 +34,11 @@ fn kill_9_mid_stream_then_restart_gives_the_views_of_an_uninterrupted_run() {
     wait_for(port, "/api/v1/dump", Duration::from_secs(60), |d| {
         d["accepted"].as_i64().unwrap_or(0) + d["rejects"]["total"].as_i64().unwrap_or(0) == first.len() as i64
     });
+    // A funnel created at run time survives the crash (kept in state_dir) with exact numbers.
+    let added = serde_json::json!({"name": "cart_to_checkout", "over": "sessions",
+        "steps": [{"event": "add_to_cart"}, {"event": "page_view", "page": "/checkout"}]});
+    let created = ureq::post(&format!("http://127.0.0.1:{port}/api/v1/funnels")).send_json(added.clone()).unwrap();
+    assert_eq!(created.status(), 201);
     // Let a snapshot cover the first half, then kill while the second half streams in.
     std::thread::sleep(Duration::from_millis(1500));
     let producer = {
@@ -56,7 +61,10 @@ fn kill_9_mid_stream_then_restart_gives_the_views_of_an_uninterrupted_run() {
     producer.join().unwrap();
 
     let mut restarted = Running(spawn_run(&brokers, port, dir.path(), ""));
-    let expected = oracle::dump(&spec(), &by_partition(&records));
+    let mut spec = spec();
+    spec.views.funnels.push(serde_json::from_value(added).unwrap());
+    let expected = oracle::dump(&spec, &by_partition(&records));
+    assert!(expected.funnels["cart_to_checkout"].numbers.steps[1].users > 0);
     let engine = settled(port, records.len(), expected.live.clock.as_of_ms);
     assert_eq!(comparable(engine), expected);
 

@@ -22,7 +22,7 @@ fn replay_dump_of_a_generated_file_matches_the_reference() {
     let n = events().to_string();
     let status = Command::new(bin).args(["generate", "--count", &n, "--out"]).arg(&file).status().unwrap();
     assert!(status.success());
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/funnels.toml");
+    let config = common::EXAMPLE_CONFIG;
     let status = Command::new(bin)
         .args(["replay", "--config", config, "--quiet", "--workers", "2", "--dump"])
         .arg(&dump_path)
@@ -42,11 +42,7 @@ fn replay_dump_of_a_generated_file_matches_the_reference() {
     };
     let lines: Vec<Vec<u8>> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
     assert_eq!(lines.len(), events());
-    let funnels: toml::Value = toml::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
-    let views = views::ViewConfig {
-        funnels: funnels["views"]["funnels"].clone().try_into().unwrap(),
-        ..views::ViewConfig::default()
-    };
+    let views = views::ViewConfig { funnels: common::example_funnels(), ..views::ViewConfig::default() };
     let spec = Spec { lateness_ms: 300_000, views, now_ms: chrono::Utc::now().timestamp_millis() };
     let expected = oracle::dump(&spec, &[lines]);
     assert!(expected.accepted > 0 && expected.rejects.total > 0, "the file exercises accepts and rejects");

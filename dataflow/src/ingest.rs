@@ -14,10 +14,10 @@ use views::event::{minute_of, minute_start_ms, Event, Minute, Sym};
 use views::facts::{series_of, Dim, Fact};
 use views::funnels::{Funnel, FunnelCell, FunnelRegistry, FunnelStat, LogEvent};
 use views::ids::{IdMap, IdSet};
-use views::tables::Bump;
 use views::sessions::{
     cell_changes, cells_of, Hit, Hour, SessionConfig, SessionSink, SessionStat, Sessionizer, Summary,
 };
+use views::tables::Bump;
 use views::userlog::FunnelSink;
 use views::{Epoch, ViewConfig};
 

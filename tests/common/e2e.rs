@@ -19,8 +19,10 @@ pub fn generated(n: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
     Generator::new(config, START).take(n).map(|g| (g.key, g.line)).collect()
 }
 
+/// The reference for `clickflow run` with `examples/funnels.toml`.
 pub fn spec() -> Spec {
-    Spec { lateness_ms: 300_000, views: views::ViewConfig::default(), now_ms: chrono::Utc::now().timestamp_millis() }
+    let views = views::ViewConfig { funnels: super::example_funnels(), ..views::ViewConfig::default() };
+    Spec { lateness_ms: 300_000, views, now_ms: chrono::Utc::now().timestamp_millis() }
 }
 
 /// Waits until every record is counted and every partition is idle, then returns the dump.

@@ -100,7 +100,7 @@ pub fn spawn_run_with(brokers: &str, port: u16, state_dir: &Path, dead_letter_to
 pub fn run_command(brokers: &str, port: u16, state_dir: &Path, dead_letter_topic: &str, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_clickflow"));
     command
-        .args(["run", "--workers", "2"])
+        .args(["run", "--workers", "2", "--config", super::EXAMPLE_CONFIG])
         .args(args)
         .env("CLICKFLOW__KAFKA__BROKERS", brokers)
         .env("CLICKFLOW__KAFKA__DEAD_LETTER_TOPIC", dead_letter_topic)

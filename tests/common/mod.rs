@@ -43,6 +43,14 @@ pub fn small_windows() -> ViewConfig {
     }
 }
 
+/// The funnels of `examples/funnels.toml`, which the end-to-end runs load with `--config`.
+pub const EXAMPLE_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/funnels.toml");
+
+pub fn example_funnels() -> Vec<views::funnels::FunnelDef> {
+    let config: toml::Value = toml::from_str(&std::fs::read_to_string(EXAMPLE_CONFIG).unwrap()).unwrap();
+    config["views"]["funnels"].clone().try_into().unwrap()
+}
+
 /// One funnel per ordering mode and one over sessions, with breakdowns, page conditions of each
 /// kind, props and an exclusion.
 pub fn test_funnels() -> Vec<views::funnels::FunnelDef> {
