@@ -44,7 +44,7 @@ const ENDPOINTS: &[&str] = &[
     "GET /api/v1 (this list)",
     "GET /api/v1/live",
     "GET /api/v1/timeseries?metric=events|page_views|active_users&breakdown=none|event|page|utm_source|device|country&from=&to=&limit=",
-    "GET /api/v1/sessions?from=&to=&limit=",
+    "GET /api/v1/sessions?from=&to=&limit=&utm_source=&device=&country=",
     "GET /api/v1/funnels",
     "POST /api/v1/funnels (JSON: name, steps [{event, page?, page_prefix?, page_regex?, utm_source?, device?, country?}], order? ordered|strict|unordered, window_minutes?, exclusions? [{event, ..., from?, to?}], breakdown? utm_source|device|country|page)",
     "GET /api/v1/funnels/{name}",

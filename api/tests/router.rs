@@ -131,3 +131,53 @@ async fn metrics_are_prometheus_text() {
         assert!(value.parse::<f64>().is_ok(), "{line}");
     }
 }
+
+#[tokio::test]
+async fn sessions_answer_for_a_segment_and_refuse_ranges_that_cannot_be_answered() {
+    use views::sessions::{cells_of, hour_of, SessionConfig, Summary};
+    let s = state();
+    let (google, mobile) = (sym("google"), sym("mobile"));
+    let session = |start: i64, end: i64, source: [u64; 3]| Summary {
+        start,
+        end,
+        events: 3,
+        page_views: 2,
+        entry: (start, sym("/")),
+        exit: (end, sym("/")),
+        source,
+    };
+    let mut rows: Vec<(Row, isize)> = vec![
+        (Row::Name { sym: google, text: "google".into() }, 1),
+        (Row::Name { sym: mobile, text: "mobile".into() }, 1),
+    ];
+    for summary in
+        [session(HEAD - 600_000, HEAD - 60_000, [google, mobile, 0]), session(HEAD - 5_000, HEAD, [0, mobile, 0])]
+    {
+        for (hour, source, stat, n) in cells_of(&summary, &SessionConfig::default()) {
+            rows.push((Row::Session { hour, source, stat }, n as isize));
+        }
+    }
+    s.read_model.publish(4, rows);
+    let (status, body) = get(s.clone(), "/api/v1/sessions").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let all = json(&body);
+    assert_eq!(all["summary"]["sessions"], 2);
+    assert_eq!(all["summary"]["in_progress"], 2);
+    assert_eq!(all["hourly"].as_array().unwrap().iter().map(|h| h["sessions"].as_i64().unwrap()).sum::<i64>(), 2);
+    assert_eq!(all["breakdowns"]["utm_source"][0]["key"], "(none)");
+    let (_, body) = get(s.clone(), "/api/v1/sessions?utm_source=google").await;
+    let google_only = json(&body);
+    assert_eq!(google_only["summary"]["sessions"], 1);
+    assert_eq!(google_only["summary"]["duration_ms"], 540_000);
+    assert_eq!(google_only["top_entry_pages"][0]["key"], "/");
+    let hour = |ms: i64| hour_of(ms) as i64 * 3_600_000;
+    let (status, body) =
+        get(s.clone(), &format!("/api/v1/sessions?from={}&to={}", hour(HEAD), hour(HEAD) - 3_600_000)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(json(&body)["error"].as_str().unwrap().contains("is after"), "{body}");
+    let (status, body) = get(s.clone(), "/api/v1/sessions?from=2019-01-01T00:00:00Z&to=2020-01-01T00:00:00Z").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(json(&body)["error"].as_str().unwrap().contains("oldest hour still kept"), "{body}");
+    let (status, _) = get(s, "/api/v1/sessions?browser=x").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::config::ViewConfig;
-use crate::event::{minute_of, Minute, Sym, NONE};
+use crate::event::{minute_of, sym, Minute, Sym, NONE, NONE_TEXT};
 use crate::facts::Dim;
 use crate::model::*;
 use crate::query::{clock, parse_time, rfc3339, visible, QueryError};
@@ -79,6 +79,18 @@ pub struct SessionsQuery {
     pub from: Option<String>,
     pub to: Option<String>,
     pub limit: Option<usize>,
+    /// Only sessions whose first event had these values (`(none)` for absent).
+    pub utm_source: Option<String>,
+    pub device: Option<String>,
+    pub country: Option<String>,
+}
+
+impl SessionsQuery {
+    /// The acquisition values asked for, as symbols by position in the cube key.
+    fn segment(&self) -> [Option<Sym>; 3] {
+        let s = |v: &Option<String>| v.as_deref().map(|t| if t == NONE_TEXT || t.is_empty() { NONE } else { sym(t) });
+        [s(&self.utm_source), s(&self.device), s(&self.country)]
+    }
 }
 
 struct Range {
@@ -126,10 +138,13 @@ fn ranked(tables: &Tables, counts: &HashMap<Sym, i64>, n: usize) -> Vec<KeyCount
     rows
 }
 
-/// The cube grouped by one breakdown: value -> the cells with that value.
-fn grouped(tables: &Tables, index: usize) -> HashMap<Sym, Vec<&SessionHours>> {
+/// Cube cells grouped by one breakdown: value -> the cells with that value.
+fn grouped<'t>(
+    cube: impl Iterator<Item = (&'t [Sym; 3], &'t SessionHours)>,
+    index: usize,
+) -> HashMap<Sym, Vec<&'t SessionHours>> {
     let mut groups: HashMap<Sym, Vec<&SessionHours>> = HashMap::new();
-    for (source, hours) in &tables.sessions {
+    for (source, hours) in cube {
         groups.entry(source[index]).or_default().push(hours);
     }
     groups
@@ -138,9 +153,15 @@ fn grouped(tables: &Tables, index: usize) -> HashMap<Sym, Vec<&SessionHours>> {
 pub fn sessions(tables: &Tables, config: &ViewConfig, q: &SessionsQuery) -> Result<Sessions, QueryError> {
     let r = range_of(tables, config, q)?;
     let n = q.limit.unwrap_or(config.top_n).max(1);
-    let agg = Agg::over(tables.sessions.values(), &r, r.hi);
+    let segment = q.segment();
+    let cube: Vec<(&[Sym; 3], &SessionHours)> = tables
+        .sessions
+        .iter()
+        .filter(|(source, _)| segment.iter().zip(source.iter()).all(|(want, have)| want.is_none_or(|w| w == *have)))
+        .collect();
+    let agg = Agg::over(cube.iter().map(|(_, h)| *h), &r, r.hi);
     let mut per_hour: BTreeMap<Hour, i64> = BTreeMap::new();
-    for hours in tables.sessions.values() {
+    for (_, hours) in &cube {
         for (hour, cells) in hours.range(r.lo..=r.hi) {
             *per_hour.entry(*hour).or_default() += cells.get(&SessionStat::Sessions).copied().unwrap_or(0);
         }
@@ -158,7 +179,7 @@ pub fn sessions(tables: &Tables, config: &ViewConfig, q: &SessionsQuery) -> Resu
     }
     let mut breakdowns = BTreeMap::new();
     for (dim, index) in BREAKDOWNS {
-        let mut rows: Vec<KeyedSessions> = grouped(tables, index)
+        let mut rows: Vec<KeyedSessions> = grouped(cube.iter().copied(), index)
             .into_iter()
             .map(|(key, cube)| (tables.name(key), Agg::over(cube.into_iter(), &r, r.hi)))
             .filter(|(_, a)| a.totals.sessions != 0 || a.totals.in_progress != 0)
@@ -198,7 +219,7 @@ pub fn dump(tables: &Tables, config: &ViewConfig) -> SessionsDump {
     };
     add(Dim::All, NONE, Agg::over(tables.sessions.values(), &r, Hour::MAX));
     for (dim, index) in BREAKDOWNS {
-        for (key, cube) in grouped(tables, index) {
+        for (key, cube) in grouped(tables.sessions.iter(), index) {
             add(dim, key, Agg::over(cube.into_iter(), &r, Hour::MAX));
         }
     }
