@@ -6,12 +6,13 @@ use std::fs::{self, File};
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::ingest::Ledger;
 use crate::source::Checkpoint;
 
-const FORMAT: u32 = 1;
+/// 2: partition state with sessions and user logs; ledger with session and funnel cells.
+const FORMAT: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -30,9 +31,7 @@ struct Written<'a> {
     checkpoint: &'a Checkpoint,
 }
 
-#[derive(Deserialize)]
 pub struct WorkerSnapshot {
-    format: u32,
     pub ledger: Ledger,
     pub checkpoint: Checkpoint,
 }
@@ -85,15 +84,24 @@ pub fn load(dir: &Path, worker: usize, peers: usize) -> Result<Option<WorkerSnap
         }
     }
     let path = dir.join(file_name(worker, peers));
-    let file = match File::open(&path) {
-        Ok(f) => f,
+    let mut file = match File::open(&path) {
+        Ok(f) => BufReader::new(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(SnapshotError::Io { path, error }),
     };
-    let snapshot: WorkerSnapshot = bincode::deserialize_from(BufReader::new(file))
+    // The format comes first (bincode: a little-endian u32): check it before decoding the rest,
+    // which an older layout would decode into nonsense or fail on.
+    let mut format = [0u8; 4];
+    std::io::Read::read_exact(&mut file, &mut format)
         .map_err(|e| SnapshotError::Corrupt { path: path.clone(), error: e.to_string() })?;
-    if snapshot.format != FORMAT {
-        return Err(SnapshotError::Corrupt { path, error: format!("format {} is not {FORMAT}", snapshot.format) });
+    let format = u32::from_le_bytes(format);
+    if format != FORMAT {
+        return Err(SnapshotError::Corrupt {
+            path,
+            error: format!("format {format} is not {FORMAT} (written by another version of clickflow)"),
+        });
     }
-    Ok(Some(snapshot))
+    let rest: (Ledger, Checkpoint) = bincode::deserialize_from(file)
+        .map_err(|e| SnapshotError::Corrupt { path: path.clone(), error: e.to_string() })?;
+    Ok(Some(WorkerSnapshot { ledger: rest.0, checkpoint: rest.1 }))
 }

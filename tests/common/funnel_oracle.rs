@@ -29,7 +29,7 @@ fn matches(step: &StepDef, e: &Accepted) -> bool {
         && step.page_regex.as_deref().is_none_or(|r| regex::Regex::new(r).unwrap().is_match(page))
         && [("utm_source", &step.utm_source), ("device", &step.device), ("country", &step.country)]
             .iter()
-            .all(|(f, want)| want.as_deref().is_none_or(|w| field(e, f) == w))
+            .all(|(f, want)| want.as_deref().is_none_or(|w| field(e, f) == if w.is_empty() { "(none)" } else { w }))
         && step.props.iter().all(|(k, v)| {
             let want = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
             e.props.get(k) == Some(&want)

@@ -141,8 +141,9 @@ struct Matcher {
 /// Page texts by symbol, kept with the events (every worker that evaluates sees the same).
 pub type PageTexts = IdMap<Box<str>>;
 
+/// A field value in a step; empty or `(none)` (as answers show it) means absent.
 fn sym_or_none(text: &str) -> Sym {
-    if text.is_empty() {
+    if text.is_empty() || text == crate::event::NONE_TEXT {
         NONE
     } else {
         crate::event::sym(text)
@@ -499,6 +500,21 @@ pub fn cells_of(funnel: u32, a: &Attempt) -> impl Iterator<Item = FunnelCell> + 
     reached.chain(secs)
 }
 
+/// Writes durably: a temporary file, synced, renamed, and the directory synced (snapshots that
+/// refer to a funnel must not outlive its definition).
+fn save(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("{0}")]
@@ -574,9 +590,7 @@ impl FunnelRegistry {
             let skip = self.from_config.load(Ordering::Acquire) as usize;
             let mut defs: Vec<&FunnelDef> = funnels.iter().skip(skip).map(|f| &f.def).collect();
             defs.push(&funnel.def);
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&defs).expect("serialisable"))
-                .and_then(|_| std::fs::rename(&tmp, path))
+            save(path, &serde_json::to_vec_pretty(&defs).expect("serialisable"))
                 .map_err(|e| RegistryError::Store(format!("cannot save the funnel to {}: {e}", path.display())))?;
         }
         funnels.push(funnel.clone());

@@ -88,7 +88,10 @@ pub struct SessionsQuery {
 impl SessionsQuery {
     /// The acquisition values asked for, as symbols by position in the cube key.
     fn segment(&self) -> [Option<Sym>; 3] {
-        let s = |v: &Option<String>| v.as_deref().map(|t| if t == NONE_TEXT || t.is_empty() { NONE } else { sym(t) });
+        // An empty parameter is no filter; `(none)` asks for sessions without the field.
+        let s = |v: &Option<String>| {
+            v.as_deref().filter(|t| !t.is_empty()).map(|t| if t == NONE_TEXT { NONE } else { sym(t) })
+        };
         [s(&self.utm_source), s(&self.device), s(&self.country)]
     }
 }
