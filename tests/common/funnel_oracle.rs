@@ -42,6 +42,16 @@ fn attempt(def: &FunnelDef, events: &[&Accepted], start: usize) -> Option<Vec<us
     let end = events[start].ts + def.window_minutes as i64 * 60_000;
     let mut at = Vec::new();
     match def.order {
+        Order::Ordered if !def.exclusions.is_empty() => {
+            // Every ordered chain from `start`: the longest valid one, the earliest among equals.
+            if !matches(&def.steps[0], events[start]) {
+                return None;
+            }
+            let mut best: Option<Vec<usize>> = None;
+            let mut chain = vec![start];
+            search(def, events, end, &mut chain, &mut best);
+            return best;
+        }
         Order::Ordered | Order::Strict => {
             if !matches(&def.steps[0], events[start]) {
                 return None;
@@ -74,15 +84,40 @@ fn attempt(def: &FunnelDef, events: &[&Accepted], start: usize) -> Option<Vec<us
             }
         }
     }
-    for x in &def.exclusions {
+    valid(def, events, end, &at).then_some(at)
+}
+
+/// No exclusion event after a chain's step `from` and before its step `to` (or the window's end).
+fn valid(def: &FunnelDef, events: &[&Accepted], end: i64, at: &[usize]) -> bool {
+    let n = def.steps.len();
+    def.exclusions.iter().all(|x| {
         let (from, to) = (x.from.unwrap_or(1) - 1, x.to.unwrap_or(n) - 1);
-        let Some(&after) = at.get(from) else { continue };
+        let Some(&after) = at.get(from) else { return true };
         let before = at.get(to).copied().unwrap_or(usize::MAX);
-        if (after + 1..before.min(events.len())).any(|i| events[i].ts <= end && matches(&x.step, events[i])) {
-            return None;
+        !(after + 1..before.min(events.len())).any(|i| events[i].ts <= end && matches(&x.step, events[i]))
+    })
+}
+
+/// Depth-first over every extension of `chain`, in index order: the first valid chain found at
+/// each length is the earliest.
+fn search(def: &FunnelDef, events: &[&Accepted], end: i64, chain: &mut Vec<usize>, best: &mut Option<Vec<usize>>) {
+    if valid(def, events, end, chain) && best.as_ref().is_none_or(|b| chain.len() > b.len()) {
+        *best = Some(chain.clone());
+    }
+    if chain.len() == def.steps.len() {
+        return;
+    }
+    let from = chain[chain.len() - 1] + 1;
+    for i in from..events.len() {
+        if events[i].ts > end {
+            break;
+        }
+        if matches(&def.steps[chain.len()], events[i]) {
+            chain.push(i);
+            search(def, events, end, chain, best);
+            chain.pop();
         }
     }
-    Some(at)
 }
 
 /// A user's events (sorted) cut into sessions: a new one after a gap over the timeout, or every

@@ -10,8 +10,11 @@
 //!   the user's very next event; `unordered`: the steps in any order (an attempt starts at an
 //!   event of any step; step N is reached when N distinct steps have happened; an event that
 //!   matches several steps completes the lowest one not done yet, greedily).
-//! - An exclusion event strictly between an attempt's step `from` and step `to` (or after step
-//!   `from` inside the window when `to` was not reached) cancels the attempt.
+//! - An attempt may not have an exclusion event strictly between its step `from` and step `to`
+//!   (or after step `from` inside the window when `to` was not reached). Ordered funnels move
+//!   step `from` to a later event (the chain goes on from there); otherwise, or when `from` is
+//!   the first step, the attempt is cancelled. The property test checks ordered attempts against
+//!   a search over every chain (longest valid one, earliest among equals).
 //! - A user counts with their best attempt: most steps reached, then the earliest start. The
 //!   breakdown value is that attempt's first event's (first touch).
 
@@ -381,12 +384,25 @@ impl Funnel {
         at.push(start);
         match self.def.order {
             Order::Ordered => {
-                while at.len() < n {
-                    let j = c.next[at.len()][at[at.len() - 1] + 1] as usize;
-                    if j >= last {
-                        break;
+                // Each step takes its earliest event; when an exclusion falls after step `from`
+                // (before step `to`), step `from` moves to it or later and the later steps follow.
+                let mut floor: SmallVec<[usize; 8]> = smallvec::smallvec![0; n];
+                loop {
+                    at.truncate(1);
+                    while at.len() < n {
+                        let k = at.len();
+                        let j = c.next[k][(at[k - 1] + 1).max(floor[k])] as usize;
+                        if j >= last {
+                            break;
+                        }
+                        at.push(j);
                     }
-                    at.push(j);
+                    match self.excluded(c, &at, last) {
+                        None => break,
+                        Some((0, _)) => return None,
+                        // The excluding event itself may serve as step `from`.
+                        Some((from, x)) => floor[from] = x,
+                    }
                 }
             }
             Order::Strict => {
@@ -415,12 +431,8 @@ impl Funnel {
                 }
             }
         }
-        for (j, (_, from, to)) in self.exclusions.iter().enumerate() {
-            let Some(&after) = at.get(*from) else { continue };
-            let before = at.get(*to).copied().unwrap_or(last);
-            if before > after + 1 && c.exclusions[j][before] > c.exclusions[j][after + 1] {
-                return None;
-            }
+        if self.excluded(c, &at, last).is_some() {
+            return None;
         }
         let first = &c.events[start];
         let key = match self.breakdown {
@@ -430,6 +442,25 @@ impl Funnel {
         };
         let times = at.iter().map(|i| c.events[*i].ts).collect();
         Some(Attempt { steps: n as u8, reached: at.len() as u8, times, key })
+    }
+}
+
+impl Funnel {
+    /// The first exclusion the chain `at` violates: an excluding event after its step `from` and
+    /// before its step `to` (or the window's end, `last`). Returns `from` and the index of the
+    /// last such event.
+    fn excluded(&self, c: &Context<'_>, at: &[usize], last: usize) -> Option<(usize, usize)> {
+        for (j, (_, from, to)) in self.exclusions.iter().enumerate() {
+            let Some(&after) = at.get(*from) else { continue };
+            let before = at.get(*to).copied().unwrap_or(last);
+            let prefix = &c.exclusions[j];
+            if before > after + 1 && prefix[before] > prefix[after + 1] {
+                // The last excluding event before `before`: where the prefix count last rose.
+                let x = (after + 1..before).rev().find(|i| prefix[i + 1] > prefix[*i]).expect("counted");
+                return Some((*from, x));
+            }
+        }
+        None
     }
 }
 
@@ -650,6 +681,31 @@ mod tests {
         let bounds = serde_json::json!({"name": "f", "steps": [{"event": "x"}, {"event": "y"}],
             "exclusions": [{"event": "q", "from": 2, "to": 2}]});
         assert!(err(bounds).contains("1 <= from < to <= 2"));
+    }
+
+    #[test]
+    fn an_exclusion_moves_the_step_it_follows_instead_of_cancelling_a_clean_path() {
+        let funnel = Funnel::new(def(serde_json::json!({"name": "f",
+            "steps": [{"event": "a"}, {"event": "b"}, {"event": "c"}],
+            "exclusions": [{"event": "x", "from": 2, "to": 3}]})))
+        .unwrap();
+        let events: Vec<LogEvent> = ["a", "b", "x", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| LogEvent {
+                ts: i as i64 * 1000,
+                name: crate::event::sym(n),
+                page: NONE,
+                source: [NONE; 3],
+                props: None,
+            })
+            .collect();
+        let pages = PageTexts::default();
+        let best = funnel.evaluate(&events, &pages).unwrap();
+        assert_eq!((best.reached, best.times.to_vec()), (3, vec![0, 3000, 4000]));
+        // Without a `b` after the `x`, the attempt stops before step 2.
+        let best = funnel.evaluate(&events[..3], &pages).unwrap();
+        assert_eq!(best.reached, 1);
     }
 
     #[test]
