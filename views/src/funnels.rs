@@ -636,6 +636,9 @@ impl FunnelRegistry {
         if funnels.iter().any(|f| f.def.name == funnel.def.name) {
             return Err(RegistryError::Exists(funnel.def.name.clone()).to_string());
         }
+        if funnels.len() >= MAX_FUNNELS {
+            return Err(format!("more than {MAX_FUNNELS} funnels; remove some"));
+        }
         funnels.push(funnel.clone());
         self.version.fetch_add(1, Ordering::Release);
         Ok(funnel)

@@ -266,7 +266,8 @@ fn at_risk(earlier: &[Run], start: i64, max_ms: i64, timeout: i64, horizon: i64)
     let reach = horizon + timeout;
     earlier.iter().any(|p| {
         let cut_before = p.start + (start - p.start) / max_ms * max_ms;
-        start - cut_before <= reach || cut_before + max_ms - start <= reach
+        // A run's own start is not a cut point of it.
+        (cut_before > p.start && start - cut_before <= reach) || cut_before + max_ms - start <= reach
     })
 }
 
