@@ -171,6 +171,7 @@ impl WorkerSetup {
         let mut epoch: Epoch = 1;
         input.advance_to(epoch);
         input.flush();
+        let writer = state_dir.map(|dir| snapshot::Writer::new(dir, index, peers));
         let mut last_snapshot = Instant::now();
         let mut last_report = Instant::now() - Duration::from_secs(1);
         let mut commits: VecDeque<(Epoch, Checkpoint)> = VecDeque::new();
@@ -189,12 +190,14 @@ impl WorkerSetup {
                 if self.caught_up[index].load(Ordering::Relaxed) == 0 && source.caught_up() {
                     self.caught_up[index].store(epoch + 1, Ordering::Relaxed);
                 }
-                if let Some(dir) = state_dir {
+                if let Some(writer) = &writer {
                     if finished || last_snapshot.elapsed() >= Duration::from_secs(self.config.snapshot_seconds) {
                         let checkpoint = source.checkpoint();
-                        snapshot::save(dir, index, peers, ingest.ledger(), &checkpoint).map_err(|e| fail(&e))?;
-                        commits.push_back((epoch, checkpoint));
-                        last_snapshot = Instant::now();
+                        // A write still in progress postpones this snapshot (the last one waits).
+                        if writer.submit(epoch, ingest.ledger(), &checkpoint, finished).map_err(|e| fail(&e))? {
+                            commits.push_back((epoch, checkpoint));
+                            last_snapshot = Instant::now();
+                        }
                     }
                 }
                 if last_report.elapsed() >= Duration::from_secs(1) || finished {
@@ -215,8 +218,10 @@ impl WorkerSetup {
                 input.advance_to(epoch);
                 input.flush();
             }
-            // Offsets are committed once the views have absorbed everything the snapshot covers.
-            while commits.front().is_some_and(|(e, _)| !probe.less_equal(e)) {
+            // Offsets are committed once the snapshot is durable and the views have absorbed
+            // everything it covers.
+            let durable = writer.as_ref().map_or(0, |w| w.durable_before());
+            while commits.front().is_some_and(|(e, _)| *e < durable && !probe.less_equal(e)) {
                 let (_, checkpoint) = commits.pop_front().expect("checked");
                 source.commit(&checkpoint);
             }
@@ -242,6 +247,9 @@ impl WorkerSetup {
         drop(input);
         while !probe.done() {
             worker.step_or_park(Some(Duration::from_millis(5)));
+        }
+        if let Some(writer) = writer {
+            writer.finish().map_err(|e| fail(&e))?;
         }
         while let Some((_, checkpoint)) = commits.pop_front() {
             source.commit(&checkpoint);

@@ -3,10 +3,16 @@
 //! ledger and resumes reading exactly where the snapshot was taken: nothing lost, nothing twice.
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use parking_lot::Mutex;
 
 use crate::ingest::Ledger;
 use crate::source::Checkpoint;
@@ -41,31 +47,96 @@ fn file_name(worker: usize, peers: usize) -> String {
 }
 
 /// Writes to a temporary file, syncs it, then renames over the previous snapshot.
-pub fn save(
-    dir: &Path,
-    worker: usize,
-    peers: usize,
-    ledger: &Ledger,
-    checkpoint: &Checkpoint,
-) -> Result<(), SnapshotError> {
+fn write(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |error| SnapshotError::Io { path, error }
     };
     fs::create_dir_all(dir).map_err(io(dir))?;
-    let path = dir.join(file_name(worker, peers));
     let tmp = path.with_extension("tmp");
-    let file = File::create(&tmp).map_err(io(&tmp))?;
-    let mut out = BufWriter::new(file);
-    bincode::serialize_into(&mut out, &Written { format: FORMAT, ledger, checkpoint })
-        .map_err(|e| SnapshotError::Io { path: tmp.clone(), error: std::io::Error::other(e) })?;
-    let file = out.into_inner().map_err(|e| SnapshotError::Io { path: tmp.clone(), error: e.into_error() })?;
+    let mut file = File::create(&tmp).map_err(io(&tmp))?;
+    file.write_all(bytes).map_err(io(&tmp))?;
     file.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io(&path))?;
+    fs::rename(&tmp, path).map_err(io(path))?;
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Writes a worker's snapshots on a thread of its own: the worker only serialises them in memory;
+/// the file write and fsync, which grow with the state (user logs), do not stall ingestion.
+pub struct Writer {
+    jobs: Option<mpsc::Sender<(u64, Vec<u8>)>>,
+    /// 1 + the epoch of the last durable snapshot (0: none yet).
+    durable: Arc<AtomicU64>,
+    busy: Arc<AtomicBool>,
+    failed: Arc<Mutex<Option<SnapshotError>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    pub fn new(dir: &Path, worker: usize, peers: usize) -> Writer {
+        let (jobs, queue) = mpsc::channel::<(u64, Vec<u8>)>();
+        let (durable, busy, failed) =
+            (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(None)));
+        let (dir, path) = (dir.to_path_buf(), dir.join(file_name(worker, peers)));
+        let thread = {
+            let (durable, busy, failed) = (durable.clone(), busy.clone(), failed.clone());
+            std::thread::Builder::new()
+                .name(format!("snapshot-{worker}"))
+                .spawn(move || {
+                    for (epoch, bytes) in queue {
+                        match write(&dir, &path, &bytes) {
+                            Ok(()) => durable.store(epoch + 1, Ordering::Release),
+                            Err(e) => *failed.lock() = Some(e),
+                        }
+                        busy.store(false, Ordering::Release);
+                    }
+                })
+                .expect("the snapshot thread starts")
+        };
+        Writer { jobs: Some(jobs), durable, busy, failed, thread: Some(thread) }
+    }
+
+    /// Starts writing the state as of `epoch`. Returns `false` (and writes nothing) while the
+    /// previous snapshot is still being written, unless `wait`; then it waits for it.
+    pub fn submit(
+        &self,
+        epoch: u64,
+        ledger: &Ledger,
+        checkpoint: &Checkpoint,
+        wait: bool,
+    ) -> Result<bool, SnapshotError> {
+        while self.busy.load(Ordering::Acquire) {
+            if !wait {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if let Some(e) = self.failed.lock().take() {
+            return Err(e);
+        }
+        let bytes = bincode::serialize(&Written { format: FORMAT, ledger, checkpoint })
+            .map_err(|e| SnapshotError::Corrupt { path: PathBuf::from("(in memory)"), error: e.to_string() })?;
+        self.busy.store(true, Ordering::Release);
+        self.jobs.as_ref().expect("open until finish").send((epoch, bytes)).expect("the snapshot thread lives");
+        Ok(true)
+    }
+
+    /// Every snapshot of an epoch before this is durable.
+    pub fn durable_before(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Waits for the last write; reports a failed one.
+    pub fn finish(mut self) -> Result<(), SnapshotError> {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.failed.lock().take().map_or(Ok(()), Err)
+    }
 }
 
 /// This worker's snapshot, if there is one.
