@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use views::funnel_query::StuckQuery;
+use views::funnel_query::{self, StuckQuery};
 use views::funnels::{FunnelDef, RegistryError};
 use views::model::{FunnelList, FunnelReport, StuckUsers};
 
@@ -15,11 +15,11 @@ pub async fn list(State(s): State<AppState>) -> Json<FunnelList> {
     Json(s.read_model.funnel_list())
 }
 
-/// 404 for an unknown name (the message names the funnels that exist, closest first).
+/// 404 for an unknown name (the message names the funnels that exist, close matches first).
 fn exists(s: &AppState, name: &str) -> Result<(), ApiError> {
-    match s.read_model.funnel(name) {
-        Err(e) if s.read_model.funnels.get(name).is_none() => Err(ApiError::new(StatusCode::NOT_FOUND, e.0)),
-        _ => Ok(()),
+    match s.read_model.funnels.get(name) {
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, funnel_query::unknown(&s.read_model.funnels, name).0)),
+        Some(_) => Ok(()),
     }
 }
 

@@ -289,7 +289,7 @@ impl Ingest {
             input.update(Fact::Count { dim, key, minute }, n as isize);
             *self.ledger.series.entry(minute).or_default().entry((dim, key)).or_default() += n;
         }
-        self.flush_sessions(input);
+        self.flush_per_user(input);
         for (minute, user) in self.new_users.drain(..) {
             input.update(Fact::UserMinute { minute, user }, 1);
         }
@@ -326,7 +326,9 @@ impl Ingest {
         self.dead_letters.flush();
     }
 
-    fn flush_sessions(&mut self, input: &mut InputSession<Epoch, Fact, isize>) {
+    /// Session and funnel changes drained this epoch, stamped no earlier than any epoch their
+    /// partition reported in (see `Sessionizer::epoch`).
+    fn flush_per_user(&mut self, input: &mut InputSession<Epoch, Fact, isize>) {
         let at = (*input.time()).max(self.session_epoch);
         for ((funnel, key, day, stat), n) in self.funnel_changes.cells.drain() {
             if n != 0 {
@@ -343,11 +345,7 @@ impl Ingest {
         for ((hour, source, stat), n) in self.session_cells.drain() {
             if n != 0 {
                 input.update_at(Fact::Session { hour, source, stat }, at, n as isize);
-                let cell = self.ledger.sessions.entry(hour).or_default().entry((source, stat)).or_default();
-                *cell += n;
-                if *cell == 0 {
-                    self.ledger.sessions.get_mut(&hour).expect("just added").remove(&(source, stat));
-                }
+                self.ledger.sessions.entry(hour).or_default().bump((source, stat), n);
             }
         }
     }

@@ -5,28 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use crate::event::Sym;
 use crate::funnels::{Funnel, FunnelRegistry, FunnelStat, MS_PER_DAY};
 use crate::model::*;
-use crate::query::{clock, QueryError};
+use crate::query::{clock, nearest_rank, QueryError};
 use crate::tables::Tables;
 
 /// Funnel aggregates of one funnel: (breakdown value, start day, stat) -> users.
 pub type FunnelCells = HashMap<(Sym, u32, FunnelStat), i64>;
-
-/// The smallest value with at least `q` of the mass at or below it (nearest rank).
-pub fn nearest_rank(counts: &BTreeMap<u32, i64>, q: f64) -> Option<u32> {
-    let n: i64 = counts.values().sum();
-    if n <= 0 {
-        return None;
-    }
-    let rank = ((q * n as f64).ceil() as i64).max(1);
-    let mut seen = 0;
-    counts
-        .iter()
-        .find(|(_, c)| {
-            seen += **c;
-            seen >= rank
-        })
-        .map(|(v, _)| *v)
-}
 
 fn ratio(a: i64, b: i64) -> f64 {
     if b == 0 {
@@ -105,7 +88,8 @@ pub fn numbers(funnel: &Funnel, cells: &FunnelCells, name: &dyn Fn(Sym) -> Strin
     FunnelNumbers { steps: steps_of(funnel, cells.iter()), by_day, breakdowns }
 }
 
-fn unknown(registry: &FunnelRegistry, name: &str) -> QueryError {
+/// The answer to an unknown funnel name: what exists, close matches first.
+pub fn unknown(registry: &FunnelRegistry, name: &str) -> QueryError {
     let names = registry.names();
     let close: Vec<&String> = names.iter().filter(|n| close_to(n, name)).collect();
     let hint = match (names.is_empty(), close.is_empty()) {

@@ -27,6 +27,8 @@ use smallvec::SmallVec;
 use crate::event::{Sym, NONE};
 use crate::facts::Dim;
 use crate::ids::IdMap;
+// The acquisition breakdowns and their index in `LogEvent::source` (as for sessions).
+use crate::session_cells::BREAKDOWNS as BREAKDOWN_SOURCES;
 
 pub const MS_PER_DAY: i64 = 86_400_000;
 
@@ -218,8 +220,8 @@ pub struct Funnel {
     pub def: FunnelDef,
     steps: Vec<Matcher>,
     exclusions: Vec<(Matcher, usize, usize)>,
-    /// Index into `LogEvent::source` (0..3) or 3 for `page`.
-    breakdown: Option<usize>,
+    /// `utm_source`, `device`, `country` or `page`.
+    breakdown: Option<Dim>,
     /// Changes whenever the definition does: results computed under another are recomputed.
     pub fingerprint: u64,
 }
@@ -261,16 +263,15 @@ impl Funnel {
             }
             exclusions.push((Matcher::compile(&x.step, &what)?, from - 1, to - 1));
         }
-        let breakdown = match def.breakdown.as_deref() {
-            None => None,
-            Some("utm_source") => Some(0),
-            Some("device") => Some(1),
-            Some("country") => Some(2),
-            Some("page") => Some(3),
-            Some(other) => {
-                return Err(format!("funnel `{name}`: unknown breakdown `{other}`; use one of: {BREAKDOWNS}"))
-            }
-        };
+        let breakdown = def
+            .breakdown
+            .as_deref()
+            .map(|b| {
+                Dim::parse(b)
+                    .filter(|d| *d == Dim::Page || BREAKDOWN_SOURCES.iter().any(|(s, _)| s == d))
+                    .ok_or_else(|| format!("funnel `{name}`: unknown breakdown `{b}`; use one of: {BREAKDOWNS}"))
+            })
+            .transpose()?;
         let fingerprint = xxhash_rust::xxh3::xxh3_64(&serde_json::to_vec(&def).expect("serialisable"));
         Ok(Funnel { def, steps, exclusions, breakdown, fingerprint })
     }
@@ -295,12 +296,7 @@ impl Funnel {
     }
 
     pub fn breakdown_dim(&self) -> Option<Dim> {
-        match self.breakdown? {
-            0 => Some(Dim::UtmSource),
-            1 => Some(Dim::Device),
-            2 => Some(Dim::Country),
-            _ => Some(Dim::Page),
-        }
+        self.breakdown
     }
 
     /// The best attempt of each counted unit: the user's, or each session's.
@@ -437,8 +433,8 @@ impl Funnel {
         let first = &c.events[start];
         let key = match self.breakdown {
             None => NONE,
-            Some(3) => first.page,
-            Some(i) => first.source[i],
+            Some(Dim::Page) => first.page,
+            Some(dim) => BREAKDOWN_SOURCES.iter().find(|(d, _)| *d == dim).map_or(NONE, |(_, i)| first.source[*i]),
         };
         let times = at.iter().map(|i| c.events[*i].ts).collect();
         Some(Attempt { steps: n as u8, reached: at.len() as u8, times, key })

@@ -130,6 +130,23 @@ fn trending(tables: &Tables, config: &ViewConfig, hm: Minute, floor: Minute) -> 
         .collect()
 }
 
+/// The smallest value with at least `q` of the mass at or below it (nearest rank).
+pub fn nearest_rank(counts: &BTreeMap<u32, i64>, q: f64) -> Option<u32> {
+    let n: i64 = counts.values().sum();
+    if n <= 0 {
+        return None;
+    }
+    let rank = ((q * n as f64).ceil() as i64).max(1);
+    let mut seen = 0;
+    counts
+        .iter()
+        .find(|(_, c)| {
+            seen += **c;
+            seen >= rank
+        })
+        .map(|(v, _)| *v)
+}
+
 /// What a time-series request asks for, as the API receives it.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

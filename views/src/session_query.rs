@@ -6,7 +6,7 @@ use crate::config::ViewConfig;
 use crate::event::{minute_of, sym, Minute, Sym, NONE, NONE_TEXT};
 use crate::facts::Dim;
 use crate::model::*;
-use crate::query::{clock, parse_time, rfc3339, visible, QueryError};
+use crate::query::{clock, nearest_rank, parse_time, rfc3339, visible, QueryError};
 use crate::sessions::{hour_of, Hour, SessionStat, BREAKDOWNS, MS_PER_HOUR};
 use crate::tables::{SessionHours, Tables};
 
@@ -40,7 +40,7 @@ impl Agg {
                 }
             }
         }
-        t.median_duration_s = lower_median(&agg.durations);
+        t.median_duration_s = nearest_rank(&agg.durations, 0.5);
         agg
     }
 
@@ -55,21 +55,6 @@ impl Agg {
             bounce_rate: per(t.bounces),
         }
     }
-}
-
-fn lower_median(counts: &BTreeMap<u32, i64>) -> Option<u32> {
-    let n: i64 = counts.values().sum();
-    if n <= 0 {
-        return None;
-    }
-    let mut seen = 0;
-    for (value, c) in counts {
-        seen += c;
-        if seen > (n - 1) / 2 {
-            return Some(*value);
-        }
-    }
-    None
 }
 
 /// What `GET /api/v1/sessions` accepts.

@@ -158,31 +158,14 @@ fn report(index: u32, log: &mut UserLog, result: SmallVec<[Attempt; 1]>, out: &m
         return;
     }
     let old = std::mem::take(&mut log.results[i]);
-    // Usually one attempt that gained a step or changed a time: send only the differing cells,
-    // and leave its open-attempt entry alone when its step and start are unchanged.
-    let mut cells: SmallVec<[FunnelCell; 16]> = SmallVec::new();
+    // The sink consolidates: cells that did not change cancel there.
     for a in &old {
-        cells.extend(cells_of(index, a).map(|(f, k, d, s, c)| (f, k, d, s, -c)));
+        cells_of(index, a).for_each(|(f, k, d, s, c)| out.cell((f, k, d, s, -c)));
     }
     for a in &result {
-        cells.extend(cells_of(index, a));
+        cells_of(index, a).for_each(|c| out.cell(c));
     }
-    cells.sort_unstable_by_key(|c| (c.1, c.2, c.3));
-    let mut merged: Option<FunnelCell> = None;
-    for c in cells {
-        match merged.as_mut() {
-            Some(m) if (m.1, m.2, m.3) == (c.1, c.2, c.3) => m.4 += c.4,
-            _ => {
-                if let Some(m) = merged.take().filter(|m| m.4 != 0) {
-                    out.cell(m);
-                }
-                merged = Some(c);
-            }
-        }
-    }
-    if let Some(m) = merged.filter(|m| m.4 != 0) {
-        out.cell(m);
-    }
+    // An attempt that only gained a step time keeps its open-attempt entry.
     let before: SmallVec<[(u8, i64); 1]> = old.iter().filter_map(Attempt::open).collect();
     let after: SmallVec<[(u8, i64); 1]> = result.iter().filter_map(Attempt::open).collect();
     for (step, entry) in before.iter().filter(|b| !after.contains(b)) {
