@@ -134,7 +134,7 @@ pub struct FileSource {
     last_clock: Option<PartitionClock>,
     /// Recycled allocations for a chunk's decode results and its admitted events.
     decoded: Vec<Result<Decoded<'static>, Rejection>>,
-    admitted: Vec<Result<Decoded<'static>, Rejection>>,
+    admitted: Vec<Decoded<'static>>,
 }
 
 impl FileSource {
@@ -157,12 +157,12 @@ impl FileSource {
         let mut admitted = recycle(std::mem::take(&mut self.admitted));
         for ((line, raw), result) in lines.iter().zip(decoded.drain(..)) {
             let coords = Coords::File { file: &self.shared.name, line: *line };
-            admitted.extend(ingest.admit(clock, result, &coords, raw, now).map(Ok));
+            admitted.extend(ingest.admit(clock, result, &coords, raw, now));
         }
         self.last_clock = Some(clock.time_only());
         drop(turn);
         // Counting needs no order: it runs while the next chunk's turn goes on.
-        for d in admitted.iter().flatten() {
+        for d in &admitted {
             ingest.add(d);
         }
         self.admitted = recycle(admitted);
@@ -186,8 +186,9 @@ impl Drop for TurnGuard<'_> {
     }
 }
 
-/// Reuses an empty vector's allocation for elements of another lifetime.
-fn recycle<'a, 'b>(mut v: Vec<Result<Decoded<'a>, Rejection>>) -> Vec<Result<Decoded<'b>, Rejection>> {
+/// Reuses an empty vector's allocation for another element type; here the same type with another
+/// lifetime, so the layout matches and nothing is allocated.
+fn recycle<A, B>(mut v: Vec<A>) -> Vec<B> {
     v.clear();
     // An empty Vec holds no values, so only the allocation (same size and alignment) carries over.
     v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
