@@ -40,7 +40,7 @@ fn kill_9_mid_stream_then_restart_gives_the_views_of_an_uninterrupted_run() {
     let created = ureq::post(&format!("http://127.0.0.1:{port}/api/v1/funnels")).send_json(added.clone()).unwrap();
     assert_eq!(created.status(), 201);
     // Let a snapshot cover the first half, then kill while the second half streams in.
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for_snapshots_from_now(dir.path());
     let producer = {
         let (brokers, second) = (brokers.clone(), second.to_vec());
         // Paced, so the kill lands while records are still arriving.
@@ -93,8 +93,13 @@ fn a_snapshot_that_no_longer_matches_the_topic_is_refused_and_the_engine_exits()
         let records = generated(4_000, 3);
         produce(&brokers, "clicks", &records);
         let _run = Running(spawn_run(&brokers, port, dir.path(), ""));
-        wait_for(port, "/api/v1/dump", Duration::from_secs(60), |d| d["accepted"].as_i64().unwrap_or(0) > 0);
-        std::thread::sleep(Duration::from_millis(1500)); // a snapshot with offsets is on disk
+        let total = records.len() as i64;
+        wait_for(port, "/api/v1/dump", Duration::from_secs(60), |d| {
+            d["accepted"].as_i64().unwrap_or(0) + d["rejects"]["total"].as_i64().unwrap_or(0) == total
+        });
+        // Every worker's snapshot is rewritten after the whole topic was read, so each holds
+        // offsets past the end of an empty partition (no sleep: CI machines are slow at times).
+        wait_for_snapshots_from_now(dir.path());
     }
     // Same topic name, new (empty) cluster: the snapshot's offsets are beyond every partition.
     let mock = MockCluster::new(1).unwrap();

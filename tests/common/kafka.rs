@@ -142,6 +142,21 @@ pub fn wait_for(
     );
 }
 
+/// Waits until both workers of `run` (see `run_command`) rewrote their snapshot after this call,
+/// so the snapshots cover what the views held when it was made.
+pub fn wait_for_snapshots_from_now(state_dir: &Path) {
+    let since = std::time::SystemTime::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let written = |w: usize| {
+        let file = state_dir.join(format!("worker-{w}-of-2.snap"));
+        std::fs::metadata(file).and_then(|m| m.modified()).is_ok_and(|t| t > since)
+    };
+    while !(written(0) && written(1)) {
+        assert!(Instant::now() < deadline, "no fresh snapshot in {} after 60 s", state_dir.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Kills the process on drop, so a failing test leaves nothing running.
 pub struct Running(pub Child);
 
