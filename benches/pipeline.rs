@@ -12,7 +12,7 @@ use std::sync::Arc;
 use views::funnels::{Funnel, FunnelCell, FunnelDef, LogEvent};
 use views::query::TimeseriesQuery;
 use views::sessions::{Hit, SessionConfig, Sessionizer};
-use views::userlog::{FunnelSink, UserLogs};
+use views::userlog::{LogSink, UserLogs};
 use views::{Fact, ReadModel, Row, ViewConfig};
 
 const START: i64 = 1_795_132_800_000;
@@ -134,6 +134,7 @@ fn bot_event(ts: i64) -> LogEvent {
         page: views::event::sym("/products/1"),
         source: [1, 2, 3],
         props: None,
+        node: views::event::sym("/products/:id"),
     }
 }
 
@@ -179,11 +180,14 @@ fn bot(c: &mut Criterion) {
 
 struct Sink(usize);
 
-impl FunnelSink for Sink {
+impl LogSink for Sink {
     fn cell(&mut self, _: FunnelCell) {
         self.0 += 1;
     }
     fn open_attempt(&mut self, _: u32, _: u8, _: i64, _: &str, _: i64) {
+        self.0 += 1;
+    }
+    fn edge(&mut self, _: u64, _: u64, _: i64) {
         self.0 += 1;
     }
 }

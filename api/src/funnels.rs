@@ -47,11 +47,7 @@ pub async fn create(
     let Json(def) =
         body.map_err(|e| ApiError::bad_request(format!("{}; see GET /api/v1 for the funnel fields", e.body_text())))?;
     let name = def.name.clone();
-    let funnel = s.read_model.funnels.add(def).map_err(|e| match e {
-        RegistryError::Invalid(m) => ApiError::bad_request(m),
-        RegistryError::Exists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
-        RegistryError::Store(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
-    })?;
+    let funnel = s.read_model.funnels.add(def).map_err(registry_error)?;
     let url = format!("/api/v1/funnels/{name}");
     let body = serde_json::json!({
         "name": name,
@@ -60,4 +56,13 @@ pub async fn create(
         "message": "computing over the events still retained; the numbers are live within a second",
     });
     Ok((StatusCode::CREATED, [(axum::http::header::LOCATION, url)], Json(body)))
+}
+
+/// 400 for an invalid definition, 409 for a name in use, 500 when it cannot be saved.
+pub(crate) fn registry_error(e: RegistryError) -> ApiError {
+    match e {
+        RegistryError::Invalid(m) => ApiError::bad_request(m),
+        RegistryError::Exists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        RegistryError::Store(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+    }
 }

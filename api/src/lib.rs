@@ -4,6 +4,8 @@
 mod error;
 mod funnels;
 mod metrics;
+mod paths;
+mod retention;
 mod stream;
 
 use std::sync::Arc;
@@ -49,6 +51,14 @@ const ENDPOINTS: &[&str] = &[
     "POST /api/v1/funnels (JSON: name, steps [{event, page?, page_prefix?, page_regex?, utm_source?, device?, country?}], order? ordered|strict|unordered, window_minutes?, exclusions? [{event, ..., from?, to?}], breakdown? utm_source|device|country|page)",
     "GET /api/v1/funnels/{name}",
     "GET /api/v1/funnels/{name}/stuck?step=N&offset=&limit=",
+    "GET /api/v1/retention",
+    "POST /api/v1/retention (JSON: name, start {event, page?, page_prefix?, page_regex?, utm_source?, device?, country?, props?}, return {...}, period? day|week|month, cohort? first_time|recurring, mode? on|on_or_after, periods? 2-32, breakdown? utm_source|device|country)",
+    "GET /api/v1/retention/{name}?mode=on|on_or_after&breakdown_value=",
+    "GET /api/v1/paths/next?page=&limit=",
+    "GET /api/v1/paths/top?from=&to=&steps=&min_weight=&limit=",
+    "GET /api/v1/paths/conversions?event=&steps=&min_weight=&limit=",
+    "GET /api/v1/paths/exits?limit=",
+    "GET /api/v1/paths/graph?format=json|dot&min_weight=&max_edges=",
     "GET /api/v1/stream",
     "GET /api/v1/rejects",
     "GET /api/v1/dump",
@@ -67,6 +77,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/funnels", get(funnels::list).post(funnels::create))
         .route("/api/v1/funnels/{name}", get(funnels::report))
         .route("/api/v1/funnels/{name}/stuck", get(funnels::stuck))
+        .route("/api/v1/retention", get(retention::list).post(retention::create))
+        .route("/api/v1/retention/{name}", get(retention::report))
+        .route("/api/v1/paths/next", get(paths::next))
+        .route("/api/v1/paths/top", get(paths::top))
+        .route("/api/v1/paths/conversions", get(paths::conversions))
+        .route("/api/v1/paths/exits", get(paths::exits))
+        .route("/api/v1/paths/graph", get(paths::graph))
         .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/rejects", get(rejects))
         .route("/api/v1/dump", get(dump))

@@ -1,6 +1,7 @@
 //! `GET /api/v1/stream`: server-sent events, one `live` event per publish, a `counts` event
-//! with the count cells that publish changed, and `sessions` / `funnels` events with their
-//! headline numbers when a session or a funnel changed. A client too slow to keep up gets `lagged` and
+//! with the count cells that publish changed, `sessions` / `funnels` / `retention` events with
+//! their headline numbers when one of them changed, and `paths` with the heaviest edges when an
+//! edge count changed. A client too slow to keep up gets `lagged` and
 //! should re-read `/api/v1/live`.
 
 use std::convert::Infallible;
@@ -17,7 +18,7 @@ use crate::AppState;
 
 #[derive(Deserialize, Default)]
 pub struct StreamQuery {
-    /// Comma-separated: `live`, `counts`, `sessions`, `funnels` (default all).
+    /// Comma-separated: `live`, `counts`, `sessions`, `funnels`, `retention`, `paths` (default all).
     views: Option<String>,
 }
 
@@ -25,9 +26,10 @@ pub async fn stream(
     State(s): State<AppState>,
     Query(q): Query<StreamQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let wanted = q.views.unwrap_or_else(|| "live,counts,sessions,funnels".into());
+    let wanted = q.views.unwrap_or_else(|| "live,counts,sessions,funnels,retention,paths".into());
     let wants = |view: &str| wanted.split(',').any(|v| v == view);
     let (live, counts, sessions, funnels) = (wants("live"), wants("counts"), wants("sessions"), wants("funnels"));
+    let (retention, paths) = (wants("retention"), wants("paths"));
     let first = Event::default().event("live").json_data(s.read_model.live()).ok();
     let changes = BroadcastStream::new(s.read_model.subscribe()).flat_map(move |item| {
         let events: Vec<Event> = match item {
@@ -46,6 +48,13 @@ pub async fn stream(
                 }
                 if let Some(list) = change.funnels.as_ref().filter(|_| funnels) {
                     out.extend(Event::default().event("funnels").json_data(list).ok());
+                }
+                if let Some(list) = change.retention.as_ref().filter(|_| retention) {
+                    out.extend(Event::default().event("retention").json_data(list).ok());
+                }
+                if let Some(top) = change.paths.as_ref().filter(|_| paths) {
+                    let body = serde_json::json!({"epoch": change.clock.epoch, "as_of_ms": change.clock.as_of_ms, "heaviest_edges": top.edges});
+                    out.extend(Event::default().event("paths").json_data(body).ok());
                 }
                 out
             }

@@ -181,3 +181,114 @@ async fn sessions_answer_for_a_segment_and_refuse_ranges_that_cannot_be_answered
     let (status, _) = get(s, "/api/v1/sessions?browser=x").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// A state with path edges: two sessions `(entry) -> / -> /products/:id -> (exit)`, one
+/// `(entry) -> / -> event:purchase -> (exit)`.
+fn with_paths() -> AppState {
+    let s = state();
+    let names = ["(entry)", "(exit)", "/", "/products/:id", "event:purchase"];
+    let mut rows: Vec<(Row, isize)> =
+        names.iter().map(|n| (Row::Name { sym: sym(n), text: n.to_string() }, 1)).collect();
+    for (from, to, n) in [
+        ("(entry)", "/", 3),
+        ("/", "/products/:id", 2),
+        ("/products/:id", "(exit)", 2),
+        ("/", "event:purchase", 1),
+        ("event:purchase", "(exit)", 1),
+    ] {
+        rows.push((Row::PathEdge { from: sym(from), to: sym(to) }, n));
+    }
+    s.read_model.publish(5, rows);
+    s
+}
+
+#[tokio::test]
+async fn path_queries_answer_from_the_live_graph_with_actionable_errors() {
+    let s = with_paths();
+    // A raw URL is cleaned like the events were (the trailing slash here).
+    let (status, body) = get(s.clone(), "/api/v1/paths/next?page=/").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let next = json(&body);
+    assert_eq!(next["next"][0]["page"], "/products/:id");
+    assert_eq!(next["next"][0]["count"], 2);
+    assert_eq!(next["previous"][0]["page"], "(entry)");
+    assert_eq!(next["as_of_ms"], HEAD - 300_000);
+    let (status, body) = get(s.clone(), "/api/v1/paths/next?page=/prodcts/:id").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("/products/:id"), "suggests the close name: {body}");
+    let (_, body) = get(s.clone(), "/api/v1/paths/top").await;
+    let top = json(&body);
+    assert_eq!(top["paths"][0]["pages"], serde_json::json!(["(entry)", "/", "/products/:id", "(exit)"]));
+    assert_eq!(top["paths"][0]["sessions"], 2.0);
+    let (_, body) = get(s.clone(), "/api/v1/paths/conversions").await;
+    assert_eq!(json(&body)["paths"][0]["pages"], serde_json::json!(["(entry)", "/", "event:purchase"]));
+    let (status, body) = get(s.clone(), "/api/v1/paths/conversions?event=click").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("views.paths.conversion_events"), "{body}");
+    let (_, body) = get(s.clone(), "/api/v1/paths/exits").await;
+    assert_eq!(json(&body)["exits"][0]["page"], "/products/:id");
+    let (status, body) = get(s.clone(), "/api/v1/paths/graph?max_edges=2").await;
+    assert_eq!(status, StatusCode::OK);
+    let graph = json(&body);
+    assert_eq!(graph["edges"].as_array().unwrap().len(), 2);
+    assert_eq!(graph["total_edges"], 5);
+    let response = app(s.clone())
+        .oneshot(Request::get("/api/v1/paths/graph?format=dot").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/vnd.graphviz; charset=utf-8");
+    let dot = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8(dot.to_vec()).unwrap().starts_with("digraph paths {"));
+    let (status, body) = get(s.clone(), "/api/v1/paths/graph?format=png").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("json or dot"), "{body}");
+    let (status, _) = get(s, "/api/v1/paths/top?steps=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn retention_can_be_created_and_read_and_errors_say_what_to_fix() {
+    use views::retention::{period_of, Period, RetentionStat};
+    let s = state();
+    let post = |body: serde_json::Value| {
+        Request::post("/api/v1/retention")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let def =
+        serde_json::json!({"name": "daily", "periods": 3, "start": {"event": "signup"}, "return": {"event": "click"}});
+    let response = app(s.clone()).oneshot(post(def.clone())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(app(s.clone()).oneshot(post(def)).await.unwrap().status(), StatusCode::CONFLICT);
+    let bad = serde_json::json!({"name": "x", "periods": 1, "start": {"event": "a"}, "return": {"event": "b"}});
+    let response = app(s.clone()).oneshot(post(bad)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // Cells as ingestion would send them: 4 users in yesterday's cohort, 1 back today.
+    let today = period_of(Period::Day, HEAD - 300_000);
+    s.read_model.publish(
+        6,
+        vec![
+            (Row::Retention { retention: 0, key: 0, cohort: today - 1, stat: RetentionStat::Size }, 4),
+            (Row::Retention { retention: 0, key: 0, cohort: today - 1, stat: RetentionStat::On(1) }, 1),
+            (Row::Retention { retention: 0, key: 0, cohort: today - 5, stat: RetentionStat::Size }, 9),
+        ],
+    );
+    let (status, body) = get(s.clone(), "/api/v1/retention/daily").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let report = json(&body);
+    let cohorts = report["cohorts"].as_array().unwrap();
+    assert_eq!(cohorts.len(), 3, "the last 3 periods; the cohort of 5 days ago is not shown");
+    assert_eq!(cohorts[1]["size"], 4);
+    assert_eq!(cohorts[1]["returned"], serde_json::json!([4, 1]));
+    assert_eq!(cohorts[1]["percent"], serde_json::json!([100.0, 25.0]));
+    assert_eq!(report["average"][1]["percent"], 25.0);
+    let (status, body) = get(s.clone(), "/api/v1/retention/dayly").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("did you mean `daily`"), "{body}");
+    let (status, body) = get(s.clone(), "/api/v1/retention/daily?breakdown_value=google").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("has no breakdown"), "{body}");
+    let (_, body) = get(s, "/api/v1/retention").await;
+    assert_eq!(json(&body)["retention"][0]["users"], 4);
+}

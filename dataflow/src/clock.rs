@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use views::cohorts::Cohorts;
 use views::event::{minute_of, Minute};
 use views::ids::IdMap;
 use views::sessions::Sessionizer;
@@ -30,6 +31,8 @@ pub struct PartitionClock {
     pub sessions: Sessionizer,
     /// Their recent events and funnel results.
     pub logs: UserLogs,
+    /// Retention state of the partition's users (per definition and period, not events).
+    pub retention: Cohorts,
 }
 
 impl PartitionClock {

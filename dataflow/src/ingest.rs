@@ -10,15 +10,19 @@ use std::sync::Arc;
 use differential_dataflow::input::InputSession;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use views::cohorts::CohortSink;
 use views::event::{minute_of, minute_start_ms, Event, Minute, Sym};
 use views::facts::{series_of, Dim, Fact};
 use views::funnels::{Funnel, FunnelCell, FunnelRegistry, FunnelStat, LogEvent};
 use views::ids::{IdMap, IdSet};
+use views::path_graph::{ENTRY, EXIT};
+use views::paths::{self, Cleaner};
+use views::retention::{Retention, RetentionCell, RetentionRegistry};
 use views::sessions::{
     cell_changes, cells_of, Hit, Hour, SessionConfig, SessionSink, SessionStat, Sessionizer, Summary,
 };
 use views::tables::Bump;
-use views::userlog::FunnelSink;
+use views::userlog::LogSink;
 use views::{Epoch, ViewConfig};
 
 use crate::clock::{PartitionClock, MAX_HEAD_SKEW_MS};
@@ -47,20 +51,36 @@ pub struct Ledger {
     /// Funnel aggregates and open attempts (their users' logs expire them).
     pub funnels: HashMap<FunnelKey, i64>,
     pub open_attempts: HashMap<OpenAttempt, i64>,
+    /// Path edge counts (their users' logs expire them).
+    pub paths: HashMap<(Sym, Sym), i64>,
+    /// Retention cells by definition: the fingerprint they were computed under, and the cells.
+    pub retention: BTreeMap<u32, (u64, HashMap<RetentionCell, i64>)>,
 }
 
 pub type FunnelKey = (u32, Sym, u32, FunnelStat);
 /// `(funnel, step, entry_ts, user_id)`.
 pub type OpenAttempt = (u32, u8, i64, String);
 
-/// Funnel changes drained from the partitions this epoch.
+/// Funnel, path and retention changes drained from the partitions this epoch.
 #[derive(Default)]
 struct FunnelChanges {
     cells: FxHashMap<FunnelKey, i64>,
     open: FxHashMap<OpenAttempt, i64>,
+    edges: FxHashMap<(Sym, Sym), i64>,
+    retention: FxHashMap<(u32, RetentionCell), i64>,
 }
 
-impl FunnelSink for FunnelChanges {
+impl CohortSink for FunnelChanges {
+    fn cell(&mut self, retention: u32, cell: RetentionCell, diff: i64) {
+        *self.retention.entry((retention, cell)).or_default() += diff;
+    }
+}
+
+impl LogSink for FunnelChanges {
+    fn edge(&mut self, from: Sym, to: Sym, diff: i64) {
+        *self.edges.entry((from, to)).or_default() += diff;
+    }
+
     fn cell(&mut self, (funnel, key, day, stat, n): FunnelCell) {
         *self.cells.entry((funnel, key, day, stat)).or_default() += n;
     }
@@ -111,6 +131,12 @@ pub struct Ingest {
     pub funnels: Arc<FunnelRegistry>,
     funnel_list: Vec<Arc<Funnel>>,
     funnel_version: u64,
+    /// Retention definitions, the same way.
+    pub retention: Arc<RetentionRegistry>,
+    retention_list: Vec<Arc<Retention>>,
+    retention_version: u64,
+    /// Maps events to path nodes.
+    cleaner: Cleaner,
     /// The epoch the session changes are reported in (see [`Sessionizer::epoch`]).
     session_epoch: Epoch,
     /// The input epoch being filled, set by the runtime.
@@ -126,7 +152,8 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn new(worker: u32, views: ViewConfig, lateness_ms: i64, dead_letters: Box<dyn DeadLetterSink>) -> Ingest {
-        Ingest {
+        let cleaner = Cleaner::new(&views.paths).expect("paths are checked by ViewConfig::validate");
+        let mut ingest = Ingest {
             worker,
             views,
             lateness_ms,
@@ -141,12 +168,29 @@ impl Ingest {
             funnels: Arc::default(),
             funnel_list: Vec::new(),
             funnel_version: 0,
+            retention: Arc::default(),
+            retention_list: Vec::new(),
+            retention_version: 0,
+            cleaner,
             session_epoch: 0,
             epoch: 0,
             reported: None,
             as_of: None,
             dead_letters,
             freshness: None,
+        };
+        // Nodes that no page names: the pseudo nodes and the conversion events.
+        let conversions = ingest.views.paths.conversion_events.iter().map(|e| paths::event_node(e));
+        let fixed: Vec<String> = [ENTRY.to_string(), EXIT.to_string()].into_iter().chain(conversions).collect();
+        fixed.iter().for_each(|text| ingest.name(views::event::sym(text), text));
+        ingest
+    }
+
+    /// Publishes the text of a symbol this worker has not named yet.
+    fn name(&mut self, sym: Sym, text: &str) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.ledger.names.entry(sym) {
+            e.insert(text.to_string());
+            self.new_names.push((sym, text.to_string()));
         }
     }
 
@@ -207,10 +251,7 @@ impl Ingest {
     pub fn add(&mut self, d: &Decoded<'_>) {
         let e = d.event;
         for (sym, text) in d.texts() {
-            if let std::collections::hash_map::Entry::Vacant(e) = self.ledger.names.entry(sym) {
-                e.insert(text.to_string());
-                self.new_names.push((sym, text.to_string()));
-            }
+            self.name(sym, text);
         }
         let minute = minute_of(e.ts);
         if self.ledger.users.entry(minute).or_default().insert(e.user) {
@@ -226,8 +267,19 @@ impl Ingest {
         }
     }
 
-    /// Adds the event to its partition's per-user state: its session and the user's log.
+    /// Picks up retention definitions added since the last call (one atomic load when none was).
+    fn refresh_retention(&mut self) {
+        if self.retention.version() != self.retention_version {
+            self.retention_version = self.retention.version();
+            self.retention_list = self.retention.all();
+        }
+    }
+
+    /// Adds the event to its partition's per-user state: its session, the user's log and their
+    /// retention state.
     pub fn track(&mut self, partition: &mut PartitionClock, d: &Decoded<'_>) {
+        // Before the first event too: definitions from config count from it.
+        self.refresh_retention();
         let e = &d.event;
         let source = [e.utm_source, e.device, e.country];
         let hit = Hit { ts: e.ts, page: e.page, page_view: e.is_page_view(), source };
@@ -235,7 +287,15 @@ impl Ingest {
         let key = Sessionizer::key(config, e.user, d.session_id);
         partition.sessions.add(key, hit, config, self.lateness_ms + MAX_HEAD_SKEW_MS);
         let props = (!d.props.is_empty()).then(|| d.props.to_vec().into_boxed_slice());
-        let logged = LogEvent { ts: e.ts, name: e.name, page: e.page, source, props };
+        let (node, new_node) = self.cleaner.node(e.name, e.is_page_view(), e.page, d.page.as_deref());
+        if let Some(text) = new_node {
+            self.name(node, &text);
+        }
+        let logged = LogEvent { ts: e.ts, name: e.name, page: e.page, source, props, node };
+        if let Some(text) = d.page.as_deref() {
+            partition.logs.note_page(e.page, text);
+        }
+        partition.retention.add(&self.retention_list, e.user, &logged, &partition.logs);
         let cap = self.views.max_events_per_user;
         partition.logs.add(e.user, &d.user_id, logged, d.page.as_deref(), cap, &self.funnel_list);
     }
@@ -262,6 +322,8 @@ impl Ingest {
             self.funnel_list = self.funnels.all();
         }
         partition.logs.drain(&self.funnel_list, &self.views.sessions, &mut self.funnel_changes);
+        self.refresh_retention();
+        partition.retention.drain(&self.retention_list, &partition.logs, watermark, &mut self.funnel_changes);
     }
 
     pub fn reject(&mut self, rejection: &Rejection, source: &Coords<'_>, raw: &[u8], now_ms: i64) {
@@ -322,6 +384,8 @@ impl Ingest {
         if let Some(as_of) = as_of {
             self.as_of = Some(as_of);
             self.expire(input, minute_of(as_of));
+            let at = (*input.time()).max(self.session_epoch);
+            self.expire_retention(input, as_of, at);
         }
         self.dead_letters.flush();
     }
@@ -342,11 +406,61 @@ impl Ingest {
                 self.ledger.open_attempts.bump((funnel, step, entry_ts, user), n);
             }
         }
+        for ((from, to), n) in self.funnel_changes.edges.drain() {
+            if n != 0 {
+                input.update_at(Fact::PathEdge { from, to }, at, n as isize);
+                self.ledger.paths.bump((from, to), n);
+            }
+        }
+        self.retract_redefined_retention(input, at);
+        for ((retention, (key, cohort, stat)), n) in self.funnel_changes.retention.drain() {
+            if n != 0 {
+                input.update_at(Fact::Retention { retention, key, cohort, stat }, at, n as isize);
+                let fingerprint = self.retention_list[retention as usize].fingerprint;
+                let entry = self.ledger.retention.entry(retention).or_insert_with(|| (fingerprint, HashMap::new()));
+                entry.1.bump((key, cohort, stat), n);
+            }
+        }
         for ((hour, source, stat), n) in self.session_cells.drain() {
             if n != 0 {
                 input.update_at(Fact::Session { hour, source, stat }, at, n as isize);
                 self.ledger.sessions.entry(hour).or_default().bump((source, stat), n);
             }
+        }
+    }
+
+    /// Retracts what a retention definition reported before it was redefined (its partitions
+    /// recompute it under the new definition).
+    fn retract_redefined_retention(&mut self, input: &mut InputSession<Epoch, Fact, isize>, at: Epoch) {
+        let list = &self.retention_list;
+        let stale: Vec<u32> = self
+            .ledger
+            .retention
+            .iter()
+            .filter(|(i, (fingerprint, _))| list.get(**i as usize).is_some_and(|r| r.fingerprint != *fingerprint))
+            .map(|(i, _)| *i)
+            .collect();
+        for retention in stale {
+            let (_, cells) = self.ledger.retention.remove(&retention).expect("listed");
+            for ((key, cohort, stat), n) in cells {
+                input.update_at(Fact::Retention { retention, key, cohort, stat }, at, -(n as isize));
+            }
+        }
+    }
+
+    /// Retracts retention cohorts older than every definition shows at `as_of`.
+    fn expire_retention(&mut self, input: &mut InputSession<Epoch, Fact, isize>, as_of: i64, at: Epoch) {
+        for (index, (_, cells)) in self.ledger.retention.iter_mut() {
+            let Some(r) = self.retention_list.get(*index as usize) else { continue };
+            let oldest = r.oldest_cohort(r.period_of(as_of));
+            cells.retain(|(key, cohort, stat), n| {
+                if *cohort >= oldest {
+                    return true;
+                }
+                let fact = Fact::Retention { retention: *index, key: *key, cohort: *cohort, stat: *stat };
+                input.update_at(fact, at, -(*n as isize));
+                false
+            });
         }
     }
 
@@ -415,6 +529,15 @@ impl Ingest {
         for ((funnel, step, entry_ts, user), n) in &ledger.open_attempts {
             let fact = Fact::FunnelUser { funnel: *funnel, step: *step, entry_ts: *entry_ts, user: user.clone() };
             input.update(fact, *n as isize);
+        }
+        for ((from, to), n) in &ledger.paths {
+            input.update(Fact::PathEdge { from: *from, to: *to }, *n as isize);
+        }
+        for (retention, (_, cells)) in &ledger.retention {
+            for ((key, cohort, stat), n) in cells {
+                let fact = Fact::Retention { retention: *retention, key: *key, cohort: *cohort, stat: *stat };
+                input.update(fact, *n as isize);
+            }
         }
         input.update(Fact::Accepted, ledger.accepted as isize);
         for (reason, n) in &ledger.rejects {

@@ -158,6 +158,7 @@ impl WorkerSetup {
         let mut ingest = Ingest::new(index as u32, self.views.clone(), lateness, sinks(index));
         ingest.freshness = self.measure_freshness.map(|from| (from, Vec::new()));
         ingest.funnels = self.read_model.funnels.clone();
+        ingest.retention = self.read_model.retention.clone();
         // Only a source that can resume reads or writes snapshots (a replay must not clobber them).
         let state_dir = self.config.state_dir.as_ref().filter(|_| source.resumable());
         if let Some(dir) = state_dir {

@@ -18,7 +18,7 @@ use crate::ingest::Ledger;
 use crate::source::Checkpoint;
 
 /// 2: partition state with sessions and user logs; ledger with session and funnel cells.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

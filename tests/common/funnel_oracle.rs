@@ -11,7 +11,7 @@ use views::model::FunnelDump;
 
 use super::oracle::{Accepted, Spec};
 
-fn field<'a>(e: &'a Accepted, name: &str) -> &'a str {
+pub fn field<'a>(e: &'a Accepted, name: &str) -> &'a str {
     match name {
         "utm_source" => &e.utm_source,
         "device" => &e.device,
@@ -21,7 +21,7 @@ fn field<'a>(e: &'a Accepted, name: &str) -> &'a str {
     }
 }
 
-fn matches(step: &StepDef, e: &Accepted) -> bool {
+pub fn matches(step: &StepDef, e: &Accepted) -> bool {
     let page = e.page.as_deref().unwrap_or("");
     e.name == step.event
         && step.page.as_deref().is_none_or(|p| p == page)
@@ -122,7 +122,7 @@ fn search(def: &FunnelDef, events: &[&Accepted], end: i64, chain: &mut Vec<usize
 
 /// A user's events (sorted) cut into sessions: a new one after a gap over the timeout, or every
 /// `max` from the first event of a gap-free run.
-fn sessions<'a>(events: &[&'a Accepted], cfg: &views::ViewConfig) -> Vec<Vec<&'a Accepted>> {
+pub fn sessions<'a>(events: &[&'a Accepted], cfg: &views::ViewConfig) -> Vec<Vec<&'a Accepted>> {
     let timeout = cfg.sessions.inactivity_minutes as i64 * 60_000;
     let max = cfg.sessions.max_hours as i64 * 3_600_000;
     let mut out: Vec<Vec<&Accepted>> = Vec::new();
@@ -142,14 +142,33 @@ fn sessions<'a>(events: &[&'a Accepted], cfg: &views::ViewConfig) -> Vec<Vec<&'a
     out
 }
 
-/// Funnels of the spec's views config, over each user's last `max_events_per_user` events that are
-/// still in the window of their partition's watermark.
-pub fn dump(spec: &Spec, accepted: &[Accepted], partition_heads: &[Option<i64>]) -> BTreeMap<String, FunnelDump> {
+/// Each user's last `max_events_per_user` events that are still in the window of their
+/// partition's watermark, sorted by time (equal times in arrival order).
+pub fn retained<'a>(
+    spec: &Spec,
+    accepted: &'a [Accepted],
+    partition_heads: &[Option<i64>],
+) -> BTreeMap<&'a str, Vec<&'a Accepted>> {
     let cfg = &spec.views;
     let mut users: BTreeMap<&str, Vec<&Accepted>> = BTreeMap::new();
     for e in accepted {
         users.entry(&e.user).or_default().push(e);
     }
+    for events in users.values_mut() {
+        events.sort_by_key(|e| e.ts); // stable: equal times keep their arrival order
+        let keep_from = events.len().saturating_sub(cfg.max_events_per_user);
+        let head = partition_heads[events[0].partition].unwrap();
+        let floor_minute = ((head - spec.lateness_ms).div_euclid(60_000) + 1 - cfg.window_minutes as i64).max(0);
+        *events = events[keep_from..].iter().copied().filter(|e| e.ts >= floor_minute * 60_000).collect();
+    }
+    users.retain(|_, events| !events.is_empty());
+    users
+}
+
+/// Funnels of the spec's views config, over each user's retained events.
+pub fn dump(spec: &Spec, accepted: &[Accepted], partition_heads: &[Option<i64>]) -> BTreeMap<String, FunnelDump> {
+    let cfg = &spec.views;
+    let users = retained(spec, accepted, partition_heads);
     let mut out = BTreeMap::new();
     for (index, def) in cfg.funnels.iter().enumerate() {
         let funnel = Funnel::new(def.clone()).unwrap();
@@ -157,13 +176,7 @@ pub fn dump(spec: &Spec, accepted: &[Accepted], partition_heads: &[Option<i64>])
         let mut open = Vec::new();
         let mut names: HashMap<u64, String> = HashMap::new();
         for (user, events) in &users {
-            let mut events = events.clone();
-            events.sort_by_key(|e| e.ts); // stable: equal times keep their arrival order
-            let keep_from = events.len().saturating_sub(cfg.max_events_per_user);
-            let head = partition_heads[events[0].partition].unwrap();
-            let floor_minute = ((head - spec.lateness_ms).div_euclid(60_000) + 1 - cfg.window_minutes as i64).max(0);
-            let events: Vec<&Accepted> =
-                events[keep_from..].iter().copied().filter(|e| e.ts >= floor_minute * 60_000).collect();
+            let events = events.clone();
             let units = match def.over {
                 Unit::Users => vec![events],
                 Unit::Sessions => sessions(&events, cfg),

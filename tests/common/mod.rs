@@ -6,6 +6,8 @@ pub mod e2e;
 pub mod funnel_oracle;
 pub mod kafka;
 pub mod oracle;
+pub mod path_oracle;
+pub mod retention_oracle;
 pub mod session_oracle;
 
 use std::collections::VecDeque;
@@ -40,7 +42,24 @@ pub fn small_windows() -> ViewConfig {
         // Small enough that the bot user of the property tests is capped.
         max_events_per_user: 10,
         funnels: test_funnels(),
+        paths: serde_json::from_value(serde_json::json!({
+            "rules": [{"pattern": "^/products/\\d+", "name": "/products/:id"}],
+            "conversion_events": ["purchase"]
+        }))
+        .unwrap(),
+        retention: test_retention(),
     }
+}
+
+/// One definition per cohort type, both with predicates, one with a breakdown.
+pub fn test_retention() -> Vec<views::retention::RetentionDef> {
+    serde_json::from_value(serde_json::json!([
+        {"name": "daily_return", "period": "day", "periods": 4, "breakdown": "utm_source",
+         "start": {"event": "page_view", "page_prefix": "/products"}, "return": {"event": "click"}},
+        {"name": "weekly_buyers", "period": "week", "periods": 3, "cohort": "recurring", "mode": "on_or_after",
+         "start": {"event": "page_view", "page": "/"}, "return": {"event": "purchase", "props": {"plan": "pro"}}}
+    ]))
+    .unwrap()
 }
 
 /// The funnels of `examples/funnels.toml`, which the end-to-end runs load with `--config`.

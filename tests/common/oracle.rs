@@ -102,6 +102,8 @@ pub fn dump(spec: &Spec, partitions: &[Vec<Vec<u8>>]) -> Dump {
     let as_of = head.map(|_| heads.iter().map(|h| h - spec.lateness_ms).max().unwrap());
     let mut dump = views_of(spec, &accepted, head, as_of, rejects);
     dump.funnels = super::funnel_oracle::dump(spec, &accepted, &partition_heads);
+    dump.paths = super::path_oracle::dump(spec, &accepted, &partition_heads);
+    dump.retention = super::retention_oracle::dump(spec, &accepted, as_of);
     dump
 }
 
@@ -248,6 +250,8 @@ fn views_of(
         active_users,
         sessions: super::session_oracle::dump(cfg, events, head, as_of),
         funnels: BTreeMap::new(),
+        retention: BTreeMap::new(),
+        paths: Vec::new(),
     }
 }
 

@@ -27,6 +27,10 @@ pub struct ViewConfig {
     pub max_events_per_user: usize,
     /// Funnels defined from the start (more can be added through the API).
     pub funnels: Vec<crate::funnels::FunnelDef>,
+    /// Path graph: page cleaning rules and the conversion events that are path steps.
+    pub paths: crate::paths::PathConfig,
+    /// Retention definitions from the start (more can be added through the API).
+    pub retention: Vec<crate::retention::RetentionDef>,
 }
 
 impl Default for ViewConfig {
@@ -42,6 +46,8 @@ impl Default for ViewConfig {
             sessions: SessionConfig::default(),
             max_events_per_user: 1000,
             funnels: Vec::new(),
+            paths: crate::paths::PathConfig::default(),
+            retention: Vec::new(),
         }
     }
 }
@@ -66,6 +72,8 @@ impl ViewConfig {
             return Err("views: max_events_per_user must be at least 1".into());
         }
         crate::funnels::FunnelRegistry::new(&self.funnels).map(|_| ())?;
+        crate::retention::RetentionRegistry::new(&self.retention).map(|_| ())?;
+        crate::paths::Cleaner::new(&self.paths)?;
         self.sessions.validate()
     }
 

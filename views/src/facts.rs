@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Minute, Sym, UserId, NONE};
 use crate::funnels::FunnelStat;
+use crate::retention::RetentionStat;
 use crate::sessions::{Hour, SessionStat};
 
 /// The dimension of a per-minute count series.
@@ -90,6 +91,11 @@ pub enum Fact {
     Funnel { funnel: u32, key: Sym, day: u32, stat: FunnelStat },
     /// A user whose best attempt of `funnel` stopped after `step` (0-based), started at `entry_ts`.
     FunnelUser { funnel: u32, step: u8, entry_ts: i64, user: String },
+    /// `diff` transitions from path node `from` to `to` within sessions.
+    PathEdge { from: Sym, to: Sym },
+    /// Users of retention `retention` (registry index) in the cohort of period `cohort` with
+    /// breakdown value `key` contribute `diff` to `stat`.
+    Retention { retention: u32, key: Sym, cohort: u32, stat: RetentionStat },
 }
 
 /// An output record of the dataflow, read into the [`crate::ReadModel`].
@@ -104,4 +110,6 @@ pub enum Row {
     Session { hour: Hour, source: [Sym; 3], stat: SessionStat },
     Funnel { funnel: u32, key: Sym, day: u32, stat: FunnelStat },
     FunnelUser { funnel: u32, step: u8, entry_ts: i64, user: String },
+    PathEdge { from: Sym, to: Sym },
+    Retention { retention: u32, key: Sym, cohort: u32, stat: RetentionStat },
 }

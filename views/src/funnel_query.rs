@@ -6,6 +6,7 @@ use crate::event::Sym;
 use crate::funnels::{Funnel, FunnelRegistry, FunnelStat, MS_PER_DAY};
 use crate::model::*;
 use crate::query::{clock, nearest_rank, QueryError};
+use crate::registry::{Definition, Registry};
 use crate::tables::Tables;
 
 /// Funnel aggregates of one funnel: (breakdown value, start day, stat) -> users.
@@ -89,15 +90,16 @@ pub fn numbers(funnel: &Funnel, cells: &FunnelCells, name: &dyn Fn(Sym) -> Strin
 }
 
 /// The answer to an unknown funnel name: what exists, close matches first.
-pub fn unknown(registry: &FunnelRegistry, name: &str) -> QueryError {
+/// An unknown funnel (or retention) name: the close matches, or how to create one.
+pub fn unknown<T: Definition>(registry: &Registry<T>, name: &str) -> QueryError {
     let names = registry.names();
     let close: Vec<&String> = names.iter().filter(|n| close_to(n, name)).collect();
     let hint = match (names.is_empty(), close.is_empty()) {
-        (true, _) => "none is defined yet; create one with POST /api/v1/funnels".to_string(),
+        (true, _) => format!("none is defined yet; create one with POST {}", T::ROUTE),
         (false, false) => format!("did you mean {}? defined: {}", quoted(&close), names.join(", ")),
         (false, true) => format!("defined: {}", names.join(", ")),
     };
-    QueryError(format!("no funnel named `{name}`; {hint}"))
+    QueryError(format!("no {} named `{name}`; {hint}", T::KIND))
 }
 
 fn quoted(names: &[&String]) -> String {

@@ -20,7 +20,25 @@
 
 use parking_lot::Mutex;
 
-pub use crate::funnel_registry::{FunnelRegistry, RegistryError};
+pub use crate::registry::RegistryError;
+
+pub type FunnelRegistry = crate::registry::Registry<Funnel>;
+
+impl crate::registry::Definition for Funnel {
+    type Def = FunnelDef;
+    const KIND: &'static str = "funnel";
+    const ROUTE: &'static str = "/api/v1/funnels";
+    const MAX: usize = MAX_FUNNELS;
+    fn new(def: FunnelDef) -> Result<Funnel, String> {
+        Funnel::new(def)
+    }
+    fn def(&self) -> &FunnelDef {
+        &self.def
+    }
+    fn name(&self) -> &str {
+        &self.def.name
+    }
+}
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
@@ -132,7 +150,7 @@ pub const MAX_FUNNELS: usize = 64;
 
 /// A step ready to match: symbols and a compiled pattern.
 #[derive(Debug)]
-struct Matcher {
+pub(crate) struct Matcher {
     name: Sym,
     page: Option<Sym>,
     prefix: Option<String>,
@@ -147,7 +165,7 @@ struct Matcher {
 pub type PageTexts = IdMap<Box<str>>;
 
 /// A field value in a step; empty or `(none)` (as answers show it) means absent.
-fn sym_or_none(text: &str) -> Sym {
+pub(crate) fn sym_or_none(text: &str) -> Sym {
     if text.is_empty() || text == crate::event::NONE_TEXT {
         NONE
     } else {
@@ -156,7 +174,7 @@ fn sym_or_none(text: &str) -> Sym {
 }
 
 impl Matcher {
-    fn compile(step: &StepDef, what: &str) -> Result<Matcher, String> {
+    pub(crate) fn compile(step: &StepDef, what: &str) -> Result<Matcher, String> {
         if step.event.is_empty() {
             return Err(format!("{what}: `event` must not be empty"));
         }
@@ -193,7 +211,7 @@ impl Matcher {
         self.prefix.is_some() || self.regex.is_some()
     }
 
-    fn matches(&self, e: &LogEvent, pages: &PageTexts) -> bool {
+    pub(crate) fn matches(&self, e: &LogEvent, pages: &PageTexts) -> bool {
         if e.name != self.name || self.page.is_some_and(|p| p != e.page) {
             return false;
         }
@@ -214,6 +232,14 @@ impl Matcher {
     }
 }
 
+/// Names appear in URLs.
+pub(crate) fn check_name(name: &str, kind: &str) -> Result<(), String> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(format!("{kind} name `{name}`: use letters, digits, `_` and `-` (it appears in URLs)"));
+    }
+    Ok(())
+}
+
 /// A validated funnel.
 #[derive(Debug)]
 pub struct Funnel {
@@ -231,9 +257,7 @@ pub const BREAKDOWNS: &str = "utm_source, device, country, page";
 impl Funnel {
     pub fn new(def: FunnelDef) -> Result<Funnel, String> {
         let name = &def.name;
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(format!("funnel name `{name}`: use letters, digits, `_` and `-` (it appears in URLs)"));
-        }
+        check_name(name, "funnel")?;
         if def.steps.len() < 2 || def.steps.len() > MAX_STEPS {
             return Err(format!("funnel `{name}`: give 2 to {MAX_STEPS} steps, not {}", def.steps.len()));
         }
@@ -480,6 +504,9 @@ pub struct LogEvent {
     pub source: [Sym; 3],
     /// `(key, value)` symbols of `props`, if any.
     pub props: Option<Box<[(Sym, Sym)]>>,
+    /// Its path node (cleaned page or conversion event), `NONE` if it is not a path step.
+    #[serde(default)]
+    pub node: Sym,
 }
 
 /// A user's best attempt: steps reached (1..=n), the time of each, and the breakdown value.
@@ -566,6 +593,7 @@ mod tests {
                 page: NONE,
                 source: [NONE; 3],
                 props: None,
+                node: NONE,
             })
             .collect();
         let pages = PageTexts::default();

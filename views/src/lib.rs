@@ -1,16 +1,22 @@
 //! clickflow's event schema, its views as differential functions, and the live read model.
 //! No Kafka, no HTTP here.
 
+pub mod cohorts;
 pub mod config;
 pub mod event;
 pub mod facts;
 pub mod funnel_query;
-pub mod funnel_registry;
 pub mod funnels;
 pub mod ids;
 pub mod model;
+pub mod path_graph;
+pub mod path_query;
+pub mod paths;
 pub mod query;
 pub mod read_model;
+pub mod registry;
+pub mod retention;
+pub mod retention_query;
 pub mod session_cells;
 pub mod session_query;
 pub mod sessions;

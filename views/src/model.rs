@@ -106,6 +106,9 @@ pub struct Dump {
     pub active_users: Vec<ActiveUsersPoint>,
     pub sessions: SessionsDump,
     pub funnels: BTreeMap<String, FunnelDump>,
+    /// Retention matrices in both modes, by definition.
+    pub retention: BTreeMap<String, [RetentionMatrix; 2]>,
+    pub paths: PathEdges,
 }
 
 /// Exact integer totals over a set of sessions (what the reference recomputes).
@@ -281,3 +284,74 @@ pub struct FunnelDump {
     pub numbers: FunnelNumbers,
     pub open_attempts: Vec<(u8, i64, String)>,
 }
+
+/// One cohort's row of a retention matrix.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cohort {
+    /// First day of the cohort's period (UTC), `YYYY-MM-DD`.
+    pub cohort: String,
+    pub size: i64,
+    /// Users retained in period 0, 1, ... up to the current period (period 0 is the cohort).
+    pub returned: Vec<i64>,
+    /// `returned` as a percentage of `size` (0 for an empty cohort).
+    pub percent: Vec<f64>,
+}
+
+/// The mean retention in one period over the cohorts that have reached it, weighted by size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetentionPoint {
+    pub period: u32,
+    pub percent: f64,
+    /// Cohorts (with users) that have reached this period.
+    pub cohorts: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetentionValue {
+    pub value: String,
+    pub size: i64,
+}
+
+/// A retention matrix: the last `periods` cohorts up to the period of `as_of`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetentionMatrix {
+    pub mode: crate::retention::ReturnMode,
+    /// The breakdown value the matrix is restricted to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakdown_value: Option<String>,
+    pub cohorts: Vec<Cohort>,
+    pub average: Vec<RetentionPoint>,
+    /// Users in the shown cohorts per breakdown value (with a breakdown), largest first.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub breakdown: Vec<RetentionValue>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetentionReport {
+    #[serde(flatten)]
+    pub clock: Clock,
+    pub definition: crate::retention::RetentionDef,
+    #[serde(flatten)]
+    pub matrix: RetentionMatrix,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetentionSummary {
+    pub name: String,
+    pub period: crate::retention::Period,
+    pub cohort: crate::retention::CohortType,
+    /// Size of the newest cohort and of all shown cohorts, and the mean retention in period 1.
+    pub newest_cohort: i64,
+    pub users: i64,
+    pub period_1_percent: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetentionList {
+    #[serde(flatten)]
+    pub clock: Clock,
+    pub retention: Vec<RetentionSummary>,
+}
+
+/// The path graph in the dump: every edge with its count, sorted.
+pub type PathEdges = Vec<(String, String, i64)>;

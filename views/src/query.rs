@@ -287,7 +287,12 @@ fn active_at(tables: &Tables, config: &ViewConfig, minute: Minute, users_from: M
     tables.distinct_users(lo, minute)
 }
 
-pub fn dump(tables: &Tables, config: &ViewConfig, funnels: &crate::funnels::FunnelRegistry) -> Dump {
+pub fn dump(
+    tables: &Tables,
+    config: &ViewConfig,
+    funnels: &crate::funnels::FunnelRegistry,
+    retention: &crate::retention::RetentionRegistry,
+) -> Dump {
     let vis = visible(tables, config);
     let mut counts: BTreeMap<String, BTreeMap<String, BTreeMap<i64, i64>>> = BTreeMap::new();
     for ((dim, key), series) in &tables.counts {
@@ -314,6 +319,8 @@ pub fn dump(tables: &Tables, config: &ViewConfig, funnels: &crate::funnels::Funn
         active_users,
         sessions: crate::session_query::dump(tables, config),
         funnels: crate::funnel_query::dump(tables, funnels),
+        retention: crate::retention_query::dump(tables, retention),
+        paths: crate::path_query::dump(tables),
     }
 }
 

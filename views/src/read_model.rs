@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -17,7 +17,14 @@ use crate::funnel_query::{self, StuckQuery};
 use crate::funnels::FunnelRegistry;
 use crate::model::{Clock, Dump, Live, Rejects, SessionSummary, Sessions, Timeseries};
 use crate::model::{FunnelList, FunnelReport, StuckUsers};
+use crate::model::{RetentionList, RetentionReport};
+use crate::path_graph::{GraphExport, PathGraph};
+use crate::path_query::{self, ConversionQuery, ExitsQuery, GraphQuery, NextQuery, TopQuery};
+use crate::path_query::{PathExits, PathGraphAnswer, PathNext, TopPaths};
+use crate::paths::Cleaner;
 use crate::query::{self, QueryError, TimeseriesQuery};
+use crate::retention::RetentionRegistry;
+use crate::retention_query::{self, RetentionQuery};
 use crate::session_query::{self, SessionsQuery};
 use crate::tables::Tables;
 
@@ -43,12 +50,24 @@ pub struct Change {
     /// Every funnel's headline numbers, when a funnel changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub funnels: Option<FunnelList>,
+    /// Every retention definition's headline numbers, when a cohort changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionList>,
+    /// The heaviest path edges, when an edge count changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paths: Option<GraphExport>,
 }
 
 pub struct ReadModel {
     config: ViewConfig,
     /// The funnels being computed; the API adds to it, ingestion picks new ones up.
     pub funnels: Arc<FunnelRegistry>,
+    /// The retention definitions, the same way.
+    pub retention: Arc<RetentionRegistry>,
+    /// Maps pages to path nodes for queries (the rules ingestion applies).
+    cleaner: Cleaner,
+    /// The path graph of the last snapshot a query needed, with the edge version it was built at.
+    graph: Mutex<(u64, Arc<PathGraph>)>,
     tables: RwLock<Tables>,
     changes: broadcast::Sender<Arc<Change>>,
     /// `as_of` of the last publish (i64::MIN before the first), read lock-free by ingestion to
@@ -62,8 +81,14 @@ impl ReadModel {
     pub fn new(config: ViewConfig) -> Arc<ReadModel> {
         let (changes, _) = broadcast::channel(256);
         let funnels = FunnelRegistry::new(&config.funnels).expect("funnels are checked by ViewConfig::validate");
+        let retention =
+            RetentionRegistry::new(&config.retention).expect("retention is checked by ViewConfig::validate");
+        let cleaner = Cleaner::new(&config.paths).expect("paths are checked by ViewConfig::validate");
         Arc::new(ReadModel {
             funnels: Arc::new(funnels),
+            retention: Arc::new(retention),
+            cleaner,
+            graph: Mutex::new((0, Arc::new(PathGraph::from_edges(Vec::<(String, String, u64)>::new())))),
             config,
             tables: RwLock::new(Tables::default()),
             changes,
@@ -86,6 +111,9 @@ impl ReadModel {
         let touched = std::mem::take(&mut tables.touched);
         let sessions_touched = std::mem::take(&mut tables.sessions_touched);
         let funnels_touched = std::mem::take(&mut tables.funnels_touched);
+        let retention_touched = std::mem::take(&mut tables.retention_touched);
+        let paths_touched = tables.paths_version != tables.paths_published;
+        tables.paths_published = tables.paths_version;
         if self.changes.receiver_count() == 0 {
             return;
         }
@@ -106,12 +134,16 @@ impl ReadModel {
             .flatten()
             .map(|s| s.summary);
         let funnels = funnels_touched.then(|| funnel_query::list(&tables, &self.funnels));
+        let retention = retention_touched.then(|| retention_query::list(&tables, &self.retention));
+        let paths = paths_touched.then(|| self.graph_of(&tables).pruned(1, 10));
         let change = Change {
             clock: query::clock(&tables),
             live: query::live(&tables, &self.config),
             counts,
             sessions,
             funnels,
+            retention,
+            paths,
         };
         let _ = self.changes.send(Arc::new(change));
     }
@@ -163,7 +195,57 @@ impl ReadModel {
     }
 
     pub fn dump(&self) -> Dump {
-        query::dump(&self.tables.read(), &self.config, &self.funnels)
+        query::dump(&self.tables.read(), &self.config, &self.funnels, &self.retention)
+    }
+
+    pub fn retention_list(&self) -> RetentionList {
+        retention_query::list(&self.tables.read(), &self.retention)
+    }
+
+    pub fn retention_report(&self, name: &str, q: &RetentionQuery) -> Result<RetentionReport, QueryError> {
+        retention_query::report(&self.tables.read(), &self.retention, name, q)
+    }
+
+    /// The graph of the current snapshot, rebuilt only when an edge count moved since it was
+    /// last built; the caller holds the snapshot, so clock and graph agree.
+    fn graph_of(&self, tables: &Tables) -> Arc<PathGraph> {
+        let mut cached = self.graph.lock();
+        if cached.0 != tables.paths_version {
+            *cached = (tables.paths_version, Arc::new(path_query::graph(tables)));
+        }
+        cached.1.clone()
+    }
+
+    /// A consistent pair: the clock of the current snapshot and its path graph.
+    fn paths(&self) -> (Clock, Arc<PathGraph>) {
+        let tables = self.tables.read();
+        (query::clock(&tables), self.graph_of(&tables))
+    }
+
+    pub fn path_next(&self, q: &NextQuery) -> Result<PathNext, QueryError> {
+        let (clock, graph) = self.paths();
+        path_query::next(&graph, &self.cleaner, clock, q)
+    }
+
+    pub fn path_top(&self, q: &TopQuery) -> Result<TopPaths, QueryError> {
+        let (clock, graph) = self.paths();
+        path_query::top(&graph, &self.cleaner, clock, q)
+    }
+
+    pub fn path_conversions(&self, q: &ConversionQuery) -> Result<TopPaths, QueryError> {
+        let (clock, graph) = self.paths();
+        path_query::conversions(&graph, &self.config.paths.conversion_events, clock, q)
+    }
+
+    pub fn path_exits(&self, q: &ExitsQuery) -> Result<PathExits, QueryError> {
+        let (clock, graph) = self.paths();
+        path_query::exits(&graph, clock, q)
+    }
+
+    /// The pruned graph as JSON, or as Graphviz DOT (`Ok(Err(dot))`).
+    pub fn path_graph(&self, q: &GraphQuery) -> Result<Result<PathGraphAnswer, String>, QueryError> {
+        let (clock, graph) = self.paths();
+        path_query::export(&graph, clock, q)
     }
 
     pub fn rejects(&self) -> Rejects {

@@ -6,6 +6,7 @@ use crate::event::{Minute, Sym, NONE, NONE_TEXT};
 use crate::facts::{Dim, Row};
 use crate::funnels::FunnelStat;
 use crate::ids::{IdMap, IdSet};
+use crate::retention::RetentionStat;
 use crate::sessions::{Hour, SessionStat};
 
 /// Session aggregates of one acquisition tuple by start hour.
@@ -28,6 +29,14 @@ pub struct Tables {
     pub(crate) funnels: HashMap<u32, HashMap<(Sym, u32, FunnelStat), i64>>,
     /// Open attempts by funnel index: (step, start, user id) -> 1.
     pub(crate) open_attempts: HashMap<u32, BTreeMap<(u8, i64, String), i64>>,
+    /// Path edge counts, and a counter of their changes (the graph is rebuilt when it moved).
+    pub(crate) path_edges: HashMap<(Sym, Sym), i64>,
+    pub(crate) paths_version: u64,
+    /// `paths_version` at the last publish.
+    pub(crate) paths_published: u64,
+    /// Retention aggregates by definition index: (breakdown value, cohort, stat) -> users.
+    pub(crate) retention: HashMap<u32, HashMap<(Sym, u32, RetentionStat), i64>>,
+    pub(crate) retention_touched: bool,
     /// Whether a session aggregate changed since the last publish.
     pub(crate) sessions_touched: bool,
     pub(crate) funnels_touched: bool,
@@ -134,6 +143,18 @@ impl Tables {
                 if users.is_empty() {
                     self.open_attempts.remove(&funnel);
                 }
+            }
+            Row::PathEdge { from, to } => {
+                self.path_edges.bump((from, to), diff);
+                self.paths_version += 1;
+            }
+            Row::Retention { retention, key, cohort, stat } => {
+                let cells = self.retention.entry(retention).or_default();
+                cells.bump((key, cohort, stat), diff);
+                if cells.is_empty() {
+                    self.retention.remove(&retention);
+                }
+                self.retention_touched = true;
             }
         }
     }

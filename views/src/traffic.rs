@@ -41,13 +41,15 @@ pub fn traffic<'s>(facts: Facts<'s>) -> Rows<'s> {
         })
         .distinct()
         .map(|(sym, text)| Row::Name { sym, text });
-    // Session and funnel cells are consolidated per epoch by ingestion and summed by the read
+    // Session, funnel, path and retention cells are consolidated per epoch by ingestion and summed by the read
     // model; an arrangement here would only re-sort them (a third of a million session updates
     // per million events).
     let bookkeeping = facts.flat_map(|fact| match fact {
         Fact::Session { hour, source, stat } => Some(Row::Session { hour, source, stat }),
         Fact::Funnel { funnel, key, day, stat } => Some(Row::Funnel { funnel, key, day, stat }),
         Fact::FunnelUser { funnel, step, entry_ts, user } => Some(Row::FunnelUser { funnel, step, entry_ts, user }),
+        Fact::PathEdge { from, to } => Some(Row::PathEdge { from, to }),
+        Fact::Retention { retention, key, cohort, stat } => Some(Row::Retention { retention, key, cohort, stat }),
         Fact::Clock { worker, head, watermark, idle } => Some(Row::Clock { worker, head, watermark, idle }),
         Fact::Accepted => Some(Row::Accepted),
         Fact::Reject { reason } => Some(Row::Reject { reason }),

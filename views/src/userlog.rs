@@ -10,9 +10,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use crate::event::{UserId, NONE};
+use crate::event::{Sym, UserId, NONE};
 use crate::funnels::{cells_of, Attempt, Funnel, FunnelCell, LogEvent, PageTexts};
 use crate::ids::IdMap;
+use crate::paths::{diff_edges, edges_of};
 use crate::sessions::SessionConfig;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -27,13 +28,18 @@ struct UserLog {
     /// Reported results per funnel (by registry index): the user's best attempt, or each
     /// session's for funnels over sessions.
     results: SmallVec<[SmallVec<[Attempt; 1]>; 2]>,
+    /// Path edges as last reported (sorted), and whether they need recomputing.
+    edges: Vec<(Sym, Sym)>,
+    edges_dirty: bool,
 }
 
-/// A funnel result change: aggregate cells, and the users whose attempt has not converted.
-pub trait FunnelSink {
+/// What changed in the results computed from the logs: funnel aggregate cells, the users whose
+/// attempt has not converted, and path edges.
+pub trait LogSink {
     fn cell(&mut self, cell: FunnelCell);
     /// A user whose best attempt stopped at `step` (0-based, last reached) since `entry_ts`.
     fn open_attempt(&mut self, funnel: u32, step: u8, entry_ts: i64, user: &str, diff: i64);
+    fn edge(&mut self, from: Sym, to: Sym, diff: i64);
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -78,6 +84,9 @@ impl UserLogs {
                 bits |= 1 << i.min(63);
             }
         }
+        // Edges change with a new step, or with any event once the user has edges (it can join
+        // or split sessions).
+        let edges = event.node != NONE || !log.edges.is_empty();
         log.events.insert(at, event);
         if log.events.len() > cap {
             // Keep the most recent: what funnels starting now can still use.
@@ -86,7 +95,7 @@ impl UserLogs {
             self.capped_events += excess as u64;
             bits = ALL;
         }
-        mark(&mut self.dirty, user, log, bits);
+        mark(&mut self.dirty, user, log, bits, edges);
     }
 
     /// Drops events before `floor` (the window's start); users who lost events are re-evaluated
@@ -100,13 +109,14 @@ impl UserLogs {
             let gone = log.events.partition_point(|e| e.ts < floor);
             if gone > 0 {
                 log.events.drain(..gone);
-                mark(&mut self.dirty, *user, log, ALL);
+                let edges = !log.edges.is_empty();
+                mark(&mut self.dirty, *user, log, ALL, edges);
             }
         }
     }
 
     /// Re-evaluates changed users, and every user for a funnel that is new or changed here.
-    pub fn drain(&mut self, funnels: &[Arc<Funnel>], sessions: &SessionConfig, out: &mut impl FunnelSink) {
+    pub fn drain(&mut self, funnels: &[Arc<Funnel>], sessions: &SessionConfig, out: &mut impl LogSink) {
         for (i, funnel) in funnels.iter().enumerate() {
             if self.computed.get(i) == Some(&funnel.fingerprint) {
                 continue;
@@ -129,6 +139,11 @@ impl UserLogs {
                     report(i as u32, log, result, out);
                 }
             }
+            if std::mem::take(&mut log.edges_dirty) {
+                let edges = edges_of(log.events.make_contiguous(), sessions);
+                diff_edges(&log.edges, &edges, |from, to, diff| out.edge(from, to, diff));
+                log.edges = edges;
+            }
             if log.events.is_empty() {
                 self.users.remove(&user);
             }
@@ -138,18 +153,37 @@ impl UserLogs {
     pub fn users(&self) -> usize {
         self.users.len()
     }
+
+    /// Remembers a page's text (before [`Self::add`], for matchers that read it first).
+    pub fn note_page(&mut self, page: Sym, text: &str) {
+        if page != NONE {
+            self.pages.entry(page).or_insert_with(|| text.into());
+        }
+    }
+
+    pub fn pages(&self) -> &PageTexts {
+        &self.pages
+    }
+
+    /// Every user's retained events, in time order.
+    pub fn for_each_user(&self, mut f: impl FnMut(UserId, &mut dyn Iterator<Item = &LogEvent>)) {
+        for (user, log) in &self.users {
+            f(*user, &mut log.events.iter());
+        }
+    }
 }
 
 const ALL: u64 = u64::MAX;
 
-fn mark(dirty: &mut Vec<UserId>, user: UserId, log: &mut UserLog, bits: u64) {
-    if log.dirty == 0 && bits != 0 {
+fn mark(dirty: &mut Vec<UserId>, user: UserId, log: &mut UserLog, bits: u64, edges: bool) {
+    if log.dirty == 0 && !log.edges_dirty && (bits != 0 || edges) {
         dirty.push(user);
     }
     log.dirty |= bits;
+    log.edges_dirty |= edges;
 }
 
-fn report(index: u32, log: &mut UserLog, result: SmallVec<[Attempt; 1]>, out: &mut impl FunnelSink) {
+fn report(index: u32, log: &mut UserLog, result: SmallVec<[Attempt; 1]>, out: &mut impl LogSink) {
     let i = index as usize;
     if log.results.len() <= i {
         log.results.resize(i + 1, SmallVec::new());
@@ -188,16 +222,17 @@ mod tests {
     #[derive(Default)]
     struct Cells(std::collections::BTreeMap<(u32, Sym, u32, FunnelStat), i64>);
 
-    impl FunnelSink for Cells {
+    impl LogSink for Cells {
         fn cell(&mut self, (f, k, d, s, c): FunnelCell) {
             *self.0.entry((f, k, d, s)).or_default() += c;
             self.0.retain(|_, c| *c != 0);
         }
         fn open_attempt(&mut self, _: u32, _: u8, _: i64, _: &str, _: i64) {}
+        fn edge(&mut self, _: Sym, _: Sym, _: i64) {}
     }
 
     fn event(ts: i64, name: &str) -> LogEvent {
-        LogEvent { ts, name: crate::event::sym(name), page: NONE, source: [NONE; 3], props: None }
+        LogEvent { ts, name: crate::event::sym(name), page: NONE, source: [NONE; 3], props: None, node: NONE }
     }
 
     #[test]

@@ -1,0 +1,43 @@
+//! From-scratch path edges for the reference: each user's retained events as strings, cut into
+//! sessions by the oracle's own rules, pages cleaned with plain regex replacement.
+
+use std::collections::BTreeMap;
+
+use views::model::PathEdges;
+
+use super::funnel_oracle::{retained, sessions};
+use super::oracle::{Accepted, Spec};
+
+/// The node an event is in the graph, if it is a path step.
+fn node(spec: &Spec, e: &Accepted) -> Option<String> {
+    let paths = &spec.views.paths;
+    if paths.conversion_events.contains(&e.name) {
+        return Some(format!("event:{}", e.name));
+    }
+    let page = e.page.as_deref().filter(|_| e.name == "page_view")?;
+    let mut text = if page.len() > 1 { page.strip_suffix('/').unwrap_or(page) } else { page }.to_string();
+    for rule in &paths.rules {
+        text = regex::Regex::new(&rule.pattern).unwrap().replace_all(&text, rule.name.as_str()).into_owned();
+    }
+    Some(text)
+}
+
+pub fn dump(spec: &Spec, accepted: &[Accepted], partition_heads: &[Option<i64>]) -> PathEdges {
+    let mut edges: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for events in retained(spec, accepted, partition_heads).values() {
+        for session in sessions(events, &spec.views) {
+            let nodes: Vec<String> = session.iter().filter_map(|e| node(spec, e)).collect();
+            if nodes.is_empty() {
+                continue;
+            }
+            let walk: Vec<&str> = std::iter::once("(entry)")
+                .chain(nodes.iter().map(String::as_str))
+                .chain(std::iter::once("(exit)"))
+                .collect();
+            for pair in walk.windows(2) {
+                *edges.entry((pair[0].to_string(), pair[1].to_string())).or_default() += 1;
+            }
+        }
+    }
+    edges.into_iter().map(|((from, to), n)| (from, to, n)).collect()
+}
