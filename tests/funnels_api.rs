@@ -1,6 +1,6 @@
-//! A funnel created through the API on a running engine gives the same numbers as the same funnel
-//! defined in config from the start (both equal the reference), and the funnel endpoints answer
-//! from the read model.
+//! A funnel or a retention definition created through the API on a running engine gives the same
+//! numbers as the same definition in config from the start (both equal the reference), and the
+//! endpoints answer from the read model.
 
 mod common;
 
@@ -32,8 +32,19 @@ fn shop_funnels() -> Vec<views::funnels::FunnelDef> {
     .unwrap()
 }
 
-fn views_with(funnels: Vec<views::funnels::FunnelDef>) -> ViewConfig {
-    ViewConfig { window_minutes: 90, max_events_per_user: 50, funnels, ..ViewConfig::default() }
+/// Events that bots (the only users beyond `max_events_per_user`) never send: the retained logs a
+/// run-time definition is built from hold every such event.
+fn shop_retention() -> Vec<views::retention::RetentionDef> {
+    serde_json::from_value(serde_json::json!([
+        {"name": "buyers", "breakdown": "utm_source", "start": {"event": "add_to_cart"}, "return": {"event": "purchase"}},
+        {"name": "weekly_searchers", "period": "week", "cohort": "recurring", "periods": 3,
+         "start": {"event": "page_view", "page": "/search"}, "return": {"event": "add_to_cart"}}
+    ]))
+    .unwrap()
+}
+
+fn views_with(funnels: Vec<views::funnels::FunnelDef>, retention: Vec<views::retention::RetentionDef>) -> ViewConfig {
+    ViewConfig { window_minutes: 90, max_events_per_user: 50, funnels, retention, ..ViewConfig::default() }
 }
 
 async fn call(state: api::AppState, request: Request<Body>) -> (StatusCode, serde_json::Value) {
@@ -49,11 +60,11 @@ fn a_funnel_created_at_run_time_equals_the_same_funnel_defined_from_the_start() 
     let (first, second) = lines.split_at(lines.len() / 2);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
 
-    let mut from_start = Harness::start(2, LATENESS, views_with(shop_funnels()));
+    let mut from_start = Harness::start(2, LATENESS, views_with(shop_funnels(), shop_retention()));
     from_start.push(lines.clone());
     let expected = from_start.settle();
 
-    let mut later = Harness::start(2, LATENESS, views_with(Vec::new()));
+    let mut later = Harness::start(2, LATENESS, views_with(Vec::new(), Vec::new()));
     later.push(first.to_vec());
     later.settle();
     let state = api::AppState { read_model: later.read_model.clone(), status: Arc::new(Status::default()) };
@@ -65,21 +76,32 @@ fn a_funnel_created_at_run_time_equals_the_same_funnel_defined_from_the_start() 
         let (status, body) = rt.block_on(call(state.clone(), post));
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
+    for def in shop_retention() {
+        let post = Request::post("/api/v1/retention")
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&def).unwrap()))
+            .unwrap();
+        let (status, body) = rt.block_on(call(state.clone(), post));
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
     later.push(second.to_vec());
     later.settle();
     // The new funnels are picked up at the next epoch: wait for them, not for a fixed time.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while later.read_model.dump().funnels != expected.funnels {
-        assert!(Instant::now() < deadline, "run-time funnels never matched the ones from the start");
+    let same = |d: &views::model::Dump| d.funnels == expected.funnels && d.retention == expected.retention;
+    while !same(&later.read_model.dump()) {
+        assert!(Instant::now() < deadline, "run-time definitions never matched the ones from the start");
         std::thread::sleep(Duration::from_millis(20));
     }
     let spec = Spec {
         lateness_ms: LATENESS,
-        views: views_with(shop_funnels()),
+        views: views_with(shop_funnels(), shop_retention()),
         now_ms: chrono::Utc::now().timestamp_millis(),
     };
     let reference = oracle::dump(&spec, std::slice::from_ref(&lines));
     assert_eq!(expected.funnels, reference.funnels);
+    assert_eq!(expected.retention, reference.retention);
+    assert!(expected.retention["buyers"][0].cohorts.iter().any(|c| c.size > 0), "{:?}", expected.retention);
     let checkout = &expected.funnels["checkout"];
     assert!(checkout.numbers.steps[3].users > 0, "the shop converts: {:?}", checkout.numbers.steps);
 

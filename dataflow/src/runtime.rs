@@ -209,6 +209,7 @@ impl WorkerSetup {
                             logged_users: p.logs.users() as u64,
                             capped_events: p.logs.capped_events,
                             approximate_recuts: p.sessions.approximate_recuts,
+                            retention_users: p.retention.users() as u64,
                         };
                         self.status.set_user_state(name, state);
                     });

@@ -44,20 +44,22 @@ enum What {
     },
     /// Restart time from a snapshot, after `--count` records, against a rebuild from Kafka.
     Recovery,
+    /// Latency of each path query on the graph a file replay of `--count` records leaves.
+    Paths,
     /// All of the above with their defaults.
     All,
 }
 
 pub fn main(mut config: Config, args: Args) -> Result<()> {
-    // Every view: sessions always run; funnels need definitions (the shop's three by default).
-    if config.views.funnels.is_empty() {
-        config.views.funnels = super::shop_funnels();
-    }
+    // Every view: sessions and paths always run; funnels and retention need definitions (the
+    // shop's by default).
+    super::shop_defaults(&mut config.views);
     let machine = format!(
-        "{} cores, {} workers, sessions and {} funnels",
+        "{} cores, {} workers, sessions, paths, {} funnels and {} retention definitions",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         config.engine.workers,
-        config.views.funnels.len()
+        config.views.funnels.len(),
+        config.views.retention.len()
     );
     println!("| benchmark | records | seconds | events/s | notes |\n|---|---|---|---|---|");
     let all = args.what == What::All;
@@ -77,6 +79,9 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
         What::Freshness { rate, seconds } => freshness_bench(&config, rate, seconds)?,
         What::All => freshness_bench(&config, 50_000.0, 20)?,
         _ => {}
+    }
+    if all || args.what == What::Paths {
+        super::bench_paths::main(&config, args.count)?;
     }
     if all || args.what == What::Recovery {
         recovery_bench(&config, args.count)?;
@@ -190,6 +195,11 @@ fn dataflow_bench(config: &Config, count: u64) -> Result<()> {
 }
 
 fn file_bench(config: &Config, count: u64) -> Result<()> {
+    replay_generated(config, count).map(|_| ())
+}
+
+/// Generates `count` records into a file and replays it through every view; reports the rate.
+pub(super) fn replay_generated(config: &Config, count: u64) -> Result<Arc<views::ReadModel>> {
     let dir = tempfile_dir()?;
     let path = dir.join("bench.ndjson");
     {
@@ -213,10 +223,14 @@ fn file_bench(config: &Config, count: u64) -> Result<()> {
         "file -> views (decode + every view)",
         shared.lines_done(),
         elapsed,
-        &format!("{:.0} MB/s", shared.bytes_read() as f64 / elapsed.as_secs_f64() / 1e6),
+        &format!(
+            "{:.0} MB/s, peak RSS {} MiB",
+            shared.bytes_read() as f64 / elapsed.as_secs_f64() / 1e6,
+            peak_rss_mib()
+        ),
     );
     let _ = std::fs::remove_dir_all(dir);
-    Ok(())
+    Ok(engine.read_model.clone())
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {

@@ -39,9 +39,7 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     config.generator.lateness_seconds = config.engine.lateness_seconds;
     tracing::info!(brokers = %config.kafka.brokers, %topic, partitions = args.partitions, "embedded Kafka started");
 
-    if config.views.funnels.is_empty() {
-        config.views.funnels = super::shop_funnels();
-    }
+    super::shop_defaults(&mut config.views);
     let engine = Arc::new(Engine::new(config.engine.clone(), config.views.clone())?);
     // One stop flag for everything: a signal, the server ending, or the engine failing.
     let stop = engine.stop.clone();
@@ -86,12 +84,13 @@ pub fn spawn_kafka_engine(engine: Arc<Engine>, config: &Config) -> Result<std::t
     let sources: SourceFactory = KafkaSource::factory(&kafka, idle)?;
     let sinks = super::kafka_sinks(&config.kafka)?;
     if let Some(dir) = &config.engine.state_dir {
-        // Funnels added through the API come back after a restart, in the order the snapshot's
-        // results refer to.
+        // Funnels and retention added through the API come back after a restart, in the order
+        // the snapshot's results refer to.
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let restored = engine.read_model.funnels.persist(dir.join("funnels.json")).map_err(anyhow::Error::msg)?;
-        if restored > 0 {
-            tracing::info!(restored, "funnels added at run time restored");
+        let retention = engine.read_model.retention.persist(dir.join("retention.json")).map_err(anyhow::Error::msg)?;
+        if restored + retention > 0 {
+            tracing::info!(funnels = restored, retention, "definitions added at run time restored");
         }
     }
     let handle = std::thread::Builder::new().name("engine".into()).spawn(move || {

@@ -1,6 +1,7 @@
 //! The commands, and what they share: tracing, the HTTP server, progress, engine wiring.
 
 pub mod bench;
+mod bench_paths;
 pub mod demo;
 pub mod generate;
 pub mod replay;
@@ -96,4 +97,38 @@ pub fn shop_funnels() -> Vec<views::funnels::FunnelDef> {
          "exclusions": [{"event": "page_view", "page": "/"}]}
     ]))
     .expect("valid shop funnels")
+}
+
+/// Retention of the generated shop: returning visitors by device, and weekly repeat buyers.
+pub fn shop_retention() -> Vec<views::retention::RetentionDef> {
+    serde_json::from_value(serde_json::json!([
+        {"name": "returning_visitors", "breakdown": "device",
+         "start": {"event": "page_view"}, "return": {"event": "page_view"}},
+        {"name": "repeat_buyers", "period": "week", "cohort": "recurring", "mode": "on_or_after", "periods": 4,
+         "start": {"event": "purchase"}, "return": {"event": "purchase"}}
+    ]))
+    .expect("valid shop retention")
+}
+
+/// The shop's pages by template (product and category ids collapse into one node each).
+pub fn shop_paths() -> views::paths::PathConfig {
+    serde_json::from_value(serde_json::json!({
+        "rules": [{"pattern": "^/products/\\d+", "name": "/products/:id"},
+                  {"pattern": "^/category/[^/]+", "name": "/category/:name"}],
+        "conversion_events": ["purchase"]
+    }))
+    .expect("valid shop paths")
+}
+
+/// The shop's analyses where the config defines none: funnels, retention, path cleaning.
+pub fn shop_defaults(views: &mut views::ViewConfig) {
+    if views.funnels.is_empty() {
+        views.funnels = shop_funnels();
+    }
+    if views.retention.is_empty() {
+        views.retention = shop_retention();
+    }
+    if views.paths.rules.is_empty() {
+        views.paths = shop_paths();
+    }
 }

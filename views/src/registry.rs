@@ -1,5 +1,5 @@
 //! Definitions an engine computes (funnels, retention): from config at start, then added through
-//! the API and kept in `state_dir/<kind>.json`. Ingestion picks up new ones between epochs.
+//! the API and kept in `state_dir/funnels.json` / `retention.json`. Ingestion picks up new ones between epochs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -56,7 +56,7 @@ pub struct Registry<T> {
     version: AtomicU64,
     /// Definitions from config (the rest were added at run time and are persisted).
     from_config: AtomicU64,
-    /// Where run-time definitions are kept across restarts (`state_dir/<kind>s.json`).
+    /// Where run-time definitions are kept across restarts.
     store: Mutex<Option<std::path::PathBuf>>,
 }
 

@@ -36,6 +36,8 @@ pub struct UserState {
     /// Late-event re-cuts done from whole sessions (see `views::sessions`); 0 unless clocks run
     /// far ahead.
     pub approximate_recuts: u64,
+    /// Users with retention state, summed over definitions.
+    pub retention_users: u64,
 }
 
 #[derive(Default)]
@@ -59,6 +61,7 @@ impl Status {
             logged_users: a.logged_users + b.logged_users,
             capped_events: a.capped_events + b.capped_events,
             approximate_recuts: a.approximate_recuts + b.approximate_recuts,
+            retention_users: a.retention_users + b.retention_users,
         })
     }
 
