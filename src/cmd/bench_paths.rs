@@ -59,7 +59,10 @@ fn queries(label: &str, model: &ReadModel) -> Result<()> {
                 ok(model.path_top(&q))
             }),
         ),
-        ("conversions (into event:purchase, 5 steps)", Box::new(|| ok(model.path_conversions(&ConversionQuery::default())))),
+        (
+            "conversions (into event:purchase, 5 steps)",
+            Box::new(|| ok(model.path_conversions(&ConversionQuery::default()))),
+        ),
         ("exits", Box::new(|| ok(model.path_exits(&ExitsQuery::default())))),
         ("graph?format=json (50 edges)", Box::new(|| ok(model.path_graph(&GraphQuery::default())))),
         (
