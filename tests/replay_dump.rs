@@ -42,7 +42,7 @@ fn replay_dump_of_a_generated_file_matches_the_reference() {
     };
     let lines: Vec<Vec<u8>> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
     assert_eq!(lines.len(), events());
-    let views = views::ViewConfig { funnels: common::example_funnels(), ..views::ViewConfig::default() };
+    let views = common::example_views();
     let spec = Spec { lateness_ms: 300_000, views, now_ms: chrono::Utc::now().timestamp_millis() };
     let expected = oracle::dump(&spec, &[lines]);
     assert!(expected.accepted > 0 && expected.rejects.total > 0, "the file exercises accepts and rejects");

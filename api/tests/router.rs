@@ -112,6 +112,7 @@ async fn metrics_are_prometheus_text() {
         logged_users: users,
         capped_events: capped,
         approximate_recuts: 0,
+        retention_users: users * 2,
     };
     s.status.set_user_state("clicks-0", state(3, 1));
     s.status.set_user_state("clicks-1", state(4, 0));
@@ -122,7 +123,9 @@ async fn metrics_are_prometheus_text() {
     assert!(body.contains("clickflow_epoch_latency_ms_bucket{le=\"150\"} 1\n"));
     assert!(body.contains("clickflow_epoch_latency_ms_bucket{le=\"100\"} 0\n"));
     assert!(
-        body.contains("clickflow_session_keys 7\n") && body.contains("clickflow_user_events_capped_total 1\n"),
+        body.contains("clickflow_session_keys 7\n")
+            && body.contains("clickflow_user_events_capped_total 1\n")
+            && body.contains("clickflow_retention_users 14\n"),
         "{body}"
     );
     for line in body.lines().filter(|l| !l.starts_with('#')) {

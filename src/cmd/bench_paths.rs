@@ -11,6 +11,8 @@ use crate::config::Config;
 
 const RUNS: usize = 200;
 
+type Query<'a> = dyn Fn() -> Result<(), String> + 'a;
+
 pub fn main(config: &Config, count: u64) -> Result<()> {
     let raw = {
         let mut c = config.clone();
@@ -49,7 +51,7 @@ fn queries(label: &str, model: &ReadModel) -> Result<()> {
         graph.total_edges
     );
     let first_page = "/".to_string();
-    let cases: Vec<(&str, Box<dyn Fn() -> Result<(), String>>)> = vec![
+    let cases: Vec<(&str, Box<Query>)> = vec![
         ("next?page=/", Box::new(|| ok(model.path_next(&NextQuery { page: Some(first_page.clone()), limit: None })))),
         ("top (from (entry), 5 steps)", Box::new(|| ok(model.path_top(&TopQuery::default())))),
         (

@@ -21,8 +21,7 @@ pub fn generated(n: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
 
 /// The reference for `clickflow run` with `examples/funnels.toml`.
 pub fn spec() -> Spec {
-    let views = views::ViewConfig { funnels: super::example_funnels(), ..views::ViewConfig::default() };
-    Spec { lateness_ms: 300_000, views, now_ms: chrono::Utc::now().timestamp_millis() }
+    Spec { lateness_ms: 300_000, views: super::example_views(), now_ms: chrono::Utc::now().timestamp_millis() }
 }
 
 /// Waits until every record is counted and every partition is idle, then returns the dump.

@@ -65,9 +65,10 @@ pub fn test_retention() -> Vec<views::retention::RetentionDef> {
 /// The funnels of `examples/funnels.toml`, which the end-to-end runs load with `--config`.
 pub const EXAMPLE_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/funnels.toml");
 
-pub fn example_funnels() -> Vec<views::funnels::FunnelDef> {
+/// The `[views]` of `examples/funnels.toml` (funnels, retention, path rules) over the defaults.
+pub fn example_views() -> ViewConfig {
     let config: toml::Value = toml::from_str(&std::fs::read_to_string(EXAMPLE_CONFIG).unwrap()).unwrap();
-    config["views"]["funnels"].clone().try_into().unwrap()
+    config["views"].clone().try_into().unwrap()
 }
 
 /// One funnel per ordering mode and one over sessions, with breakdowns, page conditions of each

@@ -9,24 +9,25 @@ use super::funnel_oracle::{retained, sessions};
 use super::oracle::{Accepted, Spec};
 
 /// The node an event is in the graph, if it is a path step.
-fn node(spec: &Spec, e: &Accepted) -> Option<String> {
-    let paths = &spec.views.paths;
-    if paths.conversion_events.contains(&e.name) {
+fn node(spec: &Spec, rules: &[(regex::Regex, &str)], e: &Accepted) -> Option<String> {
+    if spec.views.paths.conversion_events.contains(&e.name) {
         return Some(format!("event:{}", e.name));
     }
     let page = e.page.as_deref().filter(|_| e.name == "page_view")?;
     let mut text = if page.len() > 1 { page.strip_suffix('/').unwrap_or(page) } else { page }.to_string();
-    for rule in &paths.rules {
-        text = regex::Regex::new(&rule.pattern).unwrap().replace_all(&text, rule.name.as_str()).into_owned();
+    for (pattern, name) in rules {
+        text = pattern.replace_all(&text, *name).into_owned();
     }
     Some(text)
 }
 
 pub fn dump(spec: &Spec, accepted: &[Accepted], partition_heads: &[Option<i64>]) -> PathEdges {
+    let rules: Vec<(regex::Regex, &str)> =
+        spec.views.paths.rules.iter().map(|r| (regex::Regex::new(&r.pattern).unwrap(), r.name.as_str())).collect();
     let mut edges: BTreeMap<(String, String), i64> = BTreeMap::new();
     for events in retained(spec, accepted, partition_heads).values() {
         for session in sessions(events, &spec.views) {
-            let nodes: Vec<String> = session.iter().filter_map(|e| node(spec, e)).collect();
+            let nodes: Vec<String> = session.iter().filter_map(|e| node(spec, &rules, e)).collect();
             if nodes.is_empty() {
                 continue;
             }

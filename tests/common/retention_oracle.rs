@@ -14,7 +14,10 @@ use super::oracle::{Accepted, Spec};
 fn membership(def: &RetentionDef, events: &[&Accepted]) -> (Vec<(u32, String)>, BTreeSet<u32>) {
     let key = |e: &Accepted| def.breakdown.as_deref().map_or("(none)".to_string(), |b| field(e, b).to_string());
     // Ties on time go to the smaller symbol, as in the engine (any fixed rule would do).
-    let order = |e: &Accepted| (e.ts, if key(e) == "(none)" { 0 } else { sym(&key(e)) });
+    let order = |e: &Accepted| {
+        let k = key(e);
+        (e.ts, if k == "(none)" { 0 } else { sym(&k) })
+    };
     let starts: Vec<&Accepted> = events.iter().copied().filter(|e| matches(&def.start, e)).collect();
     let returns = events.iter().filter(|e| matches(&def.returning, e)).map(|e| period_of(def.period, e.ts)).collect();
     let cohorts = match def.cohort {
@@ -35,23 +38,23 @@ fn membership(def: &RetentionDef, events: &[&Accepted]) -> (Vec<(u32, String)>, 
     (cohorts, returns)
 }
 
-/// The matrix of `def` at `as_of` in `mode`, over every accepted event.
-pub fn matrix(def: &RetentionDef, accepted: &[Accepted], as_of: Option<i64>, mode: ReturnMode) -> RetentionMatrix {
+type Membership = (Vec<(u32, String)>, BTreeSet<u32>);
+
+/// The matrix of `def` at `as_of` in `mode`, from every user's membership.
+fn matrix(def: &RetentionDef, members: &[Membership], as_of: Option<i64>, mode: ReturnMode) -> RetentionMatrix {
     let Some(as_of) = as_of else {
         return RetentionMatrix { mode, breakdown_value: None, cohorts: vec![], average: vec![], breakdown: vec![] };
     };
     let now = period_of(def.period, as_of);
     let n = def.periods as u32;
     let oldest = now.saturating_sub(n - 1);
-    let mut users: BTreeMap<&str, Vec<&Accepted>> = BTreeMap::new();
-    accepted.iter().for_each(|e| users.entry(&e.user).or_default().push(e));
     // cohort -> (size, returned per period), and users per breakdown value.
     let mut rows: BTreeMap<u32, (i64, Vec<i64>)> = (oldest..=now).map(|c| (c, (0, vec![0; n as usize]))).collect();
     let mut values: BTreeMap<String, i64> = BTreeMap::new();
-    for events in users.values() {
-        let (cohorts, returns) = membership(def, events);
-        for (c, key) in cohorts.into_iter().filter(|(c, _)| (oldest..=now).contains(c)) {
-            *values.entry(key).or_default() += 1;
+    for (cohorts, returns) in members {
+        for (c, key) in cohorts.iter().filter(|(c, _)| (oldest..=now).contains(c)) {
+            let c = *c;
+            *values.entry(key.clone()).or_default() += 1;
             let row = rows.get_mut(&c).unwrap();
             row.0 += 1;
             for k in 1..n {
@@ -95,11 +98,14 @@ pub fn matrix(def: &RetentionDef, accepted: &[Accepted], as_of: Option<i64>, mod
 }
 
 pub fn dump(spec: &Spec, accepted: &[Accepted], as_of: Option<i64>) -> BTreeMap<String, [RetentionMatrix; 2]> {
+    let mut users: BTreeMap<&str, Vec<&Accepted>> = BTreeMap::new();
+    accepted.iter().for_each(|e| users.entry(&e.user).or_default().push(e));
     spec.views
         .retention
         .iter()
         .map(|def| {
-            let m = |mode| matrix(def, accepted, as_of, mode);
+            let members: Vec<Membership> = users.values().map(|events| membership(def, events)).collect();
+            let m = |mode| matrix(def, &members, as_of, mode);
             (def.name.clone(), [m(ReturnMode::On), m(ReturnMode::OnOrAfter)])
         })
         .collect()
