@@ -186,6 +186,8 @@ pub struct PathGraph {
     /// scan for edges >= min_weight stops at the first lighter one.
     out_adj: Vec<Vec<(u32, u64)>>,
     in_adj: Vec<Vec<(u32, u64)>>,
+    /// All edges `(weight, from, to)`, heaviest first then by names.
+    heaviest: Vec<(u64, u32, u32)>,
 }
 
 impl PathGraph {
@@ -225,7 +227,13 @@ impl PathGraph {
         for list in out_adj.iter_mut().chain(in_adj.iter_mut()) {
             list.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         }
-        PathGraph { graph, index, total_out, total_in, out_adj, in_adj }
+        // Every export prunes: sort once per build, not per query.
+        let mut heaviest: Vec<(u64, u32, u32)> = graph
+            .edge_references()
+            .map(|e| (*e.weight(), e.source().index() as u32, e.target().index() as u32))
+            .collect();
+        heaviest.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        PathGraph { graph, index, total_out, total_in, out_adj, in_adj, heaviest }
     }
 
     pub fn node_count(&self) -> usize {
@@ -305,14 +313,13 @@ impl PathGraph {
     /// The pruned graph: edges with weight >= min_weight, heaviest `max_edges` of them (ties:
     /// from, then to ascending); nodes are their endpoints by name.
     pub fn pruned(&self, min_weight: u64, max_edges: usize) -> GraphExport {
-        let mut kept: Vec<(u64, usize, usize)> = self
-            .graph
-            .edge_references()
-            .filter(|e| *e.weight() >= min_weight)
-            .map(|e| (*e.weight(), e.source().index(), e.target().index()))
+        let kept: Vec<(u64, usize, usize)> = self
+            .heaviest
+            .iter()
+            .take_while(|e| e.0 >= min_weight)
+            .take(max_edges)
+            .map(|&(w, f, t)| (w, f as usize, t as usize))
             .collect();
-        kept.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        kept.truncate(max_edges);
         let ends: BTreeSet<usize> = kept.iter().flat_map(|&(_, f, t)| [f, t]).collect();
         let nodes = ends
             .into_iter()
