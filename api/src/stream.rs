@@ -53,7 +53,7 @@ pub async fn stream(
                     out.extend(Event::default().event("retention").json_data(list).ok());
                 }
                 if let Some(top) = change.paths.as_ref().filter(|_| paths) {
-                    let body = serde_json::json!({"epoch": change.clock.epoch, "as_of_ms": change.clock.as_of_ms, "heaviest_edges": top.edges});
+                    let body = serde_json::json!({"epoch": change.clock.epoch, "as_of_ms": change.clock.as_of_ms, "heaviest_edges": top});
                     out.extend(Event::default().event("paths").json_data(body).ok());
                 }
                 out

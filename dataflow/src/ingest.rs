@@ -412,6 +412,8 @@ impl Ingest {
                 self.ledger.paths.bump((from, to), n);
             }
         }
+        // A worker without partitions drains none: it still needs the current list.
+        self.refresh_retention();
         self.retract_redefined_retention(input, at);
         for ((retention, (key, cohort, stat)), n) in self.funnel_changes.retention.drain() {
             if n != 0 {
@@ -430,14 +432,14 @@ impl Ingest {
     }
 
     /// Retracts what a retention definition reported before it was redefined (its partitions
-    /// recompute it under the new definition).
+    /// recompute it under the new definition) or removed.
     fn retract_redefined_retention(&mut self, input: &mut InputSession<Epoch, Fact, isize>, at: Epoch) {
         let list = &self.retention_list;
         let stale: Vec<u32> = self
             .ledger
             .retention
             .iter()
-            .filter(|(i, (fingerprint, _))| list.get(**i as usize).is_some_and(|r| r.fingerprint != *fingerprint))
+            .filter(|(i, (fingerprint, _))| list.get(**i as usize).is_none_or(|r| r.fingerprint != *fingerprint))
             .map(|(i, _)| *i)
             .collect();
         for retention in stale {

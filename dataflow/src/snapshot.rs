@@ -17,7 +17,8 @@ use parking_lot::Mutex;
 use crate::ingest::Ledger;
 use crate::source::Checkpoint;
 
-/// 2: partition state with sessions and user logs; ledger with session and funnel cells.
+/// 3: partition state with sessions, user logs (with path nodes and edges) and retention state;
+/// ledger with session, funnel, path and retention cells.
 const FORMAT: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]

@@ -79,7 +79,11 @@ fn queries(label: &str, model: &ReadModel) -> Result<()> {
         std::hint::black_box(graph);
         Ok(())
     })?;
-    println!("| graph rebuild from the edge counts | {:.0} | {:.0} |", median.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
+    println!(
+        "| graph rebuild from the edge counts | {:.0} | {:.0} |",
+        median.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
     for (name, query) in cases {
         let (median, p99) = time(query)?;
         println!("| {name} | {:.0} | {:.0} |", median.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);

@@ -69,16 +69,24 @@ impl Cohorts {
         watermark: Option<i64>,
         out: &mut impl CohortSink,
     ) {
-        self.definitions.resize_with(list.len().max(self.definitions.len()), Definition::default);
+        // A definition no longer defined (removed from config across a restart): the ledger
+        // retracts its cells, its state goes.
+        self.definitions.resize_with(list.len(), Definition::default);
         for (i, (r, d)) in list.iter().zip(self.definitions.iter_mut()).enumerate() {
             let index = i as u32;
-            let oldest = watermark.map_or(0, |w| r.oldest_cohort(period_of(r.def.period, w)));
-            let mut emit = |state: &UserRetention, diff: i64| {
-                r.cells(state, oldest, &mut |cell, n| out.cell(index, cell, n), diff);
-            };
-            if d.fingerprint != r.fingerprint {
+            let new_here = d.fingerprint != r.fingerprint;
+            if new_here {
                 // New here, or redefined (the ledger retracts what the old definition reported).
                 *d = Definition { fingerprint: r.fingerprint, ..Definition::default() };
+            }
+            // This epoch's events were admitted at or after the watermark of the last drain, so
+            // they change cohorts from the last pruning point on (not from the one the watermark
+            // has reached since: a batch may cross a period boundary).
+            let kept_from = d.pruned_at;
+            let mut emit = |state: &UserRetention, diff: i64| {
+                r.cells(state, kept_from, &mut |cell, n| out.cell(index, cell, n), diff);
+            };
+            if new_here {
                 logs.for_each_user(|user, events| {
                     let mut state = UserRetention::default();
                     events.for_each(|e| r.add(&mut state, e, logs.pages()));
@@ -96,6 +104,7 @@ impl Cohorts {
                 }
             }
             d.touched.clear();
+            let oldest = watermark.map_or(0, |w| r.oldest_cohort(period_of(r.def.period, w)));
             if oldest > d.pruned_at {
                 d.pruned_at = oldest;
                 d.users.retain(|_, state| {
@@ -109,5 +118,46 @@ impl Cohorts {
     /// Users with retention state, over all definitions.
     pub fn users(&self) -> usize {
         self.definitions.iter().map(|d| d.users.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{sym, NONE};
+    use crate::funnels::MS_PER_DAY;
+    use crate::retention::RetentionStat;
+
+    #[derive(Default)]
+    struct Cells(std::collections::BTreeMap<(u32, RetentionStat), i64>);
+
+    impl CohortSink for Cells {
+        fn cell(&mut self, _: u32, (_, cohort, stat): RetentionCell, diff: i64) {
+            *self.0.entry((cohort, stat)).or_default() += diff;
+            self.0.retain(|_, n| *n != 0);
+        }
+    }
+
+    fn event(ts: i64, name: &str) -> LogEvent {
+        LogEvent { ts, name: sym(name), page: NONE, source: [NONE; 3], props: None, node: NONE }
+    }
+
+    #[test]
+    fn a_batch_that_crosses_a_period_boundary_still_reports_the_oldest_cohort() {
+        let def = serde_json::json!({"name": "r", "periods": 2, "start": {"event": "a"}, "return": {"event": "b"}});
+        let list = vec![Arc::new(Retention::new(serde_json::from_value(def).unwrap()).unwrap())];
+        let (mut cohorts, logs, mut out) = (Cohorts::default(), UserLogs::default(), Cells::default());
+        let day = |d: i64| d * MS_PER_DAY;
+        cohorts.add(&list, 1, &event(day(10) + 1000, "a"), &logs);
+        cohorts.drain(&list, &logs, Some(day(10) + 1000), &mut out);
+        // One batch: a return late on day 11, then an event that moves the watermark to day 12
+        // (cohort 10 is then final, but this batch's return belongs to it).
+        cohorts.add(&list, 1, &event(day(12) - 60_000, "b"), &logs);
+        cohorts.add(&list, 2, &event(day(12) + 300_000, "x"), &logs);
+        cohorts.drain(&list, &logs, Some(day(12) + 5_000), &mut out);
+        let want =
+            [((10, RetentionStat::Size), 1), ((10, RetentionStat::On(1)), 1), ((10, RetentionStat::OnOrAfter(1)), 1)];
+        assert_eq!(out.0, want.into_iter().collect());
+        assert_eq!(cohorts.users(), 1, "state of cohort 10 is forgotten, the user's first start is not");
     }
 }

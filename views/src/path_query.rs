@@ -21,8 +21,24 @@ pub fn dump(tables: &Tables) -> PathEdges {
     edges
 }
 
-pub fn graph(tables: &Tables) -> PathGraph {
-    PathGraph::from_edges(dump(tables).into_iter().map(|(from, to, n)| (from, to, n as u64)))
+/// The `n` heaviest edges (ties by names), straight from the counts: what the change stream
+/// sends, without building a graph on the publish path.
+pub fn heaviest(tables: &Tables, n: usize) -> Vec<path_graph::GraphEdge> {
+    let mut edges: Vec<(i64, String, String)> = Vec::new();
+    let mut top: Vec<(&(crate::event::Sym, crate::event::Sym), i64)> =
+        tables.path_edges.iter().filter(|(_, c)| **c > 0).map(|(k, c)| (k, *c)).collect();
+    // Names only for the candidates: everything at or above the n-th largest count.
+    if top.len() > n {
+        top.select_nth_unstable_by(n - 1, |a, b| b.1.cmp(&a.1));
+        let floor = top[n - 1].1;
+        top.retain(|(_, c)| *c >= floor);
+    }
+    for ((from, to), c) in top {
+        edges.push((c, tables.name(*from), tables.name(*to)));
+    }
+    edges.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| (&a.1, &a.2).cmp(&(&b.1, &b.2))));
+    edges.truncate(n);
+    edges.into_iter().map(|(weight, from, to)| path_graph::GraphEdge { from, to, weight: weight as u64 }).collect()
 }
 
 impl From<PathError> for QueryError {
@@ -136,20 +152,18 @@ pub fn conversions(
             conversion_events.join(", ")
         )));
     }
-    let to = event_node(&event);
-    if !graph.contains(&to) {
-        // Configured, but nobody converted in the window: no routes.
-        let query = PathQuery { from: None, to: Some(to), steps: 0, min_weight: 0, limit: 0 };
-        return Ok(TopPaths { clock, query, paths: Vec::new() });
-    }
     let query = PathQuery {
         from: None,
-        to: Some(to),
+        to: Some(event_node(&event)),
         steps: q.steps.unwrap_or(path_graph::DEFAULT_STEPS),
         min_weight: q.min_weight.unwrap_or(1),
         limit: limit(q.limit)?,
     };
-    let paths = graph.top_paths(&query)?;
+    if query.steps == 0 || query.steps > path_graph::MAX_STEPS {
+        return Err(QueryError(format!("steps must be 1 to {}, not {}", path_graph::MAX_STEPS, query.steps)));
+    }
+    // Configured, but nobody converted in the window: no routes (not an unknown node).
+    let paths = if graph.contains(&event_node(&event)) { graph.top_paths(&query)? } else { Vec::new() };
     Ok(TopPaths { clock, query, paths })
 }
 

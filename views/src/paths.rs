@@ -97,10 +97,11 @@ impl Cleaner {
     }
 
     /// The node an event stands for (`NONE` if it is not a path step), and the node's text when
-    /// it was not seen before (so the caller can publish the name).
+    /// a page was first cleaned here (so the caller can publish the name; conversion nodes are
+    /// named at start).
     pub fn node(&self, event: Sym, page_view: bool, page: Sym, page_text: Option<&str>) -> (Sym, Option<String>) {
-        if let Some((node, text)) = self.conversions.get(&event) {
-            return (*node, Some(text.clone()));
+        if let Some((node, _)) = self.conversions.get(&event) {
+            return (*node, None);
         }
         let (true, Some(text)) = (page_view && page != NONE, page_text) else { return (NONE, None) };
         let mut pages = self.pages.lock();

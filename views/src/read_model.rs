@@ -18,7 +18,7 @@ use crate::funnels::FunnelRegistry;
 use crate::model::{Clock, Dump, Live, Rejects, SessionSummary, Sessions, Timeseries};
 use crate::model::{FunnelList, FunnelReport, StuckUsers};
 use crate::model::{RetentionList, RetentionReport};
-use crate::path_graph::{GraphExport, PathGraph};
+use crate::path_graph::{GraphEdge, PathGraph};
 use crate::path_query::{self, ConversionQuery, ExitsQuery, GraphQuery, NextQuery, TopQuery};
 use crate::path_query::{PathExits, PathGraphAnswer, PathNext, TopPaths};
 use crate::paths::Cleaner;
@@ -55,7 +55,7 @@ pub struct Change {
     pub retention: Option<RetentionList>,
     /// The heaviest path edges, when an edge count changed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub paths: Option<GraphExport>,
+    pub paths: Option<Vec<GraphEdge>>,
 }
 
 pub struct ReadModel {
@@ -135,7 +135,7 @@ impl ReadModel {
             .map(|s| s.summary);
         let funnels = funnels_touched.then(|| funnel_query::list(&tables, &self.funnels));
         let retention = retention_touched.then(|| retention_query::list(&tables, &self.retention));
-        let paths = paths_touched.then(|| self.graph_of(&tables).pruned(1, 10));
+        let paths = paths_touched.then(|| path_query::heaviest(&tables, 10));
         let change = Change {
             clock: query::clock(&tables),
             live: query::live(&tables, &self.config),
@@ -206,20 +206,24 @@ impl ReadModel {
         retention_query::report(&self.tables.read(), &self.retention, name, q)
     }
 
-    /// The graph of the current snapshot, rebuilt only when an edge count moved since it was
-    /// last built; the caller holds the snapshot, so clock and graph agree.
-    fn graph_of(&self, tables: &Tables) -> Arc<PathGraph> {
-        let mut cached = self.graph.lock();
-        if cached.0 != tables.paths_version {
-            *cached = (tables.paths_version, Arc::new(path_query::graph(tables)));
-        }
-        cached.1.clone()
-    }
-
-    /// A consistent pair: the clock of the current snapshot and its path graph.
+    /// A consistent pair: the clock of the current snapshot and its path graph. The graph is
+    /// rebuilt only when an edge count moved since the last build, from a copy of the counts
+    /// taken with the clock, outside the lock (the exporter does not wait on a build).
     fn paths(&self) -> (Clock, Arc<PathGraph>) {
-        let tables = self.tables.read();
-        (query::clock(&tables), self.graph_of(&tables))
+        let (clock, version, edges) = {
+            let tables = self.tables.read();
+            let cached = self.graph.lock();
+            if cached.0 == tables.paths_version {
+                return (query::clock(&tables), cached.1.clone());
+            }
+            (query::clock(&tables), tables.paths_version, path_query::dump(&tables))
+        };
+        let graph = Arc::new(PathGraph::from_edges(edges.into_iter().map(|(f, t, n)| (f, t, n as u64))));
+        let mut cached = self.graph.lock();
+        if cached.0 < version {
+            *cached = (version, graph.clone());
+        }
+        (clock, graph)
     }
 
     pub fn path_next(&self, q: &NextQuery) -> Result<PathNext, QueryError> {
