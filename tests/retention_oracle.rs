@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::oracle::{self, comparable, Spec};
-use common::{small_windows, Harness};
+use common::check_after_every_batch;
 use proptest::prelude::*;
 
 /// Midnight (UTC) twelve days ago: the streams end in the past (events more than a day ahead of
@@ -68,23 +67,11 @@ proptest! {
 
     #[test]
     fn retention_equals_the_reference_over_days_and_weeks((lines, cuts) in stream(), workers in 1usize..3) {
-        let spec = Spec { lateness_ms: LATENESS, views: small_windows(), now_ms: chrono::Utc::now().timestamp_millis() };
-        let mut harness = Harness::start(workers, LATENESS, small_windows());
-        let mut start = 0;
-        for end in cuts.into_iter().chain(std::iter::once(lines.len())) {
-            if end < start { continue; }
-            harness.push(lines[start..end].to_vec());
-            start = end;
-            let expected = oracle::dump(&spec, &[lines[..end].to_vec()]);
-            prop_assert_eq!(comparable(harness.settle()), expected, "after {} records", end);
-        }
-        let engine = comparable(harness.finish());
-        let expected = oracle::dump(&spec, std::slice::from_ref(&lines));
-        // The streams are meant to fill several cohorts: guard the generator.
+        let expected = check_after_every_batch(LATENESS, workers, &lines, cuts)?;
+        // The streams are meant to fill cohorts: guard the generator.
         if lines.len() > 150 {
             let sizes = |m: &views::model::RetentionMatrix| m.cohorts.iter().filter(|c| c.size > 0).count();
             prop_assert!(sizes(&expected.retention["daily_return"][0]) >= 1);
         }
-        prop_assert_eq!(engine, expected);
     }
 }

@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::oracle::{self, comparable, Spec};
-use common::{small_windows, Harness};
+use common::check_after_every_batch;
 use proptest::prelude::*;
 
 const BASE: i64 = 1_795_132_800_000; // 2026-11-20T00:00:00Z
@@ -110,26 +109,11 @@ fn stream() -> impl Strategy<Value = (Vec<Vec<u8>>, Vec<usize>)> {
     )
 }
 
-fn spec() -> Spec {
-    Spec { lateness_ms: LATENESS, views: small_windows(), now_ms: chrono::Utc::now().timestamp_millis() }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
     fn views_equal_the_reference_after_every_batch((lines, cuts) in stream(), workers in 1usize..3) {
-        let spec = spec();
-        let mut harness = Harness::start(workers, LATENESS, small_windows());
-        let mut start = 0;
-        for end in cuts.into_iter().chain(std::iter::once(lines.len())) {
-            if end < start { continue; }
-            harness.push(lines[start..end].to_vec());
-            start = end;
-            let expected = oracle::dump(&spec, &[lines[..end].to_vec()]);
-            prop_assert_eq!(comparable(harness.settle()), expected, "after {} records", end);
-        }
-        let expected = oracle::dump(&spec, std::slice::from_ref(&lines));
-        prop_assert_eq!(comparable(harness.finish()), expected);
+        check_after_every_batch(LATENESS, workers, &lines, cuts)?;
     }
 }

@@ -11,8 +11,16 @@ use views::query::QueryError;
 
 use crate::{bad_query, ApiError, AppState};
 
-fn answer<T>(result: Result<T, QueryError>) -> Result<Json<T>, ApiError> {
-    result.map(Json).map_err(|e| ApiError::bad_request(e.0))
+/// Path queries can take milliseconds on a large graph (and a rebuild tens of them): off the
+/// async workers, so they never stall other requests or the change stream.
+async fn blocking<T: Send + 'static>(
+    s: AppState,
+    query: impl FnOnce(&views::ReadModel) -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let joined = tokio::task::spawn_blocking(move || query(&s.read_model)).await;
+    let result = joined
+        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("path query failed: {e}")))?;
+    result.map_err(|e| ApiError::bad_request(e.0))
 }
 
 pub async fn next(
@@ -20,7 +28,7 @@ pub async fn next(
     query: Result<Query<NextQuery>, QueryRejection>,
 ) -> Result<Json<PathNext>, ApiError> {
     let Query(q) = query.map_err(bad_query)?;
-    answer(s.read_model.path_next(&q))
+    blocking(s, move |m| m.path_next(&q)).await.map(Json)
 }
 
 pub async fn top(
@@ -28,7 +36,7 @@ pub async fn top(
     query: Result<Query<TopQuery>, QueryRejection>,
 ) -> Result<Json<TopPaths>, ApiError> {
     let Query(q) = query.map_err(bad_query)?;
-    answer(s.read_model.path_top(&q))
+    blocking(s, move |m| m.path_top(&q)).await.map(Json)
 }
 
 pub async fn conversions(
@@ -36,7 +44,7 @@ pub async fn conversions(
     query: Result<Query<ConversionQuery>, QueryRejection>,
 ) -> Result<Json<TopPaths>, ApiError> {
     let Query(q) = query.map_err(bad_query)?;
-    answer(s.read_model.path_conversions(&q))
+    blocking(s, move |m| m.path_conversions(&q)).await.map(Json)
 }
 
 pub async fn exits(
@@ -44,7 +52,7 @@ pub async fn exits(
     query: Result<Query<ExitsQuery>, QueryRejection>,
 ) -> Result<Json<PathExits>, ApiError> {
     let Query(q) = query.map_err(bad_query)?;
-    answer(s.read_model.path_exits(&q))
+    blocking(s, move |m| m.path_exits(&q)).await.map(Json)
 }
 
 pub async fn graph(
@@ -52,7 +60,7 @@ pub async fn graph(
     query: Result<Query<GraphQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(bad_query)?;
-    match s.read_model.path_graph(&q).map_err(|e| ApiError::bad_request(e.0))? {
+    match blocking(s, move |m| m.path_graph(&q)).await? {
         Ok(json) => Ok(Json(json).into_response()),
         Err(dot) => Ok(([(CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], dot).into_response()),
     }

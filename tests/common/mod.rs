@@ -235,3 +235,28 @@ impl Drop for Harness {
         }
     }
 }
+
+/// Feeds `lines` in batches cut at `cuts` to a `workers`-worker engine with `small_windows()` and
+/// checks its dump against the reference after every batch and at the end; returns the reference.
+pub fn check_after_every_batch(
+    lateness_ms: i64,
+    workers: usize,
+    lines: &[Vec<u8>],
+    cuts: Vec<usize>,
+) -> Result<Dump, proptest::test_runner::TestCaseError> {
+    let spec = oracle::Spec { lateness_ms, views: small_windows(), now_ms: chrono::Utc::now().timestamp_millis() };
+    let mut harness = Harness::start(workers, lateness_ms, small_windows());
+    let mut start = 0;
+    for end in cuts.into_iter().chain(std::iter::once(lines.len())) {
+        if end < start {
+            continue;
+        }
+        harness.push(lines[start..end].to_vec());
+        start = end;
+        let expected = oracle::dump(&spec, &[lines[..end].to_vec()]);
+        proptest::prop_assert_eq!(oracle::comparable(harness.settle()), expected, "after {} records", end);
+    }
+    let expected = oracle::dump(&spec, &[lines.to_vec()]);
+    proptest::prop_assert_eq!(oracle::comparable(harness.finish()), expected.clone());
+    Ok(expected)
+}
