@@ -30,7 +30,7 @@ fn event() -> impl Strategy<Value = Ev> {
         // User 0 is a bot: a quarter of all events.
         prop_oneof![3 => 0u8..12, 1 => Just(0u8)],
         0u8..4,
-        0u8..6,
+        0u8..7,
         0u8..3,
         0u8..3,
         0u8..3,
@@ -60,7 +60,10 @@ fn line(e: &Ev) -> Vec<u8> {
     });
     let o = v.as_object_mut().unwrap();
     if e.page > 0 {
-        o.insert("page".into(), ["", "/", "/a", "/b", "/products/1", "/products/22/"][e.page as usize].into());
+        o.insert(
+            "page".into(),
+            ["", "/", "/a", "/b", "/products/1", "/products/22/", "(exit)"][e.page as usize].into(),
+        );
     }
     if e.source > 0 {
         o.insert("utm_source".into(), ["", "google", "facebook"][e.source as usize].into());

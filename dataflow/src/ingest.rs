@@ -304,6 +304,14 @@ impl Ingest {
     /// forget what its watermark has made final or pushed out of the window. The runtime calls it
     /// for every partition before `flush`.
     pub fn drain_partition(&mut self, partition: &mut PartitionClock) {
+        // Restored under other path rules: re-clean the logged pages (names published here).
+        let (cleaner, mut named) = (&self.cleaner, Vec::new());
+        partition.logs.set_path_rules(cleaner.fingerprint, |e, text| {
+            let (node, new) = cleaner.node(e.name, e.name == views::event::PAGE_VIEW, e.page, text);
+            named.extend(new.map(|t| (node, t)));
+            node
+        });
+        named.iter().for_each(|(node, text)| self.name(*node, text));
         let sessions = &mut partition.sessions;
         sessions.epoch = sessions.epoch.max(self.epoch);
         self.session_epoch = self.session_epoch.max(sessions.epoch);

@@ -18,7 +18,9 @@ fn node(spec: &Spec, rules: &[(regex::Regex, &str)], e: &Accepted) -> Option<Str
     for (pattern, name) in rules {
         text = pattern.replace_all(&text, *name).into_owned();
     }
-    Some(text)
+    let reserved =
+        ["(entry)", "(exit)"].contains(&text.as_str()) || text.starts_with("event:") || text.starts_with("page:");
+    Some(if reserved { format!("page:{text}") } else { text })
 }
 
 pub fn dump(spec: &Spec, accepted: &[Accepted], partition_heads: &[Option<i64>]) -> PathEdges {

@@ -60,6 +60,8 @@ pub struct Cleaner {
     conversions: HashMap<Sym, (Sym, String)>,
     /// Cleaned node by raw page symbol (rules depend on the page only).
     pages: Mutex<HashMap<Sym, Sym>>,
+    /// Changes with the rules: state computed under other rules is recomputed.
+    pub fingerprint: u64,
 }
 
 impl Cleaner {
@@ -82,7 +84,8 @@ impl Cleaner {
                 (sym(name), (sym(&node), node))
             })
             .collect();
-        Ok(Cleaner { rules, conversions, pages: Mutex::default() })
+        let fingerprint = xxhash_rust::xxh3::xxh3_64(&serde_json::to_vec(config).expect("serialisable"));
+        Ok(Cleaner { rules, conversions, pages: Mutex::default(), fingerprint })
     }
 
     /// The page as the graph shows it.
@@ -108,10 +111,19 @@ impl Cleaner {
         if let Some(node) = pages.get(&page) {
             return (*node, None);
         }
-        let cleaned = self.clean(text);
+        let cleaned = reserved_escaped(self.clean(text));
         let node = sym(&cleaned);
         pages.insert(page, node);
         (node, Some(cleaned))
+    }
+}
+
+/// A page may not pose as a pseudo node or a conversion event: those names get a `page:` prefix.
+fn reserved_escaped(page: String) -> String {
+    if page == ENTRY || page == EXIT || page.starts_with("event:") || page.starts_with("page:") {
+        format!("page:{page}")
+    } else {
+        page
     }
 }
 
@@ -173,6 +185,8 @@ mod tests {
         assert_eq!(c.clean("/a/users/bob/x"), "/a/users/:user/x");
         assert_eq!(c.clean("/"), "/");
         assert_eq!(c.clean("/cart/"), "/cart");
+        let (node, text) = c.node(sym("page_view"), true, sym("(exit)"), Some("(exit)"));
+        assert_eq!((node, text.as_deref()), (sym("page:(exit)"), Some("page:(exit)")));
         let err = Cleaner::new(&PathConfig {
             rules: vec![CleaningRule { pattern: "(".into(), name: "x".into() }],
             ..PathConfig::default()

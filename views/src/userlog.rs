@@ -53,9 +53,27 @@ pub struct UserLogs {
     floor: i64,
     /// Events dropped because a user exceeded the cap.
     pub capped_events: u64,
+    /// Fingerprint of the path rules the events' nodes were computed with.
+    #[serde(default)]
+    path_rules: u64,
 }
 
 impl UserLogs {
+    /// Recomputes every logged event's path node when the rules changed (a restart with a new
+    /// config): edges are then recomputed at the next drain. `node_of(event, page text)`.
+    pub fn set_path_rules(&mut self, fingerprint: u64, mut node_of: impl FnMut(&LogEvent, Option<&str>) -> Sym) {
+        if self.path_rules == fingerprint {
+            return;
+        }
+        self.path_rules = fingerprint;
+        for (user, log) in self.users.iter_mut() {
+            for e in log.events.iter_mut() {
+                e.node = node_of(e, self.pages.get(&e.page).map(|t| &**t));
+            }
+            mark(&mut self.dirty, *user, log, 0, true);
+        }
+    }
+
     /// Logs an event. `funnels` is the caller's view of the registry: only the funnels the
     /// event can affect are re-evaluated (any funnel beyond that view always is).
     pub fn add(
@@ -233,6 +251,48 @@ mod tests {
 
     fn event(ts: i64, name: &str) -> LogEvent {
         LogEvent { ts, name: crate::event::sym(name), page: NONE, source: [NONE; 3], props: None, node: NONE }
+    }
+
+    #[derive(Default)]
+    struct Edges(std::collections::BTreeMap<(Sym, Sym), i64>);
+
+    impl LogSink for Edges {
+        fn cell(&mut self, _: FunnelCell) {}
+        fn open_attempt(&mut self, _: u32, _: u8, _: i64, _: &str, _: i64) {}
+        fn edge(&mut self, from: Sym, to: Sym, diff: i64) {
+            *self.0.entry((from, to)).or_default() += diff;
+            self.0.retain(|_, n| *n != 0);
+        }
+    }
+
+    #[test]
+    fn new_path_rules_re_clean_the_logged_pages_and_move_the_edges() {
+        use crate::event::sym;
+        let sessions = SessionConfig::default();
+        let (mut logs, mut out) = (UserLogs::default(), Edges::default());
+        let view = |ts: i64, page: &str| LogEvent {
+            ts,
+            name: crate::event::PAGE_VIEW,
+            page: sym(page),
+            source: [NONE; 3],
+            props: None,
+            node: sym(page),
+        };
+        logs.set_path_rules(1, |e, _| e.node);
+        logs.add(1, "u", view(0, "/p/1"), Some("/p/1"), 100, &[]);
+        logs.add(1, "u", view(1000, "/p/2"), Some("/p/2"), 100, &[]);
+        logs.drain(&[], &sessions, &mut out);
+        assert_eq!(out.0[&(sym("/p/1"), sym("/p/2"))], 1);
+        // Restarted with a rule that maps both pages to one node.
+        logs.set_path_rules(
+            2,
+            |e, text| if text.is_some_and(|t| t.starts_with("/p/")) { sym("/p/:id") } else { e.node },
+        );
+        logs.drain(&[], &sessions, &mut out);
+        let (entry, exit, id) = (sym(crate::path_graph::ENTRY), sym(crate::path_graph::EXIT), sym("/p/:id"));
+        let want: std::collections::BTreeMap<_, _> =
+            [((entry, id), 1), ((id, id), 1), ((id, exit), 1)].into_iter().collect();
+        assert_eq!(out.0, want);
     }
 
     #[test]
