@@ -89,6 +89,7 @@ impl Engine {
             read_model: self.read_model.clone(),
             status: self.status.clone(),
             stop: self.stop.clone(),
+            failed: Arc::new(AtomicBool::new(false)),
             caught_up,
             start,
             measure_freshness: self.measure_freshness,
@@ -99,13 +100,28 @@ impl Engine {
         let merge = differential_dataflow::Config::default().idle_merge_effort(Some(1_000));
         differential_dataflow::configure(&mut timely_config.worker, &merge);
         let guards = timely::execute(timely_config, move |w| {
-            let result = worker.run(w, &sources, &sinks, capture_tx.clone(), fresh_tx.clone());
-            if let Err(e) = &result {
-                // The other workers would otherwise go on forever without this one's input.
-                tracing::error!(error = %e, "a worker failed; stopping the engine");
+            let run = std::panic::AssertUnwindSafe(|| {
+                worker.run(&mut *w, &sources, &sinks, capture_tx.clone(), fresh_tx.clone())
+            });
+            let result = std::panic::catch_unwind(run);
+            if !matches!(result, Ok(Ok(()))) {
+                // The other workers would otherwise go on forever (or wait for this one's
+                // progress) without it.
+                match &result {
+                    Ok(Err(e)) => tracing::error!(error = %e, "a worker failed; stopping the engine"),
+                    _ => tracing::error!("a worker panicked; stopping the engine"),
+                }
+                worker.failed.store(true, Ordering::Relaxed);
                 worker.stop.store(true, Ordering::Relaxed);
             }
-            result
+            if worker.failed.load(Ordering::Relaxed) {
+                // Timely steps a worker until its dataflows complete, which a dead peer's never
+                // will: drop them.
+                for id in w.installed_dataflows() {
+                    w.drop_dataflow(id);
+                }
+            }
+            result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
         .map_err(EngineError::Worker)?;
         let mut failures = Vec::new();
@@ -130,6 +146,8 @@ struct WorkerSetup {
     read_model: Arc<ReadModel>,
     status: Arc<Status>,
     stop: Arc<AtomicBool>,
+    /// A worker failed (error or panic): the others stop without waiting for its progress.
+    failed: Arc<AtomicBool>,
     /// Per worker: 1 + the epoch in which its source had read all it had at start (0: not yet).
     caught_up: Arc<Vec<AtomicU64>>,
     start: Instant,
@@ -247,7 +265,7 @@ impl WorkerSetup {
             }
         }
         drop(input);
-        while !probe.done() {
+        while !probe.done() && !self.failed.load(Ordering::Relaxed) {
             worker.step_or_park(Some(Duration::from_millis(5)));
         }
         if let Some(writer) = writer {
