@@ -305,7 +305,7 @@ impl Ingest {
     /// for every partition before `flush`.
     pub fn drain_partition(&mut self, partition: &mut PartitionClock) {
         // Restored under other path rules: re-clean the logged pages (names published here).
-        let (cleaner, mut named) = (&self.cleaner, Vec::new());
+        let (cleaner, mut named) = (&mut self.cleaner, Vec::new());
         partition.logs.set_path_rules(cleaner.fingerprint, |e, text| {
             let (node, new) = cleaner.node(e.name, e.name == views::event::PAGE_VIEW, e.page, text);
             named.extend(new.map(|t| (node, t)));

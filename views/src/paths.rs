@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{sym, Sym, NONE};
@@ -58,8 +57,9 @@ pub fn event_node(name: &str) -> String {
 pub struct Cleaner {
     rules: Vec<(regex::Regex, String)>,
     conversions: HashMap<Sym, (Sym, String)>,
-    /// Cleaned node by raw page symbol (rules depend on the page only).
-    pages: Mutex<HashMap<Sym, Sym>>,
+    /// Cleaned node by raw page symbol (rules depend on the page only); one per ingesting
+    /// worker, so no lock.
+    pages: HashMap<Sym, Sym>,
     /// Changes with the rules: state computed under other rules is recomputed.
     pub fingerprint: u64,
 }
@@ -85,7 +85,7 @@ impl Cleaner {
             })
             .collect();
         let fingerprint = xxhash_rust::xxh3::xxh3_64(&serde_json::to_vec(config).expect("serialisable"));
-        Ok(Cleaner { rules, conversions, pages: Mutex::default(), fingerprint })
+        Ok(Cleaner { rules, conversions, pages: HashMap::new(), fingerprint })
     }
 
     /// The page as the graph shows it.
@@ -102,18 +102,17 @@ impl Cleaner {
     /// The node an event stands for (`NONE` if it is not a path step), and the node's text when
     /// a page was first cleaned here (so the caller can publish the name; conversion nodes are
     /// named at start).
-    pub fn node(&self, event: Sym, page_view: bool, page: Sym, page_text: Option<&str>) -> (Sym, Option<String>) {
+    pub fn node(&mut self, event: Sym, page_view: bool, page: Sym, page_text: Option<&str>) -> (Sym, Option<String>) {
         if let Some((node, _)) = self.conversions.get(&event) {
             return (*node, None);
         }
         let (true, Some(text)) = (page_view && page != NONE, page_text) else { return (NONE, None) };
-        let mut pages = self.pages.lock();
-        if let Some(node) = pages.get(&page) {
+        if let Some(node) = self.pages.get(&page) {
             return (*node, None);
         }
         let cleaned = reserved_escaped(self.clean(text));
         let node = sym(&cleaned);
-        pages.insert(page, node);
+        self.pages.insert(page, node);
         (node, Some(cleaned))
     }
 }
@@ -179,7 +178,7 @@ mod tests {
 
     #[test]
     fn pages_are_cleaned_by_the_rules_after_the_trailing_slash_is_dropped() {
-        let c = cleaner(&[(r"^/products/\d+", "/products/:id"), (r"/users/[^/]+", "/users/:user")]);
+        let mut c = cleaner(&[(r"^/products/\d+", "/products/:id"), (r"/users/[^/]+", "/users/:user")]);
         assert_eq!(c.clean("/products/42/"), "/products/:id");
         assert_eq!(c.clean("/products/42/reviews"), "/products/:id/reviews");
         assert_eq!(c.clean("/a/users/bob/x"), "/a/users/:user/x");
