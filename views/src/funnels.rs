@@ -232,14 +232,6 @@ impl Matcher {
     }
 }
 
-/// Names appear in URLs.
-pub(crate) fn check_name(name: &str, kind: &str) -> Result<(), String> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err(format!("{kind} name `{name}`: use letters, digits, `_` and `-` (it appears in URLs)"));
-    }
-    Ok(())
-}
-
 /// A validated funnel.
 #[derive(Debug)]
 pub struct Funnel {
@@ -257,7 +249,7 @@ pub const BREAKDOWNS: &str = "utm_source, device, country, page";
 impl Funnel {
     pub fn new(def: FunnelDef) -> Result<Funnel, String> {
         let name = &def.name;
-        check_name(name, "funnel")?;
+        crate::registry::check_name(name, "funnel")?;
         if def.steps.len() < 2 || def.steps.len() > MAX_STEPS {
             return Err(format!("funnel `{name}`: give 2 to {MAX_STEPS} steps, not {}", def.steps.len()));
         }
@@ -602,22 +594,5 @@ mod tests {
         // Without a `b` after the `x`, the attempt stops before step 2.
         let best = funnel.evaluate(&events[..3], &pages).unwrap();
         assert_eq!(best.reached, 1);
-    }
-
-    #[test]
-    fn the_registry_refuses_duplicates_and_persists_run_time_funnels() {
-        let dir = std::env::temp_dir().join(format!("clickflow-registry-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("funnels.json");
-        let _ = std::fs::remove_file(&path);
-        let f = |name: &str| def(serde_json::json!({"name": name, "steps": [{"event": "x"}, {"event": "y"}]}));
-        let registry = FunnelRegistry::new(&[f("from_config")]).unwrap();
-        assert_eq!(registry.persist(path.clone()).unwrap(), 0);
-        registry.add(f("added")).unwrap();
-        assert!(matches!(registry.add(f("added")), Err(RegistryError::Exists(_))));
-        let restarted = FunnelRegistry::new(&[f("from_config")]).unwrap();
-        assert_eq!(restarted.persist(path).unwrap(), 1);
-        assert_eq!(restarted.names(), vec!["from_config", "added"]);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

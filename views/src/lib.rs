@@ -9,6 +9,7 @@ pub mod funnel_query;
 pub mod funnels;
 pub mod ids;
 pub mod model;
+pub mod path_export;
 pub mod path_graph;
 pub mod path_query;
 pub mod paths;

@@ -45,6 +45,14 @@ pub enum RegistryError {
     Store(String),
 }
 
+/// Names appear in URLs.
+pub(crate) fn check_name(name: &str, kind: &str) -> Result<(), String> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(format!("{kind} name `{name}`: use letters, digits, `_` and `-` (it appears in URLs)"));
+    }
+    Ok(())
+}
+
 fn exists<T: Definition>(name: &str) -> RegistryError {
     RegistryError::Exists(format!("a {} named `{name}`", T::KIND))
 }
@@ -164,5 +172,31 @@ impl<T: Definition> Registry<T> {
 
     pub fn names(&self) -> Vec<String> {
         self.items.read().iter().map(|f| f.name().to_string()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::funnels::{FunnelDef, FunnelRegistry, RegistryError};
+
+    fn def(json: serde_json::Value) -> FunnelDef {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_registry_refuses_duplicates_and_persists_run_time_funnels() {
+        let dir = std::env::temp_dir().join(format!("clickflow-registry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("funnels.json");
+        let _ = std::fs::remove_file(&path);
+        let f = |name: &str| def(serde_json::json!({"name": name, "steps": [{"event": "x"}, {"event": "y"}]}));
+        let registry = FunnelRegistry::new(&[f("from_config")]).unwrap();
+        assert_eq!(registry.persist(path.clone()).unwrap(), 0);
+        registry.add(f("added")).unwrap();
+        assert!(matches!(registry.add(f("added")), Err(RegistryError::Exists(_))));
+        let restarted = FunnelRegistry::new(&[f("from_config")]).unwrap();
+        assert_eq!(restarted.persist(path).unwrap(), 1);
+        assert_eq!(restarted.names(), vec!["from_config", "added"]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

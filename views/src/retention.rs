@@ -118,7 +118,7 @@ pub const BREAKDOWNS: &str = "utm_source, device, country";
 impl Retention {
     pub fn new(def: RetentionDef) -> Result<Retention, String> {
         let name = &def.name;
-        crate::funnels::check_name(name, "retention")?;
+        crate::registry::check_name(name, "retention")?;
         if def.periods < 2 || def.periods > MAX_PERIODS {
             return Err(format!("retention `{name}`: periods must be 2 to {MAX_PERIODS}, not {}", def.periods));
         }
