@@ -108,11 +108,12 @@ fn bot_after(history: i64) -> (Sessionizer, UserLogs, Vec<Arc<Funnel>>) {
     let config = SessionConfig::default();
     let funnels: Vec<Arc<Funnel>> = bot_funnels().into_iter().map(|d| Arc::new(Funnel::new(d).unwrap())).collect();
     let (mut sessions, mut logs) = (Sessionizer::default(), UserLogs::default());
+    logs.note_page(views::event::sym("/products/1"), "/products/1");
     let mut sink = Vec::new();
     for i in 0..history {
         let ts = START + i * 100;
         sessions.add((7, false), bot_hit(ts), &config, 360_000);
-        logs.add(7, "bot", bot_event(ts), Some("/products/1"), 1000, &funnels);
+        logs.add(7, "bot", bot_event(ts), 1000, &funnels);
         if i % 10_000 == 0 {
             sessions.drain(&mut sink);
             sessions.prune(ts - 300_000, &config);
@@ -163,7 +164,7 @@ fn bot(c: &mut Criterion) {
                         let late = if i % 20 == 0 { 60_000 } else { 0 };
                         let ts = START + (history + i) * 100 - late;
                         sessions.add((7, false), bot_hit(ts), &config, 360_000);
-                        logs.add(7, "bot", bot_event(ts), Some("/products/1"), 1000, &funnels);
+                        logs.add(7, "bot", bot_event(ts), 1000, &funnels);
                         if i % 100 == 99 {
                             sessions.drain(&mut cells);
                             logs.drain(&funnels, &config, &mut out);

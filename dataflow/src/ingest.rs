@@ -17,6 +17,7 @@ use views::funnels::{Funnel, FunnelCell, FunnelRegistry, FunnelStat, LogEvent};
 use views::ids::{IdMap, IdSet};
 use views::path_graph::{ENTRY, EXIT};
 use views::paths::{self, Cleaner};
+use views::registry::Snapshot;
 use views::retention::{Retention, RetentionCell, RetentionRegistry};
 use views::sessions::{
     cell_changes, cells_of, Hit, Hour, SessionConfig, SessionSink, SessionStat, Sessionizer, Summary,
@@ -63,20 +64,20 @@ pub type OpenAttempt = (u32, u8, i64, String);
 
 /// Funnel, path and retention changes drained from the partitions this epoch.
 #[derive(Default)]
-struct FunnelChanges {
+struct PerUserChanges {
     cells: FxHashMap<FunnelKey, i64>,
     open: FxHashMap<OpenAttempt, i64>,
     edges: FxHashMap<(Sym, Sym), i64>,
     retention: FxHashMap<(u32, RetentionCell), i64>,
 }
 
-impl CohortSink for FunnelChanges {
+impl CohortSink for PerUserChanges {
     fn cell(&mut self, retention: u32, cell: RetentionCell, diff: i64) {
         *self.retention.entry((retention, cell)).or_default() += diff;
     }
 }
 
-impl LogSink for FunnelChanges {
+impl LogSink for PerUserChanges {
     fn edge(&mut self, from: Sym, to: Sym, diff: i64) {
         *self.edges.entry((from, to)).or_default() += diff;
     }
@@ -125,16 +126,15 @@ pub struct Ingest {
     rejects: BTreeMap<Reason, i64>,
     /// Session cell changes drained from the partitions this epoch.
     session_cells: SessionCells,
-    funnel_changes: FunnelChanges,
+    /// Funnel, path and retention changes drained from the partitions this epoch.
+    per_user: PerUserChanges,
     /// The funnels to compute (shared with the API, which can add some), and this worker's copy
     /// of the list with its registry version.
     pub funnels: Arc<FunnelRegistry>,
-    funnel_list: Vec<Arc<Funnel>>,
-    funnel_version: u64,
+    funnel_list: Snapshot<Funnel>,
     /// Retention definitions, the same way.
     pub retention: Arc<RetentionRegistry>,
-    retention_list: Vec<Arc<Retention>>,
-    retention_version: u64,
+    retention_list: Snapshot<Retention>,
     /// Maps events to path nodes.
     cleaner: Cleaner,
     /// The epoch the session changes are reported in (see [`Sessionizer::epoch`]).
@@ -164,13 +164,11 @@ impl Ingest {
             accepted: 0,
             rejects: BTreeMap::new(),
             session_cells: SessionCells::default(),
-            funnel_changes: FunnelChanges::default(),
+            per_user: PerUserChanges::default(),
             funnels: Arc::default(),
-            funnel_list: Vec::new(),
-            funnel_version: 0,
+            funnel_list: Snapshot::default(),
             retention: Arc::default(),
-            retention_list: Vec::new(),
-            retention_version: 0,
+            retention_list: Snapshot::default(),
             cleaner,
             session_epoch: 0,
             epoch: 0,
@@ -267,19 +265,11 @@ impl Ingest {
         }
     }
 
-    /// Picks up retention definitions added since the last call (one atomic load when none was).
-    fn refresh_retention(&mut self) {
-        if self.retention.version() != self.retention_version {
-            self.retention_version = self.retention.version();
-            self.retention_list = self.retention.all();
-        }
-    }
-
     /// Adds the event to its partition's per-user state: its session, the user's log and their
     /// retention state.
     pub fn track(&mut self, partition: &mut PartitionClock, d: &Decoded<'_>) {
         // Before the first event too: definitions from config count from it.
-        self.refresh_retention();
+        self.retention_list.refresh(&self.retention);
         let e = &d.event;
         let source = [e.utm_source, e.device, e.country];
         let hit = Hit { ts: e.ts, page: e.page, page_view: e.is_page_view(), source };
@@ -295,9 +285,9 @@ impl Ingest {
         if let Some(text) = d.page.as_deref() {
             partition.logs.note_page(e.page, text);
         }
-        partition.retention.add(&self.retention_list, e.user, &logged, &partition.logs);
+        partition.retention.add(self.retention_list.list(), e.user, &logged, &partition.logs);
         let cap = self.views.max_events_per_user;
-        partition.logs.add(e.user, &d.user_id, logged, d.page.as_deref(), cap, &self.funnel_list);
+        partition.logs.add(e.user, &d.user_id, logged, cap, self.funnel_list.list());
     }
 
     /// Collects a partition's session and funnel changes for this epoch's flush, and lets it
@@ -325,13 +315,10 @@ impl Ingest {
             let floor = minute_start_ms(self.views.counts_from(minute_of(watermark)));
             partition.logs.prune(floor);
         }
-        if self.funnels.version() != self.funnel_version {
-            self.funnel_version = self.funnels.version();
-            self.funnel_list = self.funnels.all();
-        }
-        partition.logs.drain(&self.funnel_list, &self.views.sessions, &mut self.funnel_changes);
-        self.refresh_retention();
-        partition.retention.drain(&self.retention_list, &partition.logs, watermark, &mut self.funnel_changes);
+        let funnels = self.funnel_list.refresh(&self.funnels);
+        partition.logs.drain(funnels, &self.views.sessions, &mut self.per_user);
+        let retention = self.retention_list.refresh(&self.retention);
+        partition.retention.drain(retention, &partition.logs, watermark, &mut self.per_user);
     }
 
     pub fn reject(&mut self, rejection: &Rejection, source: &Coords<'_>, raw: &[u8], now_ms: i64) {
@@ -402,31 +389,31 @@ impl Ingest {
     /// partition reported in (see `Sessionizer::epoch`).
     fn flush_per_user(&mut self, input: &mut InputSession<Epoch, Fact, isize>) {
         let at = (*input.time()).max(self.session_epoch);
-        for ((funnel, key, day, stat), n) in self.funnel_changes.cells.drain() {
+        for ((funnel, key, day, stat), n) in self.per_user.cells.drain() {
             if n != 0 {
                 input.update_at(Fact::Funnel { funnel, key, day, stat }, at, n as isize);
                 self.ledger.funnels.bump((funnel, key, day, stat), n);
             }
         }
-        for ((funnel, step, entry_ts, user), n) in self.funnel_changes.open.drain() {
+        for ((funnel, step, entry_ts, user), n) in self.per_user.open.drain() {
             if n != 0 {
                 input.update_at(Fact::FunnelUser { funnel, step, entry_ts, user: user.clone() }, at, n as isize);
                 self.ledger.open_attempts.bump((funnel, step, entry_ts, user), n);
             }
         }
-        for ((from, to), n) in self.funnel_changes.edges.drain() {
+        for ((from, to), n) in self.per_user.edges.drain() {
             if n != 0 {
                 input.update_at(Fact::PathEdge { from, to }, at, n as isize);
                 self.ledger.paths.bump((from, to), n);
             }
         }
         // A worker without partitions drains none: it still needs the current list.
-        self.refresh_retention();
+        self.retention_list.refresh(&self.retention);
         self.retract_redefined_retention(input, at);
-        for ((retention, (key, cohort, stat)), n) in self.funnel_changes.retention.drain() {
+        for ((retention, (key, cohort, stat)), n) in self.per_user.retention.drain() {
             if n != 0 {
                 input.update_at(Fact::Retention { retention, key, cohort, stat }, at, n as isize);
-                let fingerprint = self.retention_list[retention as usize].fingerprint;
+                let fingerprint = self.retention_list.list()[retention as usize].fingerprint;
                 let entry = self.ledger.retention.entry(retention).or_insert_with(|| (fingerprint, HashMap::new()));
                 entry.1.bump((key, cohort, stat), n);
             }
@@ -442,7 +429,7 @@ impl Ingest {
     /// Retracts what a retention definition reported before it was redefined (its partitions
     /// recompute it under the new definition) or removed.
     fn retract_redefined_retention(&mut self, input: &mut InputSession<Epoch, Fact, isize>, at: Epoch) {
-        let list = &self.retention_list;
+        let list = self.retention_list.list();
         let stale: Vec<u32> = self
             .ledger
             .retention
@@ -461,7 +448,7 @@ impl Ingest {
     /// Retracts retention cohorts older than every definition shows at `as_of`.
     fn expire_retention(&mut self, input: &mut InputSession<Epoch, Fact, isize>, as_of: i64, at: Epoch) {
         for (index, (_, cells)) in self.ledger.retention.iter_mut() {
-            let Some(r) = self.retention_list.get(*index as usize) else { continue };
+            let Some(r) = self.retention_list.list().get(*index as usize) else { continue };
             let oldest = r.oldest_cohort(r.period_of(as_of));
             cells.retain(|(key, cohort, stat), n| {
                 if *cohort >= oldest {

@@ -49,14 +49,18 @@ impl Cohorts {
             }
         }
         for (r, d) in list.iter().zip(self.definitions.iter_mut()) {
-            if d.fingerprint != r.fingerprint || !r.relevant(e, pages) {
+            if d.fingerprint != r.fingerprint {
+                continue;
+            }
+            let roles = r.roles(e, pages);
+            if roles == (false, false) {
                 continue;
             }
             let state = d.users.entry(user).or_default();
             if d.touched.insert(user) {
                 d.dirty.push((user, state.clone()));
             }
-            r.add(state, e, pages);
+            r.apply(state, e, roles);
         }
     }
 

@@ -175,6 +175,34 @@ impl<T: Definition> Registry<T> {
     }
 }
 
+/// A worker's copy of a registry's list, taken again only when the registry changed (one atomic
+/// load otherwise), so the per-event path never locks the registry.
+pub struct Snapshot<T> {
+    version: u64,
+    list: Vec<Arc<T>>,
+}
+
+impl<T> Default for Snapshot<T> {
+    fn default() -> Self {
+        Snapshot { version: 0, list: Vec::new() }
+    }
+}
+
+impl<T: Definition> Snapshot<T> {
+    pub fn refresh(&mut self, registry: &Registry<T>) -> &[Arc<T>] {
+        let version = registry.version();
+        if version != self.version {
+            self.version = version;
+            self.list = registry.all();
+        }
+        &self.list
+    }
+
+    pub fn list(&self) -> &[Arc<T>] {
+        &self.list
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::funnels::{FunnelDef, FunnelRegistry, RegistryError};

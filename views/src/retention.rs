@@ -147,15 +147,20 @@ impl Retention {
         now.saturating_sub(self.def.periods as u32 - 1)
     }
 
-    /// Whether the event can change a user's state.
-    pub fn relevant(&self, e: &LogEvent, pages: &PageTexts) -> bool {
-        self.start.matches(e, pages) || self.returning.matches(e, pages)
+    /// Whether the event is a start and whether it is a return (one match of each per event).
+    pub fn roles(&self, e: &LogEvent, pages: &PageTexts) -> (bool, bool) {
+        (self.start.matches(e, pages), self.returning.matches(e, pages))
     }
 
     /// Adds an event to a user's state.
     pub fn add(&self, state: &mut UserRetention, e: &LogEvent, pages: &PageTexts) {
+        self.apply(state, e, self.roles(e, pages));
+    }
+
+    /// Adds an event whose [`Self::roles`] are known.
+    pub fn apply(&self, state: &mut UserRetention, e: &LogEvent, (start, returning): (bool, bool)) {
         let period = self.period_of(e.ts);
-        if self.start.matches(e, pages) {
+        if start {
             let key = self.breakdown.map_or(NONE, |i| e.source[i]);
             match self.def.cohort {
                 CohortType::FirstTime => {
@@ -172,7 +177,7 @@ impl Retention {
                 },
             }
         }
-        if self.returning.matches(e, pages) {
+        if returning {
             if let Err(i) = state.returns.binary_search(&period) {
                 state.returns.insert(i, period);
             }

@@ -74,20 +74,10 @@ impl UserLogs {
         }
     }
 
-    /// Logs an event. `funnels` is the caller's view of the registry: only the funnels the
-    /// event can affect are re-evaluated (any funnel beyond that view always is).
-    pub fn add(
-        &mut self,
-        user: UserId,
-        id: &str,
-        event: LogEvent,
-        page: Option<&str>,
-        cap: usize,
-        funnels: &[Arc<Funnel>],
-    ) {
-        if let (Some(text), false) = (page, event.page == NONE) {
-            self.pages.entry(event.page).or_insert_with(|| text.into());
-        }
+    /// Logs an event (its page text given to [`Self::note_page`] first). `funnels` is the
+    /// caller's view of the registry: only the funnels the event can affect are re-evaluated (any
+    /// funnel beyond that view always is).
+    pub fn add(&mut self, user: UserId, id: &str, event: LogEvent, cap: usize, funnels: &[Arc<Funnel>]) {
         let log = self.users.entry(user).or_insert_with(|| UserLog { id: id.into(), ..UserLog::default() });
         // Most events are the user's newest.
         let at = match log.events.back() {
@@ -172,7 +162,7 @@ impl UserLogs {
         self.users.len()
     }
 
-    /// Remembers a page's text (before [`Self::add`], for matchers that read it first).
+    /// Remembers a page's text (before [`Self::add`]: funnel and retention patterns read it).
     pub fn note_page(&mut self, page: Sym, text: &str) {
         if page != NONE {
             self.pages.entry(page).or_insert_with(|| text.into());
@@ -279,8 +269,10 @@ mod tests {
             node: sym(page),
         };
         logs.set_path_rules(1, |e, _| e.node);
-        logs.add(1, "u", view(0, "/p/1"), Some("/p/1"), 100, &[]);
-        logs.add(1, "u", view(1000, "/p/2"), Some("/p/2"), 100, &[]);
+        logs.note_page(sym("/p/1"), "/p/1");
+        logs.note_page(sym("/p/2"), "/p/2");
+        logs.add(1, "u", view(0, "/p/1"), 100, &[]);
+        logs.add(1, "u", view(1000, "/p/2"), 100, &[]);
         logs.drain(&[], &sessions, &mut out);
         assert_eq!(out.0[&(sym("/p/1"), sym("/p/2"))], 1);
         // Restarted with a rule that maps both pages to one node.
@@ -304,15 +296,15 @@ mod tests {
         let funnels = vec![Arc::new(Funnel::new(def).unwrap())];
         let sessions = SessionConfig::default();
         let (mut logs, mut out) = (UserLogs::default(), Cells::default());
-        logs.add(1, "u", event(0, "a"), None, 100, &funnels);
-        logs.add(1, "u", event(40 * MIN, "b"), None, 100, &funnels);
+        logs.add(1, "u", event(0, "a"), 100, &funnels);
+        logs.add(1, "u", event(40 * MIN, "b"), 100, &funnels);
         logs.drain(&funnels, &sessions, &mut out);
         let reached = |out: &Cells, step| {
             out.0.iter().filter(|(k, _)| k.3 == FunnelStat::Reached(step)).map(|(_, c)| c).sum::<i64>()
         };
         assert_eq!((reached(&out, 0), reached(&out, 1)), (1, 0), "two sessions: b is in the second");
         // A click matches no step, but joins the sessions: the funnel converts.
-        logs.add(1, "u", event(20 * MIN, "click"), None, 100, &funnels);
+        logs.add(1, "u", event(20 * MIN, "click"), 100, &funnels);
         logs.drain(&funnels, &sessions, &mut out);
         assert_eq!((reached(&out, 0), reached(&out, 1)), (1, 1));
     }
