@@ -1,6 +1,7 @@
 //! The HTTP API over the read model: REST JSON, a server-sent change stream, health and metrics.
 //! It reads `views::ReadModel` and `views::Status` only; it never touches timely or Kafka.
 
+mod alerts;
 mod error;
 mod funnels;
 mod metrics;
@@ -14,7 +15,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use views::query::TimeseriesQuery;
@@ -59,6 +60,15 @@ const ENDPOINTS: &[&str] = &[
     "GET /api/v1/paths/conversions?event=&steps=&min_weight=&limit=",
     "GET /api/v1/paths/exits?limit=",
     "GET /api/v1/paths/graph?format=json|dot&min_weight=&max_edges=",
+    "GET /api/v1/alerts?rule=&severity=&limit=",
+    "GET /api/v1/alerts/history?rule=&severity=&limit=",
+    "GET /api/v1/alerts/rules",
+    "POST /api/v1/alerts/rules (JSON: name, severity? info|warning|critical, labels?, fire_after?, resolve_after?, when {kind: anomaly|threshold|funnel_drop|burst|rate_limit|clicks_without_views|shared_ip, ...}; see README \"Alerts\")",
+    "GET /api/v1/alerts/silences",
+    "POST /api/v1/alerts/silences (JSON: matcher (rule or alert id), minutes | until, comment?)",
+    "DELETE /api/v1/alerts/silences/{id}",
+    "GET /api/v1/limits/{rule}",
+    "GET /api/v1/limits/{rule}/{key}",
     "GET /api/v1/stream",
     "GET /api/v1/rejects",
     "GET /api/v1/dump",
@@ -84,6 +94,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/paths/conversions", get(paths::conversions))
         .route("/api/v1/paths/exits", get(paths::exits))
         .route("/api/v1/paths/graph", get(paths::graph))
+        .route("/api/v1/alerts", get(alerts::active))
+        .route("/api/v1/alerts/history", get(alerts::history))
+        .route("/api/v1/alerts/rules", get(alerts::rules).post(alerts::create_rule))
+        .route("/api/v1/alerts/silences", get(alerts::silences).post(alerts::silence))
+        .route("/api/v1/alerts/silences/{id}", delete(alerts::unsilence))
+        .route("/api/v1/limits/{rule}", get(alerts::over))
+        .route("/api/v1/limits/{rule}/{key}", get(alerts::limit))
         .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/rejects", get(rejects))
         .route("/api/v1/dump", get(dump))

@@ -1,7 +1,7 @@
 //! `GET /api/v1/stream`: server-sent events, one `live` event per publish, a `counts` event
 //! with the count cells that publish changed, `sessions` / `funnels` / `retention` events with
 //! their headline numbers when one of them changed, and `paths` with the heaviest edges when an
-//! edge count changed. A client too slow to keep up gets `lagged` and
+//! edge count changed, and `alert` when an alert fired or resolved. A client too slow to keep up gets `lagged` and
 //! should re-read `/api/v1/live`.
 
 use std::convert::Infallible;
@@ -18,7 +18,8 @@ use crate::AppState;
 
 #[derive(Deserialize, Default)]
 pub struct StreamQuery {
-    /// Comma-separated: `live`, `counts`, `sessions`, `funnels`, `retention`, `paths` (default all).
+    /// Comma-separated: `live`, `counts`, `sessions`, `funnels`, `retention`, `paths`, `alerts`
+    /// (default all).
     views: Option<String>,
 }
 
@@ -26,10 +27,10 @@ pub async fn stream(
     State(s): State<AppState>,
     Query(q): Query<StreamQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let wanted = q.views.unwrap_or_else(|| "live,counts,sessions,funnels,retention,paths".into());
+    let wanted = q.views.unwrap_or_else(|| "live,counts,sessions,funnels,retention,paths,alerts".into());
     let wants = |view: &str| wanted.split(',').any(|v| v == view);
     let (live, counts, sessions, funnels) = (wants("live"), wants("counts"), wants("sessions"), wants("funnels"));
-    let (retention, paths) = (wants("retention"), wants("paths"));
+    let (retention, paths, alerts) = (wants("retention"), wants("paths"), wants("alerts"));
     let first = Event::default().event("live").json_data(s.read_model.live()).ok();
     let changes = BroadcastStream::new(s.read_model.subscribe()).flat_map(move |item| {
         let events: Vec<Event> = match item {
@@ -55,6 +56,10 @@ pub async fn stream(
                 if let Some(top) = change.paths.as_ref().filter(|_| paths) {
                     let body = serde_json::json!({"epoch": change.clock.epoch, "as_of_ms": change.clock.as_of_ms, "heaviest_edges": top});
                     out.extend(Event::default().event("paths").json_data(body).ok());
+                }
+                if alerts {
+                    // One event per alert change: `fired` / `resolved`, with the alert.
+                    out.extend(change.alerts.iter().filter_map(|c| Event::default().event("alert").json_data(c).ok()));
                 }
                 out
             }

@@ -36,6 +36,8 @@ pub struct Decoded<'a> {
     pub utm_source: Option<Cow<'a, str>>,
     pub device: Option<Cow<'a, str>>,
     pub country: Option<Cow<'a, str>>,
+    /// The client address, for per-IP alert rules and rate limits.
+    pub ip: Option<Cow<'a, str>>,
 }
 
 impl Decoded<'_> {
@@ -219,7 +221,7 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Decoded<'_>, Rejection> {
             format!("ts {ts} ({}) is before 2000-01-01 or more than a day ahead of now", views::query::rfc3339(ts)),
         ));
     }
-    let _ = (raw.referrer, raw.ip, raw.user_agent, raw.utm_medium, raw.utm_campaign, raw.partner);
+    let _ = (raw.referrer, raw.user_agent, raw.utm_medium, raw.utm_campaign, raw.partner);
     let (page, utm_source, device, country) =
         (optional(raw.page), optional(raw.utm_source), optional(raw.device), optional(raw.country));
     let opt = |v: &Option<Cow<str>>| v.as_deref().map(sym).unwrap_or(NONE);
@@ -243,6 +245,7 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Decoded<'_>, Rejection> {
         utm_source,
         device,
         country,
+        ip: optional(raw.ip),
     })
 }
 

@@ -19,7 +19,7 @@ use crate::source::Checkpoint;
 
 /// 3: partition state with sessions, user logs (with path nodes and edges) and retention state;
 /// ledger with session, funnel, path and retention cells.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

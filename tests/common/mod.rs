@@ -2,6 +2,7 @@
 //! real engine with scripted batches.
 #![allow(dead_code)]
 
+pub mod alert_oracle;
 pub mod e2e;
 pub mod funnel_oracle;
 pub mod kafka;
@@ -48,6 +49,8 @@ pub fn small_windows() -> ViewConfig {
         }))
         .unwrap(),
         retention: test_retention(),
+        // The alert tests bring their own rules (tests/alerts_oracle.rs).
+        alerts: views::alert_rules::AlertConfig { builtin: false, ..Default::default() },
     }
 }
 

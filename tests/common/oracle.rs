@@ -23,6 +23,7 @@ pub struct Accepted {
     pub device: String,
     pub country: String,
     pub partition: usize,
+    pub ip: Option<String>,
     /// `props` values as text (`42`, `true`).
     pub props: BTreeMap<String, String>,
 }
@@ -84,6 +85,7 @@ pub fn dump(spec: &Spec, partitions: &[Vec<Vec<u8>>]) -> Dump {
                 device: text(&v, "device").unwrap_or_else(none),
                 country: text(&v, "country").unwrap_or_else(none),
                 partition,
+                ip: text(&v, "ip"),
                 props: v
                     .get("props")
                     .and_then(Value::as_object)
@@ -135,6 +137,14 @@ fn views_of(
         add("utm_source", &e.utm_source);
         add("device", &e.device);
         add("country", &e.country);
+        // Funnel step matches per minute (what funnel-drop alerts watch).
+        for f in &cfg.funnels {
+            for (k, step) in f.steps.iter().enumerate() {
+                if super::funnel_oracle::matches(step, e) {
+                    add("step", &format!("{}#{}", f.name, k + 1));
+                }
+            }
+        }
         users.entry(m).or_default().insert(&e.user);
     }
     let as_of_min = as_of.map(minute).unwrap_or(0);
@@ -256,7 +266,10 @@ fn views_of(
 }
 
 fn dim_static(dim: &str) -> &'static str {
-    ["all", "event", "page", "page_view", "utm_source", "device", "country"].into_iter().find(|d| *d == dim).unwrap()
+    ["all", "event", "page", "page_view", "utm_source", "device", "country", "step"]
+        .into_iter()
+        .find(|d| *d == dim)
+        .unwrap()
 }
 
 /// The engine's dump with the fields that legitimately differ (the epoch) normalised.

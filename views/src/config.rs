@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::sessions::SessionConfig;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ViewConfig {
     /// Per-minute counts are kept this long behind `as_of` (then retracted).
@@ -31,6 +31,8 @@ pub struct ViewConfig {
     pub paths: crate::paths::PathConfig,
     /// Retention definitions from the start (more can be added through the API).
     pub retention: Vec<crate::retention::RetentionDef>,
+    /// Alert rules and their lifecycle settings.
+    pub alerts: crate::alert_rules::AlertConfig,
 }
 
 impl Default for ViewConfig {
@@ -48,6 +50,7 @@ impl Default for ViewConfig {
             funnels: Vec::new(),
             paths: crate::paths::PathConfig::default(),
             retention: Vec::new(),
+            alerts: crate::alert_rules::AlertConfig::default(),
         }
     }
 }
@@ -74,6 +77,7 @@ impl ViewConfig {
         crate::funnels::FunnelRegistry::new(&self.funnels).map(|_| ())?;
         crate::retention::RetentionRegistry::new(&self.retention).map(|_| ())?;
         crate::paths::Cleaner::new(&self.paths)?;
+        self.alerts.validate()?;
         self.sessions.validate()
     }
 

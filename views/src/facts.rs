@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::alert_rules::KeyKind;
 use crate::event::{Event, Minute, Sym, UserId, NONE};
 use crate::funnels::FunnelStat;
 use crate::retention::RetentionStat;
@@ -25,11 +26,14 @@ pub enum Dim {
     UtmSource,
     Device,
     Country,
+    /// Events matching a funnel step, keyed by `sym("<funnel>#<step>")` (1-based): the flow
+    /// conversion that funnel-drop alerts watch.
+    Step,
 }
 
 impl Dim {
-    pub const ALL: [Dim; 7] =
-        [Dim::All, Dim::Event, Dim::Page, Dim::PageView, Dim::UtmSource, Dim::Device, Dim::Country];
+    pub const ALL: [Dim; 8] =
+        [Dim::All, Dim::Event, Dim::Page, Dim::PageView, Dim::UtmSource, Dim::Device, Dim::Country, Dim::Step];
     /// The acquisition / client breakdowns shown on the live view.
     pub const BREAKDOWNS: [Dim; 3] = [Dim::UtmSource, Dim::Device, Dim::Country];
 
@@ -42,6 +46,7 @@ impl Dim {
             Dim::UtmSource => "utm_source",
             Dim::Device => "device",
             Dim::Country => "country",
+            Dim::Step => "step",
         }
     }
 
@@ -96,6 +101,11 @@ pub enum Fact {
     /// Users of retention `retention` (registry index) in the cohort of period `cohort` with
     /// breakdown value `key` contribute `diff` to `stat`.
     Retention { retention: u32, key: Sym, cohort: u32, stat: RetentionStat },
+    /// `diff` events of `kind` by `key` (an IP, a user id) during `minute`, for the per-key alert
+    /// rules and rate limits; only the kinds some rule reads are counted.
+    Keyed { kind: KeyKind, key: String, minute: Minute },
+    /// The IP was used by the user during `minute` (one per ingesting worker).
+    IpUser { minute: Minute, ip: String, user: UserId },
 }
 
 /// An output record of the dataflow, read into the [`crate::ReadModel`].
@@ -112,4 +122,6 @@ pub enum Row {
     FunnelUser { funnel: u32, step: u8, entry_ts: i64, user: String },
     PathEdge { from: Sym, to: Sym },
     Retention { retention: u32, key: Sym, cohort: u32, stat: RetentionStat },
+    Keyed { kind: KeyKind, key: String, minute: Minute },
+    IpUser { minute: Minute, ip: String, user: UserId },
 }

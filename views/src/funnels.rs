@@ -307,6 +307,11 @@ impl Funnel {
             || self.def.order == Order::Strict && before.is_some_and(step)
     }
 
+    /// 1-based numbers of the steps `e` matches (counted per minute for funnel-drop alerts).
+    pub fn matching_steps<'a>(&'a self, e: &'a LogEvent, pages: &'a PageTexts) -> impl Iterator<Item = usize> + 'a {
+        self.steps.iter().enumerate().filter(move |(_, s)| s.matches(e, pages)).map(|(i, _)| i + 1)
+    }
+
     pub fn window_ms(&self) -> i64 {
         self.def.window_minutes as i64 * 60_000
     }

@@ -1,13 +1,19 @@
 //! clickflow's event schema, its views as differential functions, and the live read model.
 //! No Kafka, no HTTP here.
 
+pub mod alert_engine;
+pub mod alert_rules;
+pub mod alert_series;
+pub mod alert_verdict;
 pub mod cohorts;
 pub mod config;
+pub mod detectors;
 pub mod event;
 pub mod facts;
 pub mod funnel_query;
 pub mod funnels;
 pub mod ids;
+pub mod limits;
 pub mod model;
 pub mod path_export;
 pub mod path_graph;

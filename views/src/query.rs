@@ -162,7 +162,7 @@ pub struct TimeseriesQuery {
 #[error("{0}")]
 pub struct QueryError(pub String);
 
-pub(crate) fn parse_time(text: &str, field: &str) -> Result<i64, QueryError> {
+pub fn parse_time(text: &str, field: &str) -> Result<i64, QueryError> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }

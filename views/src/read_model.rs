@@ -10,11 +10,14 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::alert_engine::{Alert, AlertChange, AlertEngine, Silence};
+use crate::alert_rules::AlertRegistry;
 use crate::config::ViewConfig;
 use crate::event::minute_start_ms;
 use crate::facts::Row;
 use crate::funnel_query::{self, StuckQuery};
 use crate::funnels::FunnelRegistry;
+use crate::limits::{self, LimitList, LimitStatus};
 use crate::model::{Clock, Dump, Live, Rejects, SessionSummary, Sessions, Timeseries};
 use crate::model::{FunnelList, FunnelReport, StuckUsers};
 use crate::model::{RetentionList, RetentionReport};
@@ -56,6 +59,9 @@ pub struct Change {
     /// The heaviest path edges, when an edge count changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paths: Option<Vec<GraphEdge>>,
+    /// Alerts that fired or resolved.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertChange>,
 }
 
 pub struct ReadModel {
@@ -64,6 +70,10 @@ pub struct ReadModel {
     pub funnels: Arc<FunnelRegistry>,
     /// The retention definitions, the same way.
     pub retention: Arc<RetentionRegistry>,
+    /// The alert rules; the API adds to it, ingestion counts what the per-key rules read.
+    pub alerts: Arc<AlertRegistry>,
+    /// Judges the rules on each published snapshot.
+    alert_engine: Mutex<AlertEngine>,
     /// Maps pages to path nodes for queries (the rules ingestion applies).
     cleaner: Cleaner,
     /// The path graph of the last snapshot a query needed, with the edge version it was built at.
@@ -84,9 +94,13 @@ impl ReadModel {
         let retention =
             RetentionRegistry::new(&config.retention).expect("retention is checked by ViewConfig::validate");
         let cleaner = Cleaner::new(&config.paths).expect("paths are checked by ViewConfig::validate");
+        let alerts =
+            AlertRegistry::new(&config.alerts.all_rules()).expect("alerts are checked by ViewConfig::validate");
         Arc::new(ReadModel {
             funnels: Arc::new(funnels),
             retention: Arc::new(retention),
+            alerts: Arc::new(alerts),
+            alert_engine: Mutex::new(AlertEngine::new(config.alerts.clone())),
             cleaner,
             graph: Mutex::new((0, Arc::new(PathGraph::from_edges(Vec::<(String, String, u64)>::new())))),
             config,
@@ -104,6 +118,8 @@ impl ReadModel {
             tables.apply(row, diff);
         }
         tables.epoch = epoch;
+        // Ingestion retracted only what the previous `as_of` let go of.
+        let retracted_before = tables.published_as_of;
         if let Some(as_of) = tables.clock().1 {
             tables.published_as_of = Some(as_of);
             self.as_of.fetch_max(as_of, Ordering::Relaxed);
@@ -114,6 +130,16 @@ impl ReadModel {
         let retention_touched = std::mem::take(&mut tables.retention_touched);
         let paths_touched = tables.paths_version != tables.paths_published;
         tables.paths_published = tables.paths_version;
+        let alerts = match tables.published_as_of {
+            Some(as_of) => {
+                let available_from =
+                    retracted_before.map_or(0, |a| self.config.counts_from(crate::event::minute_of(a)));
+                let mut engine = self.alert_engine.lock();
+                engine.evaluate(&tables, &self.alerts, &self.funnels, as_of, available_from);
+                engine.take_changes()
+            }
+            None => Vec::new(),
+        };
         if self.changes.receiver_count() == 0 {
             return;
         }
@@ -144,6 +170,7 @@ impl ReadModel {
             funnels,
             retention,
             paths,
+            alerts,
         };
         let _ = self.changes.send(Arc::new(change));
     }
@@ -250,6 +277,59 @@ impl ReadModel {
     pub fn path_graph(&self, q: &GraphQuery) -> Result<Result<PathGraphAnswer, String>, QueryError> {
         let (clock, graph) = self.paths();
         path_query::export(&graph, clock, q)
+    }
+
+    /// Firing alerts (silenced ones too, marked).
+    pub fn alerts(&self) -> (Clock, Vec<Alert>) {
+        let clock = self.clock();
+        (clock, self.alert_engine.lock().active(crate::alert_engine::now_ms()))
+    }
+
+    /// Fired and resolved alerts, newest first.
+    pub fn alert_history(&self) -> (Clock, Vec<Alert>) {
+        let clock = self.clock();
+        (clock, self.alert_engine.lock().history(crate::alert_engine::now_ms()))
+    }
+
+    pub fn silence(&self, matcher: String, until_ms: i64, comment: Option<String>) -> Silence {
+        self.alert_engine.lock().silence(matcher, until_ms, comment)
+    }
+
+    pub fn silences(&self) -> Vec<Silence> {
+        self.alert_engine.lock().silences(crate::alert_engine::now_ms())
+    }
+
+    pub fn unsilence(&self, id: u64) -> bool {
+        self.alert_engine.lock().unsilence(id)
+    }
+
+    /// Whether `key` is over the limit of rate-limit rule `rule` now.
+    pub fn limit(&self, rule: &str, key: &str) -> Result<LimitStatus, QueryError> {
+        let rule = self.rate_limit_rule(rule)?;
+        Ok(limits::status(&self.tables.read(), &rule, key).expect("a rate-limit rule"))
+    }
+
+    /// Every key over the limit of `rule` now.
+    pub fn limits_over(&self, rule: &str) -> Result<LimitList, QueryError> {
+        let rule = self.rate_limit_rule(rule)?;
+        let tables = self.tables.read();
+        Ok(limits::over(&tables, &rule, query::clock(&tables)).expect("a rate-limit rule"))
+    }
+
+    fn rate_limit_rule(&self, name: &str) -> Result<Arc<crate::alert_rules::AlertRule>, QueryError> {
+        let limits: Vec<String> =
+            self.alerts.all().iter().filter(|r| limits::limit_of(r).is_some()).map(|r| r.name().to_string()).collect();
+        match self.alerts.get(name) {
+            Some((_, rule)) if limits::limit_of(&rule).is_some() => Ok(rule),
+            _ => Err(QueryError(format!(
+                "no rate-limit rule `{name}`; rate-limit rules: {}",
+                if limits.is_empty() {
+                    "none (add one with kind = \"rate_limit\")".to_string()
+                } else {
+                    limits.join(", ")
+                }
+            ))),
+        }
     }
 
     pub fn rejects(&self) -> Rejects {

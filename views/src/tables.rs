@@ -1,6 +1,8 @@
 //! The accumulated rows of every view at one frontier: what a snapshot reads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::alert_rules::KeyKind;
 
 use crate::event::{Minute, Sym, NONE, NONE_TEXT};
 use crate::facts::{Dim, Row};
@@ -37,6 +39,12 @@ pub struct Tables {
     /// Retention aggregates by definition index: (breakdown value, cohort, stat) -> users.
     pub(crate) retention: HashMap<u32, HashMap<(Sym, u32, RetentionStat), i64>>,
     pub(crate) retention_touched: bool,
+    /// Per-key event counts (per-key alert rules, rate limits), and the keys each minute holds.
+    pub(crate) keyed: HashMap<KeyKind, HashMap<String, BTreeMap<Minute, i64>>>,
+    pub(crate) keyed_minutes: BTreeMap<Minute, HashMap<KeyKind, HashSet<String>>>,
+    /// Users per IP by minute, and the IPs each minute holds.
+    pub(crate) ip_users: HashMap<String, BTreeMap<Minute, IdMap<i64>>>,
+    pub(crate) ip_minutes: BTreeMap<Minute, HashSet<String>>,
     /// Whether a session aggregate changed since the last publish.
     pub(crate) sessions_touched: bool,
     pub(crate) funnels_touched: bool,
@@ -147,6 +155,48 @@ impl Tables {
             Row::PathEdge { from, to } => {
                 self.path_edges.bump((from, to), diff);
                 self.paths_version += 1;
+            }
+            Row::Keyed { kind, key, minute } => {
+                let keys = self.keyed.entry(kind).or_default();
+                let series = keys.entry(key.clone()).or_default();
+                series.bump(minute, diff);
+                let present = series.contains_key(&minute);
+                if series.is_empty() {
+                    keys.remove(&key);
+                }
+                if present {
+                    self.keyed_minutes.entry(minute).or_default().entry(kind).or_default().insert(key);
+                } else if let Some(kinds) = self.keyed_minutes.get_mut(&minute) {
+                    if let Some(keys) = kinds.get_mut(&kind) {
+                        keys.remove(&key);
+                        if keys.is_empty() {
+                            kinds.remove(&kind);
+                        }
+                    }
+                    if kinds.is_empty() {
+                        self.keyed_minutes.remove(&minute);
+                    }
+                }
+            }
+            Row::IpUser { minute, ip, user } => {
+                let minutes = self.ip_users.entry(ip.clone()).or_default();
+                let users = minutes.entry(minute).or_default();
+                users.bump(user, diff);
+                let present = !users.is_empty();
+                if !present {
+                    minutes.remove(&minute);
+                }
+                if minutes.is_empty() {
+                    self.ip_users.remove(&ip);
+                }
+                if present {
+                    self.ip_minutes.entry(minute).or_default().insert(ip);
+                } else if let Some(ips) = self.ip_minutes.get_mut(&minute) {
+                    ips.remove(&ip);
+                    if ips.is_empty() {
+                        self.ip_minutes.remove(&minute);
+                    }
+                }
             }
             Row::Retention { retention, key, cohort, stat } => {
                 let cells = self.retention.entry(retention).or_default();

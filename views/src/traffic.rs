@@ -41,6 +41,21 @@ pub fn traffic<'s>(facts: Facts<'s>) -> Rows<'s> {
         })
         .distinct()
         .map(|(sym, text)| Row::Name { sym, text });
+    let keyed = facts
+        .clone()
+        .flat_map(|fact| match fact {
+            Fact::Keyed { kind, key, minute } => Some(Row::Keyed { kind, key, minute }),
+            _ => None,
+        })
+        .consolidate();
+    let ip_users = facts
+        .clone()
+        .flat_map(|fact| match fact {
+            Fact::IpUser { minute, ip, user } => Some((minute, ip, user)),
+            _ => None,
+        })
+        .distinct()
+        .map(|(minute, ip, user)| Row::IpUser { minute, ip, user });
     // Session, funnel, path and retention cells are consolidated per epoch by ingestion and summed by the read
     // model; an arrangement here would only re-sort them (a third of a million session updates
     // per million events).
@@ -55,7 +70,7 @@ pub fn traffic<'s>(facts: Facts<'s>) -> Rows<'s> {
         Fact::Reject { reason } => Some(Row::Reject { reason }),
         _ => None,
     });
-    counts.concat(user_minutes).concat(names).concat(bookkeeping)
+    counts.concat(user_minutes).concat(names).concat(keyed).concat(ip_users).concat(bookkeeping)
 }
 
 /// Every view of the engine, as one collection of rows.

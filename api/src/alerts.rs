@@ -1,0 +1,144 @@
+//! Alert endpoints: active alerts, history, rules (list, create), silences, and rate limits.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use views::alert_engine::Alert;
+use views::alert_rules::{AlertRuleDef, Condition};
+use views::limits::{LimitList, LimitStatus};
+
+use crate::funnels::registry_error;
+use crate::{bad_query, ApiError, AppState};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AlertQuery {
+    rule: Option<String>,
+    severity: Option<String>,
+    limit: Option<usize>,
+}
+
+fn filtered(alerts: Vec<Alert>, q: &AlertQuery) -> Vec<Alert> {
+    let severity = |a: &Alert| serde_json::to_value(a.severity).ok().and_then(|v| v.as_str().map(String::from));
+    alerts
+        .into_iter()
+        .filter(|a| q.rule.as_ref().is_none_or(|r| &a.rule == r))
+        .filter(|a| q.severity.as_ref().is_none_or(|s| severity(a).as_ref() == Some(s)))
+        .take(q.limit.unwrap_or(usize::MAX))
+        .collect()
+}
+
+/// `GET /api/v1/alerts`: what is firing now (silenced alerts too, marked `silenced`).
+pub async fn active(
+    State(s): State<AppState>,
+    query: Result<Query<AlertQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    let (clock, alerts) = s.read_model.alerts();
+    Ok(Json(serde_json::json!({"as_of": clock.as_of, "as_of_ms": clock.as_of_ms, "alerts": filtered(alerts, &q)})))
+}
+
+/// `GET /api/v1/alerts/history`: fired and resolved alerts, newest first.
+pub async fn history(
+    State(s): State<AppState>,
+    query: Result<Query<AlertQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    let (clock, alerts) = s.read_model.alert_history();
+    Ok(Json(serde_json::json!({"as_of": clock.as_of, "as_of_ms": clock.as_of_ms, "alerts": filtered(alerts, &q)})))
+}
+
+pub async fn rules(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let rules: Vec<AlertRuleDef> = s.read_model.alerts.all().iter().map(|r| r.def.clone()).collect();
+    Json(serde_json::json!({"rules": rules}))
+}
+
+/// Adds a rule; it is judged from the current `as_of` on. 201, 400 (invalid, unknown funnel), 409.
+pub async fn create_rule(
+    State(s): State<AppState>,
+    body: Result<Json<AlertRuleDef>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(def) = body
+        .map_err(|e| ApiError::bad_request(format!("{}; see README \"Alerts\" for the rule fields", e.body_text())))?;
+    if let Condition::FunnelDrop { funnel, .. } = &def.when {
+        if s.read_model.funnels.get(funnel).is_none() {
+            let known = s.read_model.funnels.names().join(", ");
+            return Err(ApiError::bad_request(format!("no funnel `{funnel}`; funnels: {known}")));
+        }
+    }
+    let name = def.name.clone();
+    let rule = s.read_model.alerts.add(def).map_err(registry_error)?;
+    let url = format!("/api/v1/alerts?rule={name}");
+    let body = serde_json::json!({"name": name, "url": url, "definition": rule.def,
+        "message": "judged from the current as_of on; per-key rules count from now"});
+    Ok((StatusCode::CREATED, [(axum::http::header::LOCATION, url)], Json(body)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceRequest {
+    /// A rule name or an alert id.
+    matcher: String,
+    /// How long, or until when (RFC 3339 or epoch ms).
+    minutes: Option<u64>,
+    until: Option<String>,
+    comment: Option<String>,
+}
+
+pub async fn silences(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"silences": s.read_model.silences()}))
+}
+
+/// `POST /api/v1/alerts/silences`: mutes delivery of a rule or an alert id (it stays listed).
+pub async fn silence(
+    State(s): State<AppState>,
+    body: Result<Json<SilenceRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(req) = body.map_err(|e| {
+        ApiError::bad_request(format!("{}; send {{\"matcher\": rule or alert id, \"minutes\": N}}", e.body_text()))
+    })?;
+    let known = s.read_model.alerts.get(&req.matcher).is_some()
+        || s.read_model.alert_history().1.iter().any(|a| a.id == req.matcher);
+    if !known {
+        let rules = s.read_model.alerts.names().join(", ");
+        return Err(ApiError::bad_request(format!(
+            "`{}` is neither a rule nor the id of an alert; rules: {rules}",
+            req.matcher
+        )));
+    }
+    let now = views::alert_engine::now_ms();
+    let until_ms = match (req.minutes, req.until.as_deref()) {
+        (Some(m), None) => now + m as i64 * 60_000,
+        (None, Some(t)) => views::query::parse_time(t, "until").map_err(|e| ApiError::bad_request(e.0))?,
+        _ => return Err(ApiError::bad_request("give exactly one of `minutes` and `until`")),
+    };
+    if until_ms <= now {
+        return Err(ApiError::bad_request("`until` is in the past"));
+    }
+    let silence = s.read_model.silence(req.matcher, until_ms, req.comment);
+    Ok((StatusCode::CREATED, Json(silence)))
+}
+
+pub async fn unsilence(State(s): State<AppState>, Path(id): Path<u64>) -> Result<StatusCode, ApiError> {
+    if s.read_model.unsilence(id) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(StatusCode::NOT_FOUND, format!("no silence {id}; GET /api/v1/alerts/silences lists them")))
+    }
+}
+
+/// `GET /api/v1/limits/{rule}/{key}`: is the key over its limit now, and until when.
+pub async fn limit(
+    State(s): State<AppState>,
+    Path((rule, key)): Path<(String, String)>,
+) -> Result<Json<LimitStatus>, ApiError> {
+    s.read_model.limit(&rule, &key).map(Json).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.0))
+}
+
+/// `GET /api/v1/limits/{rule}`: every key over the limit now.
+pub async fn over(State(s): State<AppState>, Path(rule): Path<String>) -> Result<Json<LimitList>, ApiError> {
+    s.read_model.limits_over(&rule).map(Json).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.0))
+}

@@ -1,0 +1,466 @@
+//! The alert lifecycle: every rule judged once per final bucket, with hysteresis; alerts that fire
+//! and resolve once, a history, and silences that mute delivery but hide nothing.
+//!
+//! The engine runs on the publish path, on the snapshot being published. A bucket is judged when
+//! `as_of` has made it final (plus a rule's settle time), so its verdict never changes and a replay
+//! of the same events fires the same alerts at the same event times.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert_rules::{AlertConfig, AlertRegistry, AlertRule, Condition, Metric, SeriesDef, Severity};
+use crate::alert_series::{self as series, Keys};
+use crate::alert_verdict::{lookback, series_verdict, Verdict};
+use crate::event::{minute_start_ms, Minute, Sym, MS_PER_MINUTE};
+use crate::facts::Dim;
+use crate::funnels::FunnelRegistry;
+use crate::registry::Snapshot;
+use crate::tables::Tables;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+/// One occurrence of a condition, from the first bad bucket to the resolve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// `rule` or `rule:key`: the same condition has the same id every time it occurs.
+    pub id: String,
+    pub rule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub severity: Severity,
+    pub labels: BTreeMap<String, String>,
+    pub state: AlertState,
+    /// The value of the last judged bucket, and the baseline it was compared with.
+    pub value: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    pub summary: String,
+    /// Event time: start of the first bad bucket of the run that fired it.
+    pub started_ms: i64,
+    /// Event time: end of the bucket that made it fire (start + `fire_after` buckets).
+    pub fired_ms: i64,
+    /// Event time: start of the first good bucket, and end of the bucket that resolved it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_ms: Option<i64>,
+    /// The API view that shows what the rule watches.
+    pub link: String,
+    /// Muted by a silence (set when read).
+    #[serde(default)]
+    pub silenced: bool,
+}
+
+/// What the change stream and the bot receive.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AlertChange {
+    pub action: AlertState,
+    pub alert: Alert,
+}
+
+/// Mutes delivery of a rule or one alert id until a wall-clock time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: u64,
+    /// A rule name or an alert id.
+    pub matcher: String,
+    pub until_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Default)]
+struct Tracker {
+    key_sym: Sym,
+    bad: u32,
+    good: u32,
+    run_start_ms: i64,
+    good_start_ms: i64,
+    firing: bool,
+}
+
+/// `(rule name, key)`; the key is `None` for a single-series rule.
+type TrackerKey = (String, Option<String>);
+
+pub struct AlertEngine {
+    config: AlertConfig,
+    rules: Snapshot<AlertRule>,
+    /// Next bucket to judge, by rule name.
+    next: HashMap<String, i64>,
+    /// First minute with events; earlier buckets have no data (not zeros).
+    origin: Option<Minute>,
+    /// Final bucket values by `(rule, key)`.
+    values: HashMap<(String, Sym), BTreeMap<i64, (f64, f64)>>,
+    trackers: BTreeMap<TrackerKey, Tracker>,
+    active: BTreeMap<String, Alert>,
+    history: VecDeque<Alert>,
+    changes: Vec<AlertChange>,
+    silences: Vec<Silence>,
+    next_silence: u64,
+}
+
+impl AlertEngine {
+    pub fn new(config: AlertConfig) -> AlertEngine {
+        AlertEngine {
+            config,
+            rules: Snapshot::default(),
+            next: HashMap::new(),
+            origin: None,
+            values: HashMap::new(),
+            trackers: BTreeMap::new(),
+            active: BTreeMap::new(),
+            history: VecDeque::new(),
+            changes: Vec::new(),
+            silences: Vec::new(),
+            next_silence: 1,
+        }
+    }
+
+    /// Judges every bucket that `as_of` made final since the last call. `available_from`: the
+    /// oldest minute whose counts the tables still hold.
+    pub fn evaluate(
+        &mut self,
+        tables: &Tables,
+        registry: &AlertRegistry,
+        funnels: &FunnelRegistry,
+        as_of_ms: i64,
+        available_from: Minute,
+    ) {
+        if self.origin.is_none() {
+            // Fixed once `as_of` has passed the first minute with events: an event before it
+            // would be too late from then on, so the stream cannot start any earlier.
+            let first = tables.series(Dim::All, crate::event::NONE).and_then(|s| s.keys().next().copied());
+            self.origin = first.filter(|m| minute_start_ms(*m + 1) <= as_of_ms);
+        }
+        let Some(origin) = self.origin else { return };
+        let first_evaluation = self.next.is_empty();
+        let rules = self.rules.refresh(registry).to_vec();
+        for rule in rules {
+            let bucket_ms = rule.bucket_minutes as i64 * MS_PER_MINUTE;
+            let last_final = (as_of_ms - rule.settle_minutes as i64 * MS_PER_MINUTE).div_euclid(bucket_ms) - 1;
+            let origin_bucket = minute_start_ms(origin).div_euclid(bucket_ms);
+            let start = match self.next.get(rule.name()) {
+                Some(next) => *next,
+                // Rules known from the start judge the whole stream; rules added later, from now.
+                None if first_evaluation => origin_bucket,
+                None => last_final,
+            };
+            for b in start.max(origin_bucket)..=last_final {
+                self.judge(tables, &rule, funnels, b, origin_bucket, available_from);
+            }
+            self.next.insert(rule.name().to_string(), start.max(last_final + 1));
+        }
+    }
+
+    fn judge(
+        &mut self,
+        tables: &Tables,
+        rule: &AlertRule,
+        funnels: &FunnelRegistry,
+        b: i64,
+        origin_bucket: i64,
+        available_from: Minute,
+    ) {
+        let bucket_ms = rule.bucket_minutes as i64 * MS_PER_MINUTE;
+        let (start_ms, end_ms) = (b * bucket_ms, (b + 1) * bucket_ms);
+        let verdicts: Vec<(Option<String>, Sym, Option<Verdict>)> = match &rule.def.when {
+            Condition::Anomaly { series, .. } | Condition::Threshold { series, .. } => {
+                self.series_verdicts(tables, rule, series.clone(), b, origin_bucket, available_from)
+            }
+            Condition::FunnelDrop { funnel, step, .. } => {
+                let Some((_, f)) = funnels.get(funnel) else { return };
+                let step = step.unwrap_or(f.steps() as u8).min(f.steps() as u8);
+                let series = SeriesDef {
+                    metric: Metric::FunnelConversion,
+                    dim: None,
+                    key: None,
+                    funnel: Some(funnel.clone()),
+                    step: Some(step),
+                };
+                self.series_verdicts(tables, rule, series, b, origin_bucket, available_from)
+            }
+            _ => self.key_verdicts(tables, rule, b),
+        };
+        for (key, key_sym, verdict) in verdicts {
+            self.track(rule, key, key_sym, verdict, start_ms, end_ms);
+        }
+    }
+
+    fn series_verdicts(
+        &mut self,
+        tables: &Tables,
+        rule: &AlertRule,
+        series: SeriesDef,
+        b: i64,
+        origin_bucket: i64,
+        available_from: Minute,
+    ) -> Vec<(Option<String>, Sym, Option<Verdict>)> {
+        let mut keys = match series::keys_of(&series, rule.dim) {
+            Keys::One(k) => vec![k],
+            Keys::Each => series::each_key(tables, rule, &series),
+        };
+        // A key that fired stays judged until it resolves, even once its counts are gone.
+        let watched: Vec<Sym> =
+            self.trackers.iter().filter(|((r, _), _)| r == rule.name()).map(|(_, t)| t.key_sym).collect();
+        keys.extend(watched);
+        keys.sort_unstable();
+        keys.dedup();
+        let single = matches!(series::keys_of(&series, rule.dim), Keys::One(_));
+        let rate = series::is_rate(series.metric);
+        // First bucket wholly inside what the tables hold.
+        let available_bucket = available_from.div_ceil(rule.bucket_minutes) as i64;
+        let keep_from = b - lookback(rule) - 1;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let cache = self.values.entry((rule.name().to_string(), key)).or_default();
+            let mut seen = false;
+            let mut get = |x: i64| -> Option<(f64, f64)> {
+                if x < origin_bucket || x > b {
+                    return None;
+                }
+                let v = match cache.get(&x) {
+                    Some(v) => *v,
+                    // Not cached (a restart, a new key): the tables still hold it, or it is gone.
+                    None if x < available_bucket => return None,
+                    None => {
+                        *cache.entry(x).or_insert_with(|| series::bucket_value(tables, rule, &series, key, x as u32))
+                    }
+                };
+                seen |= v.0 != 0.0 || (rate && v.1 != 0.0);
+                Some(v)
+            };
+            let verdict = series_verdict(rule, rate, b, &mut get);
+            let watched = self.trackers.contains_key(&(rule.name().to_string(), Some(tables.name(key))));
+            if !single && !seen && !watched {
+                // A key with nothing in what the rule read (it may have counts after `as_of`).
+                *cache = cache.split_off(&keep_from);
+                continue;
+            }
+            // Keep what later buckets read: the lookback behind this one.
+            *cache = cache.split_off(&keep_from);
+            let text = (!single).then(|| tables.name(key));
+            out.push((text, key, verdict));
+        }
+        self.values.retain(|_, cache| !cache.is_empty());
+        out
+    }
+
+    fn key_verdicts(
+        &mut self,
+        tables: &Tables,
+        rule: &AlertRule,
+        b: i64,
+    ) -> Vec<(Option<String>, Sym, Option<Verdict>)> {
+        let minute = b as Minute;
+        let lo = (minute + 1).saturating_sub(rule.def.when.key_window());
+        let mut candidates: BTreeSet<String> =
+            self.trackers.keys().filter(|(r, _)| r == rule.name()).filter_map(|(_, k)| k.clone()).collect();
+        let when = &rule.def.when;
+        match when {
+            Condition::SharedIp { .. } => candidates.extend(series::ips_in(tables, minute).cloned()),
+            _ => {
+                let kind = series::primary_kind(when).expect("per-key rules count a kind");
+                candidates.extend(series::keyed_in(tables, kind, minute).cloned());
+            }
+        }
+        candidates
+            .into_iter()
+            .map(|key| {
+                let verdict = match when {
+                    Condition::Burst { limit, .. } | Condition::RateLimit { limit, .. } => {
+                        let kind = series::primary_kind(when).expect("counted");
+                        let n = series::keyed_sum(tables, kind, &key, lo, minute);
+                        let summary = format!("{n} events in {} min (limit {limit})", minute + 1 - lo);
+                        Verdict { bad: n > *limit, value: n as f64, baseline: Some(*limit as f64), summary }
+                    }
+                    Condition::ClicksWithoutViews { min_clicks, .. } => {
+                        let kinds = when.key_kinds();
+                        let clicks = series::keyed_sum(tables, kinds[0], &key, lo, minute);
+                        let views = series::keyed_sum(tables, kinds[1], &key, lo, minute);
+                        let summary = format!("{clicks} clicks and {views} page views in {} min", minute + 1 - lo);
+                        Verdict {
+                            bad: clicks >= *min_clicks && views == 0,
+                            value: clicks as f64,
+                            baseline: None,
+                            summary,
+                        }
+                    }
+                    Condition::SharedIp { min_users, .. } => {
+                        let users = series::ip_user_count(tables, &key, lo, minute);
+                        let summary = format!("{users} distinct users in {} min", minute + 1 - lo);
+                        let baseline = Some(*min_users as f64);
+                        Verdict { bad: users >= *min_users, value: users as f64, baseline, summary }
+                    }
+                    _ => unreachable!("series rules are judged by series_verdicts"),
+                };
+                (Some(key), 0, Some(verdict))
+            })
+            .collect()
+    }
+
+    /// Hysteresis: `fire_after` bad buckets in a row fire, `resolve_after` good ones resolve.
+    fn track(
+        &mut self,
+        rule: &AlertRule,
+        key: Option<String>,
+        key_sym: Sym,
+        verdict: Option<Verdict>,
+        start_ms: i64,
+        end_ms: i64,
+    ) {
+        let fire_after = rule.def.fire_after.unwrap_or(self.config.fire_after);
+        let resolve_after = rule.def.resolve_after.unwrap_or(self.config.resolve_after);
+        let bad = verdict.as_ref().is_some_and(|v| v.bad);
+        let tracker_key = (rule.name().to_string(), key.clone());
+        let id = match &key {
+            Some(k) => format!("{}:{k}", rule.name()),
+            None => rule.name().to_string(),
+        };
+        if !bad {
+            let Some(t) = self.trackers.get_mut(&tracker_key) else { return };
+            if !t.firing {
+                self.trackers.remove(&tracker_key);
+                return;
+            }
+            t.good += 1;
+            if t.good == 1 {
+                t.good_start_ms = start_ms;
+            }
+            let ended_ms = t.good_start_ms;
+            let resolved = t.good >= resolve_after;
+            if let (Some(alert), Some(v)) = (self.active.get_mut(&id), verdict.as_ref()) {
+                (alert.value, alert.baseline) = (v.value, v.baseline);
+            }
+            if resolved {
+                self.trackers.remove(&tracker_key);
+                let mut alert = self.active.remove(&id).expect("a firing tracker has an active alert");
+                alert.state = AlertState::Resolved;
+                (alert.ended_ms, alert.resolved_ms) = (Some(ended_ms), Some(end_ms));
+                if let Some(past) = self.history.iter_mut().rev().find(|a| a.id == id && a.resolved_ms.is_none()) {
+                    *past = alert.clone();
+                }
+                self.changes.push(AlertChange { action: AlertState::Resolved, alert });
+            }
+            return;
+        }
+        let verdict = verdict.expect("bad has a verdict");
+        let firing_for_rule = self.active.values().filter(|a| a.rule == rule.name()).count();
+        let t = self.trackers.entry(tracker_key).or_default();
+        t.key_sym = key_sym;
+        t.bad += 1;
+        t.good = 0;
+        if t.bad == 1 && !t.firing {
+            t.run_start_ms = start_ms;
+        }
+        if t.firing {
+            if let Some(alert) = self.active.get_mut(&id) {
+                (alert.value, alert.baseline, alert.summary) = (verdict.value, verdict.baseline, verdict.summary);
+            }
+            return;
+        }
+        if t.bad < fire_after || firing_for_rule >= self.config.max_keys_per_rule {
+            return;
+        }
+        t.firing = true;
+        let mut labels = rule.def.labels.clone();
+        labels.insert("rule".into(), rule.name().to_string());
+        if let Some(k) = &key {
+            labels.insert(series::key_label(&rule.def.when).into(), k.clone());
+        }
+        let alert = Alert {
+            id: id.clone(),
+            rule: rule.name().to_string(),
+            key,
+            severity: rule.def.severity,
+            labels,
+            state: AlertState::Firing,
+            value: verdict.value,
+            baseline: verdict.baseline,
+            summary: verdict.summary,
+            started_ms: t.run_start_ms,
+            fired_ms: end_ms,
+            ended_ms: None,
+            resolved_ms: None,
+            link: link(rule),
+            silenced: false,
+        };
+        self.active.insert(id, alert.clone());
+        self.history.push_back(alert.clone());
+        while self.history.len() > self.config.history {
+            self.history.pop_front();
+        }
+        self.changes.push(AlertChange { action: AlertState::Firing, alert });
+    }
+
+    /// Changes since the last call, for the change stream.
+    pub fn take_changes(&mut self) -> Vec<AlertChange> {
+        let mut changes = std::mem::take(&mut self.changes);
+        for change in &mut changes {
+            change.alert.silenced = self.silenced(&change.alert, now_ms());
+        }
+        changes
+    }
+
+    pub fn active(&self, now_ms: i64) -> Vec<Alert> {
+        self.marked(self.active.values(), now_ms)
+    }
+
+    /// Newest first.
+    pub fn history(&self, now_ms: i64) -> Vec<Alert> {
+        self.marked(self.history.iter().rev(), now_ms)
+    }
+
+    fn marked<'a>(&self, alerts: impl Iterator<Item = &'a Alert>, now_ms: i64) -> Vec<Alert> {
+        alerts.map(|a| Alert { silenced: self.silenced(a, now_ms), ..a.clone() }).collect()
+    }
+
+    fn silenced(&self, alert: &Alert, now_ms: i64) -> bool {
+        self.silences.iter().any(|s| s.until_ms > now_ms && (s.matcher == alert.rule || s.matcher == alert.id))
+    }
+
+    pub fn silence(&mut self, matcher: String, until_ms: i64, comment: Option<String>) -> Silence {
+        let silence = Silence { id: self.next_silence, matcher, until_ms, comment };
+        self.next_silence += 1;
+        self.silences.push(silence.clone());
+        silence
+    }
+
+    /// Silences still in force (expired ones are dropped).
+    pub fn silences(&mut self, now_ms: i64) -> Vec<Silence> {
+        self.silences.retain(|s| s.until_ms > now_ms);
+        self.silences.clone()
+    }
+
+    pub fn unsilence(&mut self, id: u64) -> bool {
+        let before = self.silences.len();
+        self.silences.retain(|s| s.id != id);
+        self.silences.len() != before
+    }
+}
+
+/// Where the API shows what a rule watches.
+fn link(rule: &AlertRule) -> String {
+    match &rule.def.when {
+        Condition::RateLimit { .. } => format!("/api/v1/limits/{}", rule.name()),
+        Condition::FunnelDrop { funnel, .. } => format!("/api/v1/funnels/{funnel}"),
+        Condition::Anomaly { series, .. } | Condition::Threshold { series, .. } => match series.metric {
+            Metric::Events => match rule.dim {
+                Dim::All => "/api/v1/timeseries?metric=events".to_string(),
+                Dim::PageView => "/api/v1/timeseries?metric=page_views&breakdown=page".to_string(),
+                dim => format!("/api/v1/timeseries?metric=events&breakdown={}", dim.as_str()),
+            },
+            _ => "/api/v1/sessions".to_string(),
+        },
+        _ => format!("/api/v1/alerts?rule={}", rule.name()),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
