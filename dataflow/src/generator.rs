@@ -1,7 +1,8 @@
 //! Synthetic traffic that looks like a shop's: sessions walk home → search/category → product →
 //! cart → checkout → purchase with drop-off at each step, separated by pauses; acquisition, device
 //! and country per session/user; a few bot sessions that burst; and a configurable share of late,
-//! too-late, duplicated and malformed events. Deterministic for a seed.
+//! too-late, duplicated and malformed events. Optionally a daily cycle and labelled incidents
+//! (see `incidents`). Deterministic for a seed.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -9,6 +10,8 @@ use std::collections::{BinaryHeap, HashMap};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
+
+use crate::incidents::{BotBurst, Incident, IncidentConfig, IncidentKind, Schedule};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +31,11 @@ pub struct GeneratorConfig {
     pub bot_share: f64,
     /// The engine's lateness, so late events land inside or outside it on purpose.
     pub lateness_seconds: u64,
+    /// Daily cycle: the session arrival rate is `rate * (1 + A sin(2π (hour_utc - 9) / 24))`,
+    /// peaking at 15:00 UTC. 0 keeps the rate constant.
+    pub daily_amplitude: f64,
+    /// Labelled incidents planted in the stream (none by default).
+    pub incidents: IncidentConfig,
 }
 
 impl Default for GeneratorConfig {
@@ -42,6 +50,8 @@ impl Default for GeneratorConfig {
             malformed_share: 0.002,
             bot_share: 0.002,
             lateness_seconds: 300,
+            daily_amplitude: 0.0,
+            incidents: IncidentConfig::default(),
         }
     }
 }
@@ -101,6 +111,7 @@ struct Session {
     source: Option<Acquisition>,
     events_left: u32,
     first: bool,
+    started: i64,
 }
 
 /// `(utm_source, utm_medium, utm_campaign)`
@@ -117,7 +128,7 @@ const SOURCES: [(f64, Option<Acquisition>); 8] = [
     (0.02, Some(("partner", "referral", "affiliate-42"))),
 ];
 const DEVICES: [(f64, &str); 3] = [(0.55, "mobile"), (0.40, "desktop"), (0.05, "tablet")];
-const COUNTRIES: [(f64, &str); 8] =
+pub(crate) const COUNTRIES: [(f64, &str); 8] =
     [(0.30, "US"), (0.15, "DE"), (0.12, "GB"), (0.10, "FR"), (0.10, "IN"), (0.09, "BR"), (0.08, "JP"), (0.06, "CA")];
 const CATEGORIES: [&str; 6] = ["shoes", "shirts", "jackets", "bags", "hats", "socks"];
 
@@ -158,6 +169,9 @@ pub struct Generator {
     held: BinaryHeap<Reverse<Held>>,
     /// Records delivered before this are the warm-up and are not returned.
     first_ms: i64,
+    incidents: Schedule,
+    /// The bot burst in progress.
+    bot: Option<BotBurst>,
 }
 
 /// The simulation starts up to this long before the first returned record, so traffic begins in
@@ -167,8 +181,19 @@ const WARM_UP_MS: i64 = 10 * 60_000;
 const WARM_UP_EVENTS: f64 = 400_000.0;
 
 impl Generator {
-    /// Starts generating at event time `start_ms`.
+    /// Starts generating at event time `start_ms`, with incidents as `config.incidents` plans them.
     pub fn new(config: GeneratorConfig, start_ms: i64) -> Generator {
+        let incidents = Schedule::planned(&config.incidents, config.seed, start_ms);
+        Generator::with_schedule(config, start_ms, incidents)
+    }
+
+    /// Starts generating at `start_ms` with exactly these incidents (they must not overlap);
+    /// `config.incidents` is ignored.
+    pub fn with_incidents(config: GeneratorConfig, start_ms: i64, plan: Vec<Incident>) -> Generator {
+        Generator::with_schedule(config, start_ms, Schedule::fixed(plan))
+    }
+
+    fn with_schedule(config: GeneratorConfig, start_ms: i64, incidents: Schedule) -> Generator {
         let rng = Pcg64::seed_from_u64(config.seed);
         let warm_up = WARM_UP_MS.min((WARM_UP_EVENTS / config.rate.max(1.0) * 1000.0) as i64);
         Generator {
@@ -181,7 +206,83 @@ impl Generator {
             next_session: 0,
             held: BinaryHeap::new(),
             first_ms: start_ms,
+            incidents,
+            bot: None,
         }
+    }
+
+    /// The incidents that start before `until_ms`: the labels for the span generated so far.
+    pub fn incidents_until(&self, until_ms: i64) -> Vec<Incident> {
+        self.incidents.until(until_ms)
+    }
+
+    /// Draws the next session arrival after the current one.
+    fn schedule_arrival(&mut self) {
+        let mean_gap = 1000.0 * Self::mean_events_per_session() / self.config.rate.max(0.001);
+        if self.config.daily_amplitude == 0.0 && self.incidents.is_empty() {
+            self.next_arrival += self.exp(mean_gap);
+            return;
+        }
+        // The rate is taken as constant up to the next edge (an incident boundary, or each minute
+        // while it varies smoothly). An arrival drawn past the edge is drawn again from the edge at
+        // the new rate: exact for a Poisson process, since its gaps are memoryless.
+        let mut t = self.next_arrival;
+        loop {
+            self.incidents.cover(t as i64);
+            let multiplier = self.arrival_multiplier(t as i64);
+            let mut edge = self.incidents.next_edge(t as i64);
+            if self.config.daily_amplitude != 0.0 {
+                edge = edge.min((t as i64).div_euclid(60_000) * 60_000 + 60_000);
+            }
+            if multiplier > 0.0 {
+                let next = t + self.exp(mean_gap / multiplier);
+                if next < edge as f64 {
+                    self.next_arrival = next;
+                    return;
+                }
+            }
+            t = edge as f64;
+        }
+    }
+
+    /// Factor on the session arrival rate at `t`: daily cycle times incident.
+    fn arrival_multiplier(&self, t: i64) -> f64 {
+        let hour = t.rem_euclid(86_400_000) as f64 / 3_600_000.0;
+        let daily = 1.0 + self.config.daily_amplitude * (std::f64::consts::TAU * (hour - 9.0) / 24.0).sin();
+        (daily * self.incidents.arrival_multiplier(t)).max(0.0)
+    }
+
+    /// Time of the bot burst's next view, or of the next burst's start.
+    fn next_bot_time(&self) -> i64 {
+        match &self.bot {
+            Some(bot) => bot.next_ms().unwrap_or(i64::MAX),
+            None => self.incidents.next_bot_start(),
+        }
+    }
+
+    /// Starts the next bot burst, or emits the running one's next view.
+    fn step_bot(&mut self) {
+        let Some(bot) = self.bot.as_mut() else {
+            self.bot = self.incidents.start_bot(self.config.seed).filter(|b| b.next_ms().is_some());
+            return;
+        };
+        let view = bot.next_view();
+        let session = Session {
+            user: view.user,
+            id: view.session,
+            step: Step::Bot,
+            device: "desktop",
+            country: bot.country,
+            ip: bot.ip.clone(),
+            source: None,
+            events_left: 0,
+            first: false,
+            started: view.ts,
+        };
+        if bot.next_ms().is_none() {
+            self.bot = None;
+        }
+        self.emit_event(&session, view.ts, "page_view", &format!("/products/{}", view.product), None);
     }
 
     fn mean_events_per_session() -> f64 {
@@ -209,6 +310,7 @@ impl Generator {
                 source: None,
                 events_left: self.rng.random_range(200..2000),
                 first: true,
+                started: at,
             }
         } else {
             let user = self.rng.random_range(0..self.config.users.max(1));
@@ -223,6 +325,7 @@ impl Generator {
                 source: pick(&mut self.rng, &SOURCES),
                 events_left: u32::MAX,
                 first: true,
+                started: at,
             }
         };
         self.sessions.insert(id, session);
@@ -234,6 +337,8 @@ impl Generator {
         let Some(mut s) = self.sessions.remove(&id) else {
             return;
         };
+        let incident = self.incidents.active(at).map(|i| (i.kind, i.start_ms));
+        let payment_failing = matches!(incident, Some((IncidentKind::PaymentFailure, _)));
         let rng = &mut self.rng;
         let product = rng.random_range(1..500u32);
         let category = CATEGORIES[rng.random_range(0..CATEGORIES.len())];
@@ -264,12 +369,20 @@ impl Generator {
             }
             Step::Purchase => {
                 let props = serde_json::json!({"order_value": rng.random_range(20..400)});
-                ("purchase", "/checkout/complete".to_string(), Some(props), None)
+                if payment_failing && rng.random_bool(0.9) {
+                    ("payment_failed", "/checkout/error".to_string(), Some(props), None)
+                } else {
+                    ("purchase", "/checkout/complete".to_string(), Some(props), None)
+                }
             }
         };
         // Warm-up records that could not be delivered after the start are not built at all.
         let lateness_ms = self.config.lateness_seconds as i64 * 1000;
-        if at + 3 * lateness_ms + 2000 >= self.first_ms {
+        let down = match incident {
+            Some((IncidentKind::Outage, start)) => s.started < start && self.rng.random_bool(0.85),
+            _ => false,
+        };
+        if at + 3 * lateness_ms + 2000 >= self.first_ms && !down {
             self.emit_event(&s, at, event, &page, props);
         }
         s.first = false;
@@ -385,7 +498,7 @@ impl Generator {
     /// Event time of the next thing to happen in the simulation.
     fn next_sim_time(&self) -> i64 {
         let session = self.due.peek().map(|Reverse((t, _))| *t).unwrap_or(i64::MAX);
-        session.min(self.next_arrival as i64)
+        session.min(self.next_arrival as i64).min(self.next_bot_time())
     }
 }
 
@@ -405,10 +518,11 @@ impl Iterator for Generator {
                     continue;
                 }
             }
-            if (self.next_arrival as i64) <= sim {
+            if self.next_bot_time() <= sim {
+                self.step_bot();
+            } else if (self.next_arrival as i64) <= sim {
                 let at = self.next_arrival as i64;
-                let mean_gap = 1000.0 * Self::mean_events_per_session() / self.config.rate.max(0.001);
-                self.next_arrival += self.exp(mean_gap);
+                self.schedule_arrival();
                 self.start_session(at);
             } else if let Some(Reverse((at, id))) = self.due.pop() {
                 self.step_session(at, id);
@@ -438,5 +552,25 @@ mod tests {
         let span_s = (events.last().unwrap().deliver_ms - start) as f64 / 1000.0;
         let rate = 60_000.0 / span_s;
         assert!((500.0..2000.0).contains(&rate), "rate {rate}");
+    }
+
+    #[test]
+    fn daily_cycle_peaks_in_the_afternoon() {
+        // Without lateness every record is delivered at its event time.
+        let config = GeneratorConfig {
+            rate: 20.0,
+            daily_amplitude: 0.5,
+            late_share: 0.0,
+            too_late_share: 0.0,
+            duplicate_share: 0.0,
+            ..GeneratorConfig::default()
+        };
+        let midnight = 1_795_132_800_000;
+        let hour_from = |minutes: i64| {
+            let start = midnight + minutes * 60_000;
+            Generator::new(config.clone(), start).take_while(|g| g.deliver_ms < start + 3_600_000).count()
+        };
+        let (night, afternoon) = (hour_from(150), hour_from(870));
+        assert!(afternoon >= 2 * night, "02:30-03:30 {night}, 14:30-15:30 {afternoon}");
     }
 }

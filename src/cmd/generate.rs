@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use dataflow::generator::Generated;
 use dataflow::{Generator, KafkaConfig};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -34,6 +35,18 @@ pub struct Args {
     rate: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Daily cycle amplitude: rate × (1 + A sin(…)), peak at 15:00 UTC (overrides
+    /// generator.daily_amplitude).
+    #[arg(long)]
+    daily_amplitude: Option<f64>,
+    /// Mean minutes between planted incidents, 0 for none (overrides
+    /// generator.incidents.every_minutes).
+    #[arg(long)]
+    incidents_every: Option<f64>,
+    /// Write the incidents planted in the generated span to this file (a JSON array): the labels
+    /// for evaluating alert rules.
+    #[arg(long)]
+    incidents_out: Option<PathBuf>,
     /// First event time (RFC 3339).
     #[arg(long, default_value = DEFAULT_START)]
     start: String,
@@ -50,6 +63,12 @@ pub fn main(config: Config, args: Args) -> Result<()> {
     if let Some(seed) = args.seed {
         generator_config.seed = seed;
     }
+    if let Some(amplitude) = args.daily_amplitude {
+        generator_config.daily_amplitude = amplitude;
+    }
+    if let Some(every) = args.incidents_every {
+        generator_config.incidents.every_minutes = every;
+    }
     generator_config.lateness_seconds = config.engine.lateness_seconds;
     let start = if args.realtime {
         realtime_start()
@@ -58,9 +77,12 @@ pub fn main(config: Config, args: Args) -> Result<()> {
             .with_context(|| format!("--start `{}` is not RFC 3339", args.start))?
             .timestamp_millis()
     };
-    let generator = Generator::new(generator_config, start);
+    let mut generator = Generator::new(generator_config, start);
+    // Delivery time of the last record written: every event before it has been generated.
+    let mut last_ms = None;
+    let mut generated = (&mut generator).inspect(|r| last_ms = Some(r.deliver_ms));
     match (&args.out, &args.topic) {
-        (Some(path), None) => to_file(generator, path, args.count),
+        (Some(path), None) => to_file(&mut generated, path, args.count)?,
         (None, Some(topic)) => {
             let mut kafka = config.kafka.clone();
             if let Some(b) = &args.brokers {
@@ -68,15 +90,24 @@ pub fn main(config: Config, args: Args) -> Result<()> {
             }
             let stop = Arc::new(AtomicBool::new(false));
             super::stop_on_signal(stop.clone());
-            let n = to_kafka(generator, &kafka, topic, args.count, args.realtime, &stop)?;
+            let n = to_kafka(&mut generated, &kafka, topic, args.count, args.realtime, &stop)?;
             eprintln!("produced {n} records to {topic} on {}", kafka.brokers);
-            Ok(())
         }
         _ => bail!("say where to write: --out FILE or --topic TOPIC (not both)"),
     }
+    if let Some(path) = &args.incidents_out {
+        let incidents = last_ms.map(|t| generator.incidents_until(t)).unwrap_or_default();
+        let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut out = BufWriter::new(file);
+        serde_json::to_writer_pretty(&mut out, &incidents)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        eprintln!("wrote {} incidents to {}", incidents.len(), path.display());
+    }
+    Ok(())
 }
 
-fn to_file(generator: Generator, path: &PathBuf, count: u64) -> Result<()> {
+fn to_file(generator: impl Iterator<Item = Generated>, path: &PathBuf, count: u64) -> Result<()> {
     let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out: Box<dyn Write> = if path.extension().is_some_and(|e| e == "gz") {
         Box::new(flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::fast()))
@@ -103,7 +134,7 @@ pub fn realtime_start() -> i64 {
 /// Produces records keyed by user; in real time, each when its delivery time comes. Returns the
 /// number produced (every one acknowledged by the broker, or an error).
 pub fn to_kafka(
-    generator: Generator,
+    mut generator: impl Iterator<Item = Generated>,
     kafka: &KafkaConfig,
     topic: &str,
     count: u64,
@@ -112,10 +143,11 @@ pub fn to_kafka(
 ) -> Result<u64> {
     let producer = dataflow::kafka::producer(kafka)?;
     let mut n = 0u64;
-    for record in generator {
-        if stop.load(Ordering::Relaxed) || (count > 0 && n >= count) {
+    // Checks before taking a record, so no record is generated and left unsent.
+    while !stop.load(Ordering::Relaxed) && (count == 0 || n < count) {
+        let Some(record) = generator.next() else {
             break;
-        }
+        };
         if realtime {
             let wait = record.deliver_ms - chrono::Utc::now().timestamp_millis();
             if wait > 0 {
