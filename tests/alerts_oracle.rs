@@ -75,7 +75,7 @@ fn stream() -> impl Strategy<Value = (Vec<Ev>, Vec<usize>)> {
                     let (user, name) = (next(12) as u8, next(10) as u8);
                     let page = next(4) as u8;
                     // A few IPs: users share them, and one busy IP bursts.
-                    let ip = if *level > 10 && next(2) == 0 { 9 } else { (user % 4) as u8 };
+                    let ip = if *level > 10 && next(2) == 0 { 9 } else { user % 4 };
                     let delay = if next(4) == 0 { next(150) as i64 } else { 0 };
                     events.push((minute as i64, next(60) as i64, user, name, page, ip, delay));
                 }

@@ -22,11 +22,10 @@ pub struct AlertQuery {
 }
 
 fn filtered(alerts: Vec<Alert>, q: &AlertQuery) -> Vec<Alert> {
-    let severity = |a: &Alert| serde_json::to_value(a.severity).ok().and_then(|v| v.as_str().map(String::from));
     alerts
         .into_iter()
         .filter(|a| q.rule.as_ref().is_none_or(|r| &a.rule == r))
-        .filter(|a| q.severity.as_ref().is_none_or(|s| severity(a).as_ref() == Some(s)))
+        .filter(|a| q.severity.as_ref().is_none_or(|s| a.severity.as_str() == s))
         .take(q.limit.unwrap_or(usize::MAX))
         .collect()
 }

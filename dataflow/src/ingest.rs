@@ -4,16 +4,16 @@
 //! The ledger is also the whole state of the traffic views (they are functions of it), which is
 //! why a snapshot of the ledger plus partition clocks and offsets is enough to recover exactly.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use differential_dataflow::input::InputSession;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use views::alert_rules::{AlertRegistry, AlertRule, KeyField, KeyKind};
+use views::alert_rules::{AlertRegistry, AlertRule};
 use views::alert_series::step_sym;
 use views::cohorts::CohortSink;
-use views::event::{minute_of, minute_start_ms, Event, Minute, Sym, UserId, NONE};
+use views::event::{minute_of, minute_start_ms, Event, Minute, Sym};
 use views::facts::{series_of, Dim, Fact};
 use views::funnels::{Funnel, FunnelCell, FunnelRegistry, FunnelStat, LogEvent};
 use views::ids::{IdMap, IdSet};
@@ -31,6 +31,7 @@ use views::{Epoch, ViewConfig};
 use crate::clock::{PartitionClock, MAX_HEAD_SKEW_MS};
 use crate::deadletter::{self, Coords, DeadLetterSink};
 use crate::decode::Decoded;
+use crate::keyed::{KeyCounts, KeyLedger};
 use crate::reject::{Reason, Rejection};
 
 /// A worker's input clock as reported into the dataflow.
@@ -58,19 +59,8 @@ pub struct Ledger {
     pub paths: HashMap<(Sym, Sym), i64>,
     /// Retention cells by definition: the fingerprint they were computed under, and the cells.
     pub retention: BTreeMap<u32, (u64, HashMap<RetentionCell, i64>)>,
-    /// Per-key counts and `(ip, user)` pairs by minute (per-key alert rules, rate limits).
-    pub keyed: BTreeMap<Minute, HashMap<(KeyKind, String), i64>>,
-    pub ip_users: BTreeMap<Minute, HashSet<(String, UserId)>>,
-}
-
-/// What the per-key alert rules need counted.
-#[derive(Default)]
-struct Counting {
-    version: u64,
-    kinds: Vec<KeyKind>,
-    ip_users: bool,
-    /// Minutes of per-key counts kept behind `as_of`.
-    window: u32,
+    /// Per-key counts, `(ip, user)` pairs and key texts (per-key alert rules, rate limits).
+    pub keys: KeyLedger,
 }
 
 pub type FunnelKey = (u32, Sym, u32, FunnelStat);
@@ -152,12 +142,12 @@ pub struct Ingest {
     retention_list: Snapshot<Retention>,
     /// Maps events to path nodes.
     cleaner: Cleaner,
-    /// The alert rules, and what their per-key rules need counted this epoch.
+    /// The alert rules, and the per-key counts their per-key rules read.
     pub alerts: Arc<AlertRegistry>,
     alert_list: Snapshot<AlertRule>,
-    counting: Counting,
-    keyed: FxHashMap<(KeyKind, String, Minute), i64>,
-    new_ip_users: Vec<(Minute, String, UserId)>,
+    keys: KeyCounts,
+    /// Workers of the engine (per-key texts are sent from a per-worker count).
+    pub peers: u32,
     /// Funnel step matches per minute, and each funnel's step symbols by fingerprint.
     steps: FxHashMap<(Sym, Minute), i64>,
     step_funnels: Snapshot<Funnel>,
@@ -197,9 +187,8 @@ impl Ingest {
             cleaner,
             alerts: Arc::default(),
             alert_list: Snapshot::default(),
-            counting: Counting::default(),
-            keyed: FxHashMap::default(),
-            new_ip_users: Vec::new(),
+            keys: KeyCounts::default(),
+            peers: 1,
             steps: FxHashMap::default(),
             step_funnels: Snapshot::default(),
             step_syms: Vec::new(),
@@ -291,24 +280,7 @@ impl Ingest {
         let cell = Event { ts: minute_start_ms(minute), user: 0, ..e };
         *self.cube.entry(cell).or_default() += 1;
         self.refresh_counting();
-        for kind in &self.counting.kinds {
-            if kind.event != NONE && kind.event != e.name {
-                continue;
-            }
-            let key = match kind.field {
-                KeyField::Ip => d.ip.as_deref(),
-                KeyField::User => Some(d.user_id.as_ref()),
-                KeyField::Device => d.device.as_deref(),
-            };
-            if let Some(key) = key {
-                *self.keyed.entry((*kind, key.to_string(), minute)).or_default() += 1;
-            }
-        }
-        if let (true, Some(ip)) = (self.counting.ip_users, d.ip.as_deref()) {
-            if self.ledger.ip_users.entry(minute).or_default().insert((ip.to_string(), e.user)) {
-                self.new_ip_users.push((minute, ip.to_string(), e.user));
-            }
-        }
+        self.keys.add(&mut self.ledger.keys, d, minute);
         self.accepted += 1;
         if let Some((from, times)) = self.freshness.as_mut() {
             if e.ts >= *from {
@@ -372,19 +344,8 @@ impl Ingest {
     /// Takes up the per-key counts that new or changed alert rules need.
     fn refresh_counting(&mut self) {
         let version = self.alerts.version();
-        if version == self.counting.version && version != 0 {
-            return;
-        }
         let rules = self.alert_list.refresh(&self.alerts);
-        let mut kinds: Vec<KeyKind> = rules.iter().flat_map(|r| r.def.when.key_kinds()).collect();
-        kinds.sort();
-        kinds.dedup();
-        self.counting = Counting {
-            version,
-            kinds,
-            ip_users: rules.iter().any(|r| r.def.when.needs_ip_users()),
-            window: rules.iter().map(|r| r.def.when.key_window()).max().unwrap_or(0),
-        };
+        self.keys.refresh(version, rules, self.peers);
     }
 
     /// Collects a partition's session and funnel changes for this epoch's flush, and lets it
@@ -444,13 +405,7 @@ impl Ingest {
             input.update(Fact::Count { dim, key, minute }, n as isize);
             *self.ledger.series.entry(minute).or_default().entry((dim, key)).or_default() += n;
         }
-        for ((kind, key, minute), n) in self.keyed.drain() {
-            input.update(Fact::Keyed { kind, key: key.clone(), minute }, n as isize);
-            *self.ledger.keyed.entry(minute).or_default().entry((kind, key)).or_default() += n;
-        }
-        for (minute, ip, user) in self.new_ip_users.drain(..) {
-            input.update(Fact::IpUser { minute, ip, user }, 1);
-        }
+        self.keys.flush(&mut self.ledger.keys, input);
         // A worker without events still expires per-key counts by the current rules.
         self.refresh_counting();
         self.flush_per_user(input);
@@ -595,20 +550,7 @@ impl Ingest {
             ledger_minutes = self.ledger.users.len(),
             "expire"
         );
-        // Per-key rules read their window behind the bucket being judged, which `as_of` passed.
-        let keyed_from = (as_of_minute + 1).saturating_sub(self.counting.window + 2);
-        let kept = self.ledger.keyed.split_off(&keyed_from);
-        for (minute, cells) in std::mem::replace(&mut self.ledger.keyed, kept) {
-            for ((kind, key), n) in cells {
-                input.update(Fact::Keyed { kind, key, minute }, -(n as isize));
-            }
-        }
-        let kept = self.ledger.ip_users.split_off(&keyed_from);
-        for (minute, pairs) in std::mem::replace(&mut self.ledger.ip_users, kept) {
-            for (ip, user) in pairs {
-                input.update(Fact::IpUser { minute, ip, user }, -1);
-            }
-        }
+        self.keys.expire(&mut self.ledger.keys, input, as_of_minute);
         let kept = self.ledger.users.split_off(&users_from);
         for (minute, users) in std::mem::replace(&mut self.ledger.users, kept) {
             for user in users {
@@ -657,16 +599,7 @@ impl Ingest {
                 input.update(fact, *n as isize);
             }
         }
-        for (minute, cells) in &ledger.keyed {
-            for ((kind, key), n) in cells {
-                input.update(Fact::Keyed { kind: *kind, key: key.clone(), minute: *minute }, *n as isize);
-            }
-        }
-        for (minute, pairs) in &ledger.ip_users {
-            for (ip, user) in pairs {
-                input.update(Fact::IpUser { minute: *minute, ip: ip.clone(), user: *user }, 1);
-            }
-        }
+        crate::keyed::restore(&ledger.keys, input);
         input.update(Fact::Accepted, ledger.accepted as isize);
         for (reason, n) in &ledger.rejects {
             input.update(Fact::Reject { reason: reason.as_str().to_string() }, *n as isize);

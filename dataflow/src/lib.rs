@@ -10,6 +10,7 @@ pub mod generator;
 pub mod incidents;
 pub mod ingest;
 pub mod kafka;
+pub mod keyed;
 pub mod reject;
 pub mod runtime;
 pub mod snapshot;

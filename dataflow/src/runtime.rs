@@ -178,6 +178,7 @@ impl WorkerSetup {
         ingest.funnels = self.read_model.funnels.clone();
         ingest.retention = self.read_model.retention.clone();
         ingest.alerts = self.read_model.alerts.clone();
+        ingest.peers = peers as u32;
         // Only a source that can resume reads or writes snapshots (a replay must not clobber them).
         let state_dir = self.config.state_dir.as_ref().filter(|_| source.resumable());
         if let Some(dir) = state_dir {

@@ -46,6 +46,10 @@ enum What {
     Recovery,
     /// Latency of each path query on the graph a file replay of `--count` records leaves.
     Paths,
+    /// Rate-limit queries over HTTP (loopback) while `--count` events are ingested.
+    Limits,
+    /// Recall, precision and detection delay of the default alert rules on planted incidents.
+    Alerts(super::bench_alerts::Args),
     /// All of the above with their defaults.
     All,
 }
@@ -82,6 +86,12 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     }
     if all || args.what == What::Paths {
         super::bench_paths::main(&config, args.count)?;
+    }
+    if all || args.what == What::Limits {
+        super::bench_limits::main(&config, args.count)?;
+    }
+    if let What::Alerts(alerts) = &args.what {
+        return super::bench_alerts::main(&config, alerts);
     }
     if all || args.what == What::Recovery {
         recovery_bench(&config, args.count)?;
@@ -172,13 +182,23 @@ impl Source for Decodedsource {
 }
 
 fn dataflow_bench(config: &Config, count: u64) -> Result<()> {
+    let (sources, n) = predecoded(config, count);
+    let engine = Engine::new(config.engine.clone(), config.views.clone())?;
+    let started = Instant::now();
+    engine.run(sources, super::discard_sinks())?;
+    row("dataflow (pre-decoded events, every view)", n, started.elapsed(), "ingest + differential + read model");
+    Ok(())
+}
+
+/// Sources over `count` generated events decoded up front (ingestion at its fastest), and how
+/// many there are.
+pub(super) fn predecoded(config: &Config, count: u64) -> (SourceFactory, u64) {
     let records = generated(config, count);
     // Leaked for the life of the process: decoded events borrow from their lines.
     let lines: &'static [(String, Vec<u8>)] = Box::leak(records.into_boxed_slice());
     let now = chrono::Utc::now().timestamp_millis();
     let events: Arc<Vec<Decoded<'static>>> = Arc::new(lines.iter().filter_map(|(_, l)| decode(l, now).ok()).collect());
     let n = events.len() as u64;
-    let engine = Engine::new(config.engine.clone(), config.views.clone())?;
     let sources: SourceFactory = Arc::new(move |index, peers| {
         Ok(Box::new(Decodedsource {
             events: events.clone(),
@@ -188,10 +208,7 @@ fn dataflow_bench(config: &Config, count: u64) -> Result<()> {
             clock: PartitionClock::default(),
         }) as Box<dyn Source>)
     });
-    let started = Instant::now();
-    engine.run(sources, super::discard_sinks())?;
-    row("dataflow (pre-decoded events, every view)", n, started.elapsed(), "ingest + differential + read model");
-    Ok(())
+    (sources, n)
 }
 
 fn file_bench(config: &Config, count: u64) -> Result<()> {

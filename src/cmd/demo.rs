@@ -84,13 +84,14 @@ pub fn spawn_kafka_engine(engine: Arc<Engine>, config: &Config) -> Result<std::t
     let sources: SourceFactory = KafkaSource::factory(&kafka, idle)?;
     let sinks = super::kafka_sinks(&config.kafka)?;
     if let Some(dir) = &config.engine.state_dir {
-        // Funnels and retention added through the API come back after a restart, in the order
+        // Funnels, retention and alert rules added through the API come back after a restart, in the order
         // the snapshot's results refer to.
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let restored = engine.read_model.funnels.persist(dir.join("funnels.json")).map_err(anyhow::Error::msg)?;
         let retention = engine.read_model.retention.persist(dir.join("retention.json")).map_err(anyhow::Error::msg)?;
-        if restored + retention > 0 {
-            tracing::info!(funnels = restored, retention, "definitions added at run time restored");
+        let alerts = engine.read_model.alerts.persist(dir.join("alerts.json")).map_err(anyhow::Error::msg)?;
+        if restored + retention + alerts > 0 {
+            tracing::info!(funnels = restored, retention, alerts, "definitions added at run time restored");
         }
     }
     let handle = std::thread::Builder::new().name("engine".into()).spawn(move || {

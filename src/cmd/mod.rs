@@ -1,6 +1,8 @@
 //! The commands, and what they share: tracing, the HTTP server, progress, engine wiring.
 
 pub mod bench;
+mod bench_alerts;
+mod bench_limits;
 mod bench_paths;
 pub mod demo;
 pub mod generate;
@@ -120,8 +122,22 @@ pub fn shop_paths() -> views::paths::PathConfig {
     .expect("valid shop paths")
 }
 
-/// The shop's analyses where the config defines none: funnels, retention, path cleaning.
+/// Alert rules that need the shop's funnels: checkout conversion falling (payment failures).
+pub fn shop_alerts() -> Vec<views::alert_rules::AlertRuleDef> {
+    serde_json::from_value(serde_json::json!([
+        {"name": "checkout_conversion_drop", "severity": "critical", "labels": {"team": "payments"},
+         "when": {"kind": "funnel_drop", "funnel": "checkout", "window_minutes": 30, "drop": 0.5,
+                  "baseline_minutes": 360, "min_entries": 30.0}}
+    ]))
+    .expect("valid shop alerts")
+}
+
+/// The shop's analyses where the config defines none: funnels, retention, path cleaning, and
+/// the alert rules on them.
 pub fn shop_defaults(views: &mut views::ViewConfig) {
+    if views.funnels.is_empty() && views.alerts.rules.is_empty() {
+        views.alerts.rules = shop_alerts();
+    }
     if views.funnels.is_empty() {
         views.funnels = shop_funnels();
     }

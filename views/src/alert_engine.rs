@@ -77,7 +77,8 @@ pub struct Silence {
 
 #[derive(Default)]
 struct Tracker {
-    key_sym: Sym,
+    /// The key's text when the run started (a per-key text can expire before the resolve).
+    text: Option<String>,
     bad: u32,
     good: u32,
     run_start_ms: i64,
@@ -85,8 +86,8 @@ struct Tracker {
     firing: bool,
 }
 
-/// `(rule name, key)`; the key is `None` for a single-series rule.
-type TrackerKey = (String, Option<String>);
+/// `(rule name, key symbol)`; the symbol is `NONE` for a single-series rule.
+type TrackerKey = (String, Sym);
 
 pub struct AlertEngine {
     config: AlertConfig,
@@ -169,7 +170,7 @@ impl AlertEngine {
     ) {
         let bucket_ms = rule.bucket_minutes as i64 * MS_PER_MINUTE;
         let (start_ms, end_ms) = (b * bucket_ms, (b + 1) * bucket_ms);
-        let verdicts: Vec<(Option<String>, Sym, Option<Verdict>)> = match &rule.def.when {
+        let verdicts: Vec<(Sym, Option<String>, Option<Verdict>)> = match &rule.def.when {
             Condition::Anomaly { series, .. } | Condition::Threshold { series, .. } => {
                 self.series_verdicts(tables, rule, series.clone(), b, origin_bucket, available_from)
             }
@@ -187,8 +188,8 @@ impl AlertEngine {
             }
             _ => self.key_verdicts(tables, rule, b),
         };
-        for (key, key_sym, verdict) in verdicts {
-            self.track(rule, key, key_sym, verdict, start_ms, end_ms);
+        for (key, text, verdict) in verdicts {
+            self.track(rule, key, text, verdict, start_ms, end_ms);
         }
     }
 
@@ -200,14 +201,13 @@ impl AlertEngine {
         b: i64,
         origin_bucket: i64,
         available_from: Minute,
-    ) -> Vec<(Option<String>, Sym, Option<Verdict>)> {
+    ) -> Vec<(Sym, Option<String>, Option<Verdict>)> {
         let mut keys = match series::keys_of(&series, rule.dim) {
             Keys::One(k) => vec![k],
             Keys::Each => series::each_key(tables, rule, &series),
         };
         // A key that fired stays judged until it resolves, even once its counts are gone.
-        let watched: Vec<Sym> =
-            self.trackers.iter().filter(|((r, _), _)| r == rule.name()).map(|(_, t)| t.key_sym).collect();
+        let watched: Vec<Sym> = self.trackers.keys().filter(|(r, _)| r == rule.name()).map(|(_, k)| *k).collect();
         keys.extend(watched);
         keys.sort_unstable();
         keys.dedup();
@@ -236,7 +236,7 @@ impl AlertEngine {
                 Some(v)
             };
             let verdict = series_verdict(rule, rate, b, &mut get);
-            let watched = self.trackers.contains_key(&(rule.name().to_string(), Some(tables.name(key))));
+            let watched = self.trackers.contains_key(&(rule.name().to_string(), key));
             if !single && !seen && !watched {
                 // A key with nothing in what the rule read (it may have counts after `as_of`).
                 *cache = cache.split_off(&keep_from);
@@ -244,8 +244,7 @@ impl AlertEngine {
             }
             // Keep what later buckets read: the lookback behind this one.
             *cache = cache.split_off(&keep_from);
-            let text = (!single).then(|| tables.name(key));
-            out.push((text, key, verdict));
+            out.push((key, (!single).then(|| tables.name(key)), verdict));
         }
         self.values.retain(|_, cache| !cache.is_empty());
         out
@@ -256,11 +255,11 @@ impl AlertEngine {
         tables: &Tables,
         rule: &AlertRule,
         b: i64,
-    ) -> Vec<(Option<String>, Sym, Option<Verdict>)> {
+    ) -> Vec<(Sym, Option<String>, Option<Verdict>)> {
         let minute = b as Minute;
         let lo = (minute + 1).saturating_sub(rule.def.when.key_window());
-        let mut candidates: BTreeSet<String> =
-            self.trackers.keys().filter(|(r, _)| r == rule.name()).filter_map(|(_, k)| k.clone()).collect();
+        let mut candidates: BTreeSet<Sym> =
+            self.trackers.keys().filter(|(r, _)| r == rule.name()).map(|(_, k)| *k).collect();
         let when = &rule.def.when;
         match when {
             Condition::SharedIp { .. } => candidates.extend(series::ips_in(tables, minute).cloned()),
@@ -275,14 +274,14 @@ impl AlertEngine {
                 let verdict = match when {
                     Condition::Burst { limit, .. } | Condition::RateLimit { limit, .. } => {
                         let kind = series::primary_kind(when).expect("counted");
-                        let n = series::keyed_sum(tables, kind, &key, lo, minute);
+                        let n = series::keyed_sum(tables, kind, key, lo, minute);
                         let summary = format!("{n} events in {} min (limit {limit})", minute + 1 - lo);
                         Verdict { bad: n > *limit, value: n as f64, baseline: Some(*limit as f64), summary }
                     }
                     Condition::ClicksWithoutViews { min_clicks, .. } => {
                         let kinds = when.key_kinds();
-                        let clicks = series::keyed_sum(tables, kinds[0], &key, lo, minute);
-                        let views = series::keyed_sum(tables, kinds[1], &key, lo, minute);
+                        let clicks = series::keyed_sum(tables, kinds[0], key, lo, minute);
+                        let views = series::keyed_sum(tables, kinds[1], key, lo, minute);
                         let summary = format!("{clicks} clicks and {views} page views in {} min", minute + 1 - lo);
                         Verdict {
                             bad: clicks >= *min_clicks && views == 0,
@@ -292,14 +291,14 @@ impl AlertEngine {
                         }
                     }
                     Condition::SharedIp { min_users, .. } => {
-                        let users = series::ip_user_count(tables, &key, lo, minute);
+                        let users = series::ip_user_count(tables, key, lo, minute);
                         let summary = format!("{users} distinct users in {} min", minute + 1 - lo);
                         let baseline = Some(*min_users as f64);
                         Verdict { bad: users >= *min_users, value: users as f64, baseline, summary }
                     }
                     _ => unreachable!("series rules are judged by series_verdicts"),
                 };
-                (Some(key), 0, Some(verdict))
+                (key, Some(tables.key_text(key)), Some(verdict))
             })
             .collect()
     }
@@ -308,8 +307,8 @@ impl AlertEngine {
     fn track(
         &mut self,
         rule: &AlertRule,
-        key: Option<String>,
-        key_sym: Sym,
+        key: Sym,
+        text: Option<String>,
         verdict: Option<Verdict>,
         start_ms: i64,
         end_ms: i64,
@@ -317,11 +316,7 @@ impl AlertEngine {
         let fire_after = rule.def.fire_after.unwrap_or(self.config.fire_after);
         let resolve_after = rule.def.resolve_after.unwrap_or(self.config.resolve_after);
         let bad = verdict.as_ref().is_some_and(|v| v.bad);
-        let tracker_key = (rule.name().to_string(), key.clone());
-        let id = match &key {
-            Some(k) => format!("{}:{k}", rule.name()),
-            None => rule.name().to_string(),
-        };
+        let tracker_key = (rule.name().to_string(), key);
         if !bad {
             let Some(t) = self.trackers.get_mut(&tracker_key) else { return };
             if !t.firing {
@@ -332,8 +327,7 @@ impl AlertEngine {
             if t.good == 1 {
                 t.good_start_ms = start_ms;
             }
-            let ended_ms = t.good_start_ms;
-            let resolved = t.good >= resolve_after;
+            let (ended_ms, resolved, id) = (t.good_start_ms, t.good >= resolve_after, alert_id(rule, &t.text));
             if let (Some(alert), Some(v)) = (self.active.get_mut(&id), verdict.as_ref()) {
                 (alert.value, alert.baseline) = (v.value, v.baseline);
             }
@@ -352,12 +346,12 @@ impl AlertEngine {
         let verdict = verdict.expect("bad has a verdict");
         let firing_for_rule = self.active.values().filter(|a| a.rule == rule.name()).count();
         let t = self.trackers.entry(tracker_key).or_default();
-        t.key_sym = key_sym;
         t.bad += 1;
         t.good = 0;
         if t.bad == 1 && !t.firing {
-            t.run_start_ms = start_ms;
+            (t.run_start_ms, t.text) = (start_ms, text);
         }
+        let id = alert_id(rule, &t.text);
         if t.firing {
             if let Some(alert) = self.active.get_mut(&id) {
                 (alert.value, alert.baseline, alert.summary) = (verdict.value, verdict.baseline, verdict.summary);
@@ -370,13 +364,13 @@ impl AlertEngine {
         t.firing = true;
         let mut labels = rule.def.labels.clone();
         labels.insert("rule".into(), rule.name().to_string());
-        if let Some(k) = &key {
+        if let Some(k) = &t.text {
             labels.insert(series::key_label(&rule.def.when).into(), k.clone());
         }
         let alert = Alert {
             id: id.clone(),
             rule: rule.name().to_string(),
-            key,
+            key: t.text.clone(),
             severity: rule.def.severity,
             labels,
             state: AlertState::Firing,
@@ -441,6 +435,13 @@ impl AlertEngine {
         let before = self.silences.len();
         self.silences.retain(|s| s.id != id);
         self.silences.len() != before
+    }
+}
+
+fn alert_id(rule: &AlertRule, key: &Option<String>) -> String {
+    match key {
+        Some(k) => format!("{}:{k}", rule.name()),
+        None => rule.name().to_string(),
     }
 }
 

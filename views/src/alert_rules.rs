@@ -21,6 +21,16 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 /// One rule as configured (`[[views.alerts.rules]]`) or posted to `/api/v1/alerts/rules`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +132,14 @@ pub enum KeyField {
 }
 
 impl KeyField {
+    /// The symbol of a key's text, as ingestion computes it (user ids hash like `Event::user`).
+    pub fn sym(self, text: &str) -> Sym {
+        match self {
+            KeyField::User => xxhash_rust::xxh3::xxh3_64(text.as_bytes()),
+            _ => sym(text),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             KeyField::Ip => "ip",
@@ -359,7 +377,7 @@ impl AlertRule {
             Condition::Anomaly { series, window_minutes, smooth, sensitivity, seasons, seasonal, .. } => {
                 dim = series_dim(series).map_err(|e| format!("{what}: {e}"))?;
                 positive(*window_minutes, "window_minutes")?;
-                if *smooth == 0 || *smooth > 60 || !(*sensitivity > 0.0) {
+                if *smooth == 0 || *smooth > 60 || sensitivity.is_nan() || *sensitivity <= 0.0 {
                     return Err(format!("{what}: smooth must be 1..=60 and sensitivity above 0"));
                 }
                 if *seasonal != Seasonal::None && !(1..=8).contains(seasons) {
@@ -480,6 +498,8 @@ impl AlertConfig {
 }
 
 /// Rules every engine evaluates unless `builtin = false`: they need no funnel or page names.
+/// Per-key rules cost a count per event and key kind, so the built-in ones share one kind (the
+/// IP); per-user bursts and clicks without views are in `examples/clickflow.toml`.
 pub fn builtin_rules() -> Vec<AlertRuleDef> {
     serde_json::from_value(serde_json::json!([
         {"name": "traffic_anomaly", "severity": "critical",
@@ -495,10 +515,6 @@ pub fn builtin_rules() -> Vec<AlertRuleDef> {
                   "min_baseline": 20.0}},
         {"name": "ip_burst", "severity": "warning", "labels": {"team": "fraud"},
          "when": {"kind": "burst", "key": "ip", "window_minutes": 5, "limit": 600}},
-        {"name": "user_burst", "severity": "warning", "labels": {"team": "fraud"},
-         "when": {"kind": "burst", "key": "user", "window_minutes": 5, "limit": 600}},
-        {"name": "clicks_without_views", "severity": "info", "labels": {"team": "fraud"},
-         "when": {"kind": "clicks_without_views", "window_minutes": 10, "min_clicks": 30}},
         {"name": "shared_ip", "severity": "warning", "labels": {"team": "fraud"},
          "when": {"kind": "shared_ip", "window_minutes": 30, "min_users": 15}},
         {"name": "one_hit_direct", "severity": "warning", "labels": {"team": "fraud"},

@@ -83,18 +83,18 @@ pub fn each_key(tables: &Tables, rule: &AlertRule, series: &SeriesDef) -> Vec<Sy
 }
 
 /// Events of `kind` by `key` in minutes `lo..=hi`.
-pub fn keyed_sum(tables: &Tables, kind: KeyKind, key: &str, lo: Minute, hi: Minute) -> i64 {
-    tables.keyed.get(&kind).and_then(|keys| keys.get(key)).map(|s| window_sum(s, lo, hi)).unwrap_or(0)
+pub fn keyed_sum(tables: &Tables, kind: KeyKind, key: Sym, lo: Minute, hi: Minute) -> i64 {
+    tables.keyed.get(&kind).and_then(|keys| keys.get(&key)).map(|s| window_sum(s, lo, hi)).unwrap_or(0)
 }
 
 /// Keys of `kind` with events in `minute`.
-pub fn keyed_in(tables: &Tables, kind: KeyKind, minute: Minute) -> impl Iterator<Item = &String> {
+pub fn keyed_in(tables: &Tables, kind: KeyKind, minute: Minute) -> impl Iterator<Item = &Sym> {
     tables.keyed_minutes.get(&minute).and_then(|kinds| kinds.get(&kind)).into_iter().flatten()
 }
 
 /// Distinct users of `ip` in minutes `lo..=hi`.
-pub fn ip_user_count(tables: &Tables, ip: &str, lo: Minute, hi: Minute) -> u64 {
-    let Some(minutes) = tables.ip_users.get(ip) else { return 0 };
+pub fn ip_user_count(tables: &Tables, ip: Sym, lo: Minute, hi: Minute) -> u64 {
+    let Some(minutes) = tables.ip_users.get(&ip) else { return 0 };
     let mut users = IdSet::default();
     for (_, in_minute) in minutes.range(lo..=hi) {
         users.extend(in_minute.keys().copied());
@@ -102,7 +102,7 @@ pub fn ip_user_count(tables: &Tables, ip: &str, lo: Minute, hi: Minute) -> u64 {
     users.len() as u64
 }
 
-pub fn ips_in(tables: &Tables, minute: Minute) -> impl Iterator<Item = &String> {
+pub fn ips_in(tables: &Tables, minute: Minute) -> impl Iterator<Item = &Sym> {
     tables.ip_minutes.get(&minute).into_iter().flatten()
 }
 

@@ -101,11 +101,15 @@ pub enum Fact {
     /// Users of retention `retention` (registry index) in the cohort of period `cohort` with
     /// breakdown value `key` contribute `diff` to `stat`.
     Retention { retention: u32, key: Sym, cohort: u32, stat: RetentionStat },
-    /// `diff` events of `kind` by `key` (an IP, a user id) during `minute`, for the per-key alert
-    /// rules and rate limits; only the kinds some rule reads are counted.
-    Keyed { kind: KeyKind, key: String, minute: Minute },
+    /// `diff` events of `kind` by `key` (the symbol of an IP, a user id) during `minute`, for the
+    /// per-key alert rules and rate limits; only the kinds some rule reads are counted.
+    Keyed { kind: KeyKind, key: Sym, minute: Minute },
     /// The IP was used by the user during `minute` (one per ingesting worker).
-    IpUser { minute: Minute, ip: String, user: UserId },
+    IpUser { minute: Minute, ip: Sym, user: UserId },
+    /// The text of a per-key symbol, sent (and retracted with `minute`) only for keys busy enough
+    /// in that minute that a rule could fire on them: a text per event would cost more than the
+    /// counts.
+    KeyText { sym: Sym, text: String, minute: Minute },
 }
 
 /// An output record of the dataflow, read into the [`crate::ReadModel`].
@@ -122,6 +126,7 @@ pub enum Row {
     FunnelUser { funnel: u32, step: u8, entry_ts: i64, user: String },
     PathEdge { from: Sym, to: Sym },
     Retention { retention: u32, key: Sym, cohort: u32, stat: RetentionStat },
-    Keyed { kind: KeyKind, key: String, minute: Minute },
-    IpUser { minute: Minute, ip: String, user: UserId },
+    Keyed { kind: KeyKind, key: Sym, minute: Minute },
+    IpUser { minute: Minute, ip: Sym, user: UserId },
+    KeyText { sym: Sym, text: String, minute: Minute },
 }

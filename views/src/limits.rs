@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::alert_rules::{AlertRule, Condition, KeyKind};
 use crate::alert_series::keyed_in;
-use crate::event::{minute_of, minute_start_ms, Minute};
+use crate::event::{minute_of, minute_start_ms, Minute, Sym};
 use crate::model::Clock;
 use crate::tables::{window_sum, Tables};
 
@@ -55,7 +55,7 @@ fn head_minute(tables: &Tables) -> Option<Minute> {
 pub fn status(tables: &Tables, rule: &AlertRule, key: &str) -> Option<LimitStatus> {
     let (kind, window, limit) = limit_of(rule)?;
     let head = head_minute(tables).unwrap_or(0);
-    let series = tables.keyed.get(&kind).and_then(|keys| keys.get(key));
+    let series = tables.keyed.get(&kind).and_then(|keys| keys.get(&kind.field.sym(key)));
     let lo = (head + 1).saturating_sub(window);
     let count = series.map(|s| window_sum(s, lo, head)).unwrap_or(0);
     let mut until_ms = None;
@@ -86,9 +86,10 @@ pub fn over(tables: &Tables, rule: &AlertRule, clock: Clock) -> Option<LimitList
     let (kind, window, limit) = limit_of(rule)?;
     let head = head_minute(tables).unwrap_or(0);
     let lo = (head + 1).saturating_sub(window);
-    let keys: BTreeSet<&String> = (lo..=head).flat_map(|m| keyed_in(tables, kind, m)).collect();
+    let keys: BTreeSet<Sym> = (lo..=head).flat_map(|m| keyed_in(tables, kind, m)).copied().collect();
+    // A key without a text (none of its minutes was busy) cannot be over the limit.
     let mut over: Vec<LimitStatus> =
-        keys.into_iter().filter_map(|k| status(tables, rule, k)).filter(|s| s.over).collect();
+        keys.into_iter().filter_map(|k| status(tables, rule, &tables.key_text(k))).filter(|s| s.over).collect();
     over.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
     Some(LimitList { clock, rule: rule.name().to_string(), limit, window_minutes: window, over })
 }
@@ -109,8 +110,10 @@ mod tests {
         let mut t = Tables::default();
         let at = |m: Minute| Row::Clock { worker: 0, head: minute_start_ms(m) + 5_000, watermark: 0, idle: false };
         t.apply(at(102), 1);
+        let ip = crate::event::sym("1.2.3.4");
+        t.apply(Row::KeyText { sym: ip, text: "1.2.3.4".into(), minute: 100 }, 1);
         for (minute, n) in [(100, 6), (101, 4), (102, 3)] {
-            t.apply(Row::Keyed { kind, key: "1.2.3.4".into(), minute }, n);
+            t.apply(Row::Keyed { kind, key: ip, minute }, n);
         }
         let s = status(&t, &rule, "1.2.3.4").unwrap();
         // 13 > 10; minute 100 leaves at 103 (7 left <= 10).

@@ -1,6 +1,8 @@
 //! The accumulated rows of every view at one frontier: what a snapshot reads.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 
 use crate::alert_rules::KeyKind;
 
@@ -40,11 +42,13 @@ pub struct Tables {
     pub(crate) retention: HashMap<u32, HashMap<(Sym, u32, RetentionStat), i64>>,
     pub(crate) retention_touched: bool,
     /// Per-key event counts (per-key alert rules, rate limits), and the keys each minute holds.
-    pub(crate) keyed: HashMap<KeyKind, HashMap<String, BTreeMap<Minute, i64>>>,
-    pub(crate) keyed_minutes: BTreeMap<Minute, HashMap<KeyKind, HashSet<String>>>,
+    pub(crate) keyed: FxHashMap<KeyKind, IdMap<BTreeMap<Minute, i64>>>,
+    pub(crate) keyed_minutes: BTreeMap<Minute, FxHashMap<KeyKind, IdSet>>,
     /// Users per IP by minute, and the IPs each minute holds.
-    pub(crate) ip_users: HashMap<String, BTreeMap<Minute, IdMap<i64>>>,
-    pub(crate) ip_minutes: BTreeMap<Minute, HashSet<String>>,
+    pub(crate) ip_users: IdMap<BTreeMap<Minute, IdMap<i64>>>,
+    pub(crate) ip_minutes: BTreeMap<Minute, IdSet>,
+    /// Texts of per-key symbols (of the keys busy enough to alert on), with a reference count.
+    pub(crate) key_texts: IdMap<(String, i64)>,
     /// Whether a session aggregate changed since the last publish.
     pub(crate) sessions_touched: bool,
     pub(crate) funnels_touched: bool,
@@ -158,7 +162,7 @@ impl Tables {
             }
             Row::Keyed { kind, key, minute } => {
                 let keys = self.keyed.entry(kind).or_default();
-                let series = keys.entry(key.clone()).or_default();
+                let series = keys.entry(key).or_default();
                 series.bump(minute, diff);
                 let present = series.contains_key(&minute);
                 if series.is_empty() {
@@ -179,7 +183,7 @@ impl Tables {
                 }
             }
             Row::IpUser { minute, ip, user } => {
-                let minutes = self.ip_users.entry(ip.clone()).or_default();
+                let minutes = self.ip_users.entry(ip).or_default();
                 let users = minutes.entry(minute).or_default();
                 users.bump(user, diff);
                 let present = !users.is_empty();
@@ -196,6 +200,13 @@ impl Tables {
                     if ips.is_empty() {
                         self.ip_minutes.remove(&minute);
                     }
+                }
+            }
+            Row::KeyText { sym, text, .. } => {
+                let entry = self.key_texts.entry(sym).or_insert_with(|| (text, 0));
+                entry.1 += diff;
+                if entry.1 <= 0 {
+                    self.key_texts.remove(&sym);
                 }
             }
             Row::Retention { retention, key, cohort, stat } => {
@@ -233,6 +244,14 @@ impl Tables {
             return NONE_TEXT.to_string();
         }
         match self.names.get(&sym) {
+            Some((text, _)) => text.clone(),
+            None => format!("#{sym:016x}"),
+        }
+    }
+
+    /// The text of a per-key symbol, or its hex when no busy minute has sent it.
+    pub fn key_text(&self, sym: Sym) -> String {
+        match self.key_texts.get(&sym) {
             Some((text, _)) => text.clone(),
             None => format!("#{sym:016x}"),
         }

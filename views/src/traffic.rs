@@ -41,36 +41,25 @@ pub fn traffic<'s>(facts: Facts<'s>) -> Rows<'s> {
         })
         .distinct()
         .map(|(sym, text)| Row::Name { sym, text });
-    let keyed = facts
-        .clone()
-        .flat_map(|fact| match fact {
-            Fact::Keyed { kind, key, minute } => Some(Row::Keyed { kind, key, minute }),
-            _ => None,
-        })
-        .consolidate();
-    let ip_users = facts
-        .clone()
-        .flat_map(|fact| match fact {
-            Fact::IpUser { minute, ip, user } => Some((minute, ip, user)),
-            _ => None,
-        })
-        .distinct()
-        .map(|(minute, ip, user)| Row::IpUser { minute, ip, user });
-    // Session, funnel, path and retention cells are consolidated per epoch by ingestion and summed by the read
-    // model; an arrangement here would only re-sort them (a third of a million session updates
-    // per million events).
+    // Session, funnel, path, retention and per-key cells are consolidated per epoch by ingestion
+    // and summed by the read model; an arrangement here would only re-sort them (a third of a
+    // million session updates per million events, about one per-key count per event and rule
+    // kind). An (ip, user) pair sent by two workers counts once there too (the users are a set).
     let bookkeeping = facts.flat_map(|fact| match fact {
         Fact::Session { hour, source, stat } => Some(Row::Session { hour, source, stat }),
         Fact::Funnel { funnel, key, day, stat } => Some(Row::Funnel { funnel, key, day, stat }),
         Fact::FunnelUser { funnel, step, entry_ts, user } => Some(Row::FunnelUser { funnel, step, entry_ts, user }),
         Fact::PathEdge { from, to } => Some(Row::PathEdge { from, to }),
         Fact::Retention { retention, key, cohort, stat } => Some(Row::Retention { retention, key, cohort, stat }),
+        Fact::KeyText { sym, text, minute } => Some(Row::KeyText { sym, text, minute }),
+        Fact::Keyed { kind, key, minute } => Some(Row::Keyed { kind, key, minute }),
+        Fact::IpUser { minute, ip, user } => Some(Row::IpUser { minute, ip, user }),
         Fact::Clock { worker, head, watermark, idle } => Some(Row::Clock { worker, head, watermark, idle }),
         Fact::Accepted => Some(Row::Accepted),
         Fact::Reject { reason } => Some(Row::Reject { reason }),
         _ => None,
     });
-    counts.concat(user_minutes).concat(names).concat(keyed).concat(ip_users).concat(bookkeeping)
+    counts.concat(user_minutes).concat(names).concat(bookkeeping)
 }
 
 /// Every view of the engine, as one collection of rows.

@@ -1,0 +1,199 @@
+//! `clickflow bench alerts`: the default alert rules on a long generated stream with daily cycles
+//! and labelled incidents (spike, outage, payment failure, bot burst, drift): recall, precision
+//! and detection delay in event time.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use dataflow::clock::PartitionClock;
+use dataflow::incidents::{self, Incident};
+use dataflow::ingest::{Ingest, WorkerClock};
+use dataflow::source::synthetic::SyntheticSource;
+use dataflow::source::{Poll, Source, SourceError};
+use dataflow::{Engine, SourceFactory};
+use views::alert_engine::Alert;
+
+use crate::config::Config;
+
+#[derive(clap::Args, Clone, Copy, PartialEq)]
+pub struct Args {
+    /// Days of event time.
+    #[arg(long, default_value_t = 6.0)]
+    days: f64,
+    /// Events per second of event time.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Mean minutes between incidents.
+    #[arg(long, default_value_t = 240.0)]
+    every: f64,
+    /// Daily cycle: traffic swings by this share around its mean.
+    #[arg(long, default_value_t = 0.4)]
+    amplitude: f64,
+    /// An alert counts for an incident if it fires from its start to this many minutes after
+    /// its end (the end of a spike looks like a drop for a while).
+    #[arg(long, default_value_t = 30)]
+    grace_minutes: i64,
+}
+
+/// A worker with no partition (the generator runs on worker 0, so one plan labels the stream).
+struct NoInput(Arc<AtomicBool>);
+
+impl Source for NoInput {
+    fn poll(&mut self, _: &mut Ingest, _: Instant) -> Result<Poll, SourceError> {
+        Ok(if self.0.load(Ordering::Relaxed) { Poll::Done } else { Poll::Idle })
+    }
+    fn each_partition(&mut self, _: &mut dyn FnMut(&str, &mut PartitionClock)) {}
+    fn clock(&self, _: i64) -> Option<WorkerClock> {
+        None
+    }
+}
+
+pub fn main(config: &Config, args: &Args) -> Result<()> {
+    let mut config = config.clone();
+    config.views.alerts.history = 1_000_000;
+    let mut generator = config.generator.clone();
+    (generator.rate, generator.daily_amplitude, generator.bot_share) = (args.rate, args.amplitude, 0.0);
+    generator.incidents.every_minutes = args.every;
+    generator.lateness_seconds = config.engine.lateness_seconds;
+    let day = 86_400_000;
+    let span = (args.days * day as f64) as i64;
+    // Ends a day ago: events more than a day ahead of the clock would be rejected.
+    let start = (chrono::Utc::now().timestamp_millis() / day - 1) * day - span;
+    let count = (args.rate * span as f64 / 1000.0) as u64;
+    let engine = Arc::new(Engine::new(config.engine.clone(), config.views.clone())?);
+    let done = Arc::new(AtomicBool::new(false));
+    let sources: SourceFactory = {
+        let (generator, done) = (generator.clone(), done.clone());
+        Arc::new(move |index, _| {
+            Ok(if index == 0 {
+                Box::new(Finishing(SyntheticSource::new(generator.clone(), 0, start, count, false), done.clone()))
+                    as Box<dyn Source>
+            } else {
+                Box::new(NoInput(done.clone())) as Box<dyn Source>
+            })
+        })
+    };
+    eprintln!("bench alerts: {count} events, about {} days of event time at {}/s", args.days, args.rate);
+    let started = Instant::now();
+    let progress = {
+        let (model, done) = (engine.read_model.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(5));
+                if let Some(as_of) = model.as_of_ms() {
+                    let share = (as_of - start) as f64 / span as f64;
+                    eprintln!(
+                        "  {:>5.1}% of event time, {} alerts so far",
+                        100.0 * share,
+                        model.alert_history().1.len()
+                    );
+                }
+            }
+        })
+    };
+    engine.run(sources, super::discard_sinks())?;
+    done.store(true, Ordering::Relaxed);
+    let _ = progress.join();
+    let elapsed = started.elapsed();
+    let (clock, alerts) = engine.read_model.alert_history();
+    // The labels for the span generated (the rate varies, so the span is known only now),
+    // judged up to `as_of` (an incident after it could not be seen yet).
+    let end = clock.as_of_ms.unwrap_or(start);
+    let plan: Vec<Incident> = incidents::plan(&generator.incidents, generator.seed, start, end)
+        .into_iter()
+        .filter(|i| i.end_ms + args.grace_minutes * 60_000 <= end)
+        .collect();
+    report(&plan, &alerts, args, start, end, count, elapsed);
+    Ok(())
+}
+
+/// The generator's source, flagging the other workers when it is done.
+struct Finishing(SyntheticSource, Arc<AtomicBool>);
+
+impl Source for Finishing {
+    fn poll(&mut self, ingest: &mut Ingest, deadline: Instant) -> Result<Poll, SourceError> {
+        let poll = self.0.poll(ingest, deadline)?;
+        if matches!(poll, Poll::Done) {
+            self.1.store(true, Ordering::Relaxed);
+        }
+        Ok(poll)
+    }
+    fn each_partition(&mut self, visit: &mut dyn FnMut(&str, &mut PartitionClock)) {
+        self.0.each_partition(visit)
+    }
+    fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
+        self.0.clock(lateness_ms)
+    }
+}
+
+#[derive(Default)]
+struct KindRow {
+    planted: usize,
+    detected: usize,
+    /// Event time from each detected incident's start to the first alert.
+    delays: Vec<i64>,
+    /// Alerts per rule that matched an incident of this kind.
+    rules: BTreeMap<String, usize>,
+}
+
+fn report(plan: &[Incident], alerts: &[Alert], args: &Args, start: i64, end: i64, count: u64, elapsed: Duration) {
+    let grace = args.grace_minutes * 60_000;
+    let matches = |i: &Incident, a: &Alert| a.fired_ms >= i.start_ms && a.fired_ms <= i.end_ms + grace;
+    // Incidents the stream covered in full, after the warm-up.
+    let judged: Vec<&Incident> = plan.iter().filter(|i| i.start_ms >= start).collect();
+    let mut by_kind: BTreeMap<String, KindRow> = BTreeMap::new();
+    for i in &judged {
+        let kind = serde_json::to_value(i.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let row = by_kind.entry(kind).or_default();
+        row.planted += 1;
+        let hits: Vec<&Alert> = alerts.iter().filter(|a| matches(i, a)).collect();
+        if let Some(first) = hits.iter().map(|a| a.fired_ms).min() {
+            row.detected += 1;
+            row.delays.push(first - i.start_ms);
+        }
+        for a in hits {
+            *row.rules.entry(a.rule.clone()).or_default() += 1;
+        }
+    }
+    println!(
+        "\n{count} events, {:.1} days of event time at {}/s (daily amplitude {}), replayed in {:.1} s\n",
+        (end - start) as f64 / 86_400_000.0,
+        args.rate,
+        args.amplitude,
+        elapsed.as_secs_f64()
+    );
+    println!("| incident | planted | detected | recall | delay median | delay max | rules that fired |\n|---|---|---|---|---|---|---|");
+    let (mut planted, mut detected) = (0, 0);
+    for (kind, KindRow { planted: n, detected: hit, mut delays, rules }) in by_kind {
+        delays.sort();
+        let minutes = |ms: Option<&i64>| ms.map(|d| format!("{:.1} min", *d as f64 / 60_000.0)).unwrap_or("-".into());
+        let rules: Vec<String> = rules.into_iter().map(|(r, n)| format!("{r} ({n})")).collect();
+        println!(
+            "| {kind} | {n} | {hit} | {:.2} | {} | {} | {} |",
+            hit as f64 / n as f64,
+            minutes(delays.get(delays.len() / 2)),
+            minutes(delays.last()),
+            rules.join(", ")
+        );
+        (planted, detected) = (planted + n, detected + hit);
+    }
+    let true_alerts = alerts.iter().filter(|a| judged.iter().any(|i| matches(i, a))).count();
+    let mut false_by_rule: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for a in alerts.iter().filter(|a| !judged.iter().any(|i| matches(i, a))) {
+        let at = views::query::rfc3339(a.fired_ms);
+        false_by_rule.entry(&a.rule).or_default().push(format!("{} at {at} ({})", a.id, a.summary));
+    }
+    println!(
+        "\nrecall {:.2} ({detected}/{planted} incidents), precision {:.2} ({true_alerts}/{} alerts fired during an incident or {} min after)",
+        detected as f64 / planted.max(1) as f64,
+        true_alerts as f64 / alerts.len().max(1) as f64,
+        alerts.len(),
+        args.grace_minutes
+    );
+    for (rule, list) in false_by_rule {
+        println!("  false alarms of {rule}: {}", list.join("; "));
+    }
+}
