@@ -111,12 +111,12 @@ pub fn primary_kind(when: &Condition) -> Option<KeyKind> {
     when.key_kinds().into_iter().next()
 }
 
-/// Label name of a per-key rule's key.
-pub fn key_label(when: &Condition) -> &'static str {
-    match when {
+/// Label name of a rule's key: the key field, or the series' dimension.
+pub fn key_label(rule: &AlertRule) -> &'static str {
+    match &rule.def.when {
         Condition::Burst { key, .. } | Condition::RateLimit { key, .. } => key.as_str(),
         Condition::ClicksWithoutViews { .. } => KeyField::User.as_str(),
         Condition::SharedIp { .. } => KeyField::Ip.as_str(),
-        _ => "key",
+        _ => rule.dim.as_str(),
     }
 }
