@@ -16,13 +16,7 @@ use std::collections::BTreeSet;
 type Ev = (i64, String, &'static str, String, String);
 
 fn traffic() -> Vec<Ev> {
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = common::xorshift(0x9e37_79b9_7f4a_7c15);
     let mut events = Vec::new();
     for minute in 0..90i64 {
         let at = |s: u64| START + minute * 60_000 + s as i64 * 1000;

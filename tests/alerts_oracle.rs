@@ -62,13 +62,7 @@ fn stream() -> impl Strategy<Value = (Vec<Ev>, Vec<usize>)> {
         proptest::collection::vec(prop_oneof![2 => Just(1usize), 5 => Just(4usize), 1 => Just(14usize)], 40..70);
     (levels, proptest::collection::vec(any::<u64>(), 1), proptest::collection::vec(0usize..2000, 0..6)).prop_map(
         |(levels, seed, cuts)| {
-            let mut rng = seed[0] | 1;
-            let mut next = |n: u64| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng % n
-            };
+            let mut next = common::xorshift(seed[0]);
             let mut events = Vec::new();
             for (minute, level) in levels.iter().enumerate() {
                 for _ in 0..*level {

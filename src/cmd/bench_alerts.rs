@@ -12,7 +12,7 @@ use dataflow::clock::PartitionClock;
 use dataflow::incidents::{self, Incident};
 use dataflow::ingest::{Ingest, WorkerClock};
 use dataflow::source::synthetic::SyntheticSource;
-use dataflow::source::{Poll, Source, SourceError};
+use dataflow::source::{NoPartitions, Poll, Source, SourceError};
 use dataflow::{Engine, SourceFactory};
 use views::alert_engine::Alert;
 
@@ -38,19 +38,6 @@ pub struct Args {
     grace_minutes: i64,
 }
 
-/// A worker with no partition (the generator runs on worker 0, so one plan labels the stream).
-struct NoInput(Arc<AtomicBool>);
-
-impl Source for NoInput {
-    fn poll(&mut self, _: &mut Ingest, _: Instant) -> Result<Poll, SourceError> {
-        Ok(if self.0.load(Ordering::Relaxed) { Poll::Done } else { Poll::Idle })
-    }
-    fn each_partition(&mut self, _: &mut dyn FnMut(&str, &mut PartitionClock)) {}
-    fn clock(&self, _: i64) -> Option<WorkerClock> {
-        None
-    }
-}
-
 pub fn main(config: &Config, args: &Args) -> Result<()> {
     let mut config = config.clone();
     config.views.alerts.history = 1_000_000;
@@ -72,7 +59,8 @@ pub fn main(config: &Config, args: &Args) -> Result<()> {
                 Box::new(Finishing(SyntheticSource::new(generator.clone(), 0, start, count, false), done.clone()))
                     as Box<dyn Source>
             } else {
-                Box::new(NoInput(done.clone())) as Box<dyn Source>
+                // The generator runs on worker 0 only, so one incident plan labels the stream.
+                Box::new(NoPartitions(done.clone())) as Box<dyn Source>
             })
         })
     };

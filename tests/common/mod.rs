@@ -135,16 +135,14 @@ impl Source for ScriptedSource {
     }
 }
 
-/// A worker without partitions; done when the scripted input is.
-struct NoInput(Arc<AtomicBool>);
-
-impl Source for NoInput {
-    fn poll(&mut self, _: &mut Ingest, _: Instant) -> Result<Poll, SourceError> {
-        Ok(if self.0.load(Ordering::Relaxed) { Poll::Done } else { Poll::Idle })
-    }
-    fn each_partition(&mut self, _: &mut dyn FnMut(&str, &mut PartitionClock)) {}
-    fn clock(&self, _: i64) -> Option<WorkerClock> {
-        None
+/// A small deterministic generator of numbers below `n` (xorshift), for crafted streams.
+pub fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed | 1;
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
     }
 }
 
@@ -182,7 +180,7 @@ impl Harness {
                     closed: false,
                     ended,
                 }) as Box<dyn Source>,
-                None => Box::new(NoInput(ended)) as Box<dyn Source>,
+                None => Box::new(dataflow::source::NoPartitions(ended)) as Box<dyn Source>,
             })
         });
         let dead_letters = MemorySink::default();

@@ -113,3 +113,16 @@ pub fn worker_clock<'a>(
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+/// A worker without partitions (when one worker reads the only input): done once `done` is set.
+pub struct NoPartitions(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Source for NoPartitions {
+    fn poll(&mut self, _: &mut Ingest, _: Instant) -> Result<Poll, SourceError> {
+        Ok(if self.0.load(std::sync::atomic::Ordering::Relaxed) { Poll::Done } else { Poll::Idle })
+    }
+    fn each_partition(&mut self, _: &mut dyn FnMut(&str, &mut PartitionClock)) {}
+    fn clock(&self, _: i64) -> Option<WorkerClock> {
+        None
+    }
+}
