@@ -26,6 +26,11 @@ fn rules() -> Vec<AlertRuleDef> {
         {"name": "pages_ewma", "fire_after": 1, "when": {"kind": "anomaly", "detector": "ewma", "direction": "up",
             "series": {"metric": "events", "dim": "page_view", "key": "*"},
             "window_minutes": 8, "smooth": 1, "sensitivity": 2.0, "min_baseline": 2.0}},
+        // A lookback as long as the 30-minute window: baselines of new keys come from what the
+        // tables still hold, whatever the batching.
+        {"name": "pages_long", "when": {"kind": "anomaly", "direction": "up",
+            "series": {"metric": "events", "dim": "page", "key": "*"},
+            "window_minutes": 24, "smooth": 3, "sensitivity": 2.0, "min_baseline": 3.0}},
         {"name": "clicks_above", "when": {"kind": "threshold", "series": {"metric": "events", "dim": "event", "key": "click"},
             "above": 4.0, "smooth": 1}},
         {"name": "relative_drop", "when": {"kind": "threshold", "series": {"metric": "events"},

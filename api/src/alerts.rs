@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use views::alert_engine::Alert;
-use views::alert_rules::{AlertRuleDef, Condition};
+use views::alert_rules::{AlertConfig, AlertRuleDef};
 use views::limits::{LimitList, LimitStatus};
 
 use crate::funnels::registry_error;
@@ -62,12 +62,9 @@ pub async fn create_rule(
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(def) = body
         .map_err(|e| ApiError::bad_request(format!("{}; see README \"Alerts\" for the rule fields", e.body_text())))?;
-    if let Condition::FunnelDrop { funnel, .. } = &def.when {
-        if s.read_model.funnels.get(funnel).is_none() {
-            let known = s.read_model.funnels.names().join(", ");
-            return Err(ApiError::bad_request(format!("no funnel `{funnel}`; funnels: {known}")));
-        }
-    }
+    let funnels: Vec<(String, usize)> =
+        s.read_model.funnels.all().iter().map(|f| (f.def.name.clone(), f.steps())).collect();
+    AlertConfig::check_funnels(&def, &funnels).map_err(ApiError::bad_request)?;
     let name = def.name.clone();
     let rule = s.read_model.alerts.add(def).map_err(registry_error)?;
     let url = format!("/api/v1/alerts?rule={name}");
@@ -75,6 +72,8 @@ pub async fn create_rule(
         "message": "judged from the current as_of on; per-key rules count from now"});
     Ok((StatusCode::CREATED, [(axum::http::header::LOCATION, url)], Json(body)))
 }
+
+const MAX_SILENCE_MINUTES: u64 = 366 * 24 * 60;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,7 +109,10 @@ pub async fn silence(
     }
     let now = views::alert_engine::now_ms();
     let until_ms = match (req.minutes, req.until.as_deref()) {
-        (Some(m), None) => now + m as i64 * 60_000,
+        (Some(m), None) if m <= MAX_SILENCE_MINUTES => now + m as i64 * 60_000,
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(format!("silence at most {MAX_SILENCE_MINUTES} minutes (a year)")))
+        }
         (None, Some(t)) => views::query::parse_time(t, "until").map_err(|e| ApiError::bad_request(e.0))?,
         _ => return Err(ApiError::bad_request("give exactly one of `minutes` and `until`")),
     };

@@ -58,7 +58,7 @@ pub async fn stream(
                     out.extend(Event::default().event("paths").json_data(body).ok());
                 }
                 if alerts {
-                    // One event per alert change: `fired` / `resolved`, with the alert.
+                    // One event per alert change: `action` is `firing` or `resolved`, with the alert.
                     out.extend(change.alerts.iter().filter_map(|c| Event::default().event("alert").json_data(c).ok()));
                 }
                 out

@@ -108,7 +108,8 @@ impl KeyCounts {
                 continue;
             }
             let sent = ledger.counts.get(&minute).and_then(|c| c.get(&(*kind, key))).copied().unwrap_or(0);
-            if sent + *pending == *threshold {
+            // From the threshold on (a rule added later may lower it): once per minute.
+            if sent + *pending >= *threshold {
                 text_once(ledger, &mut self.new_texts, key, text, minute);
             }
         }
@@ -117,7 +118,7 @@ impl KeyCounts {
                 self.new_ip_users.push((minute, ip, e.user));
                 let users = ledger.ip_user_counts.entry(minute).or_default().entry(ip).or_default();
                 *users += 1;
-                if *users == threshold {
+                if *users >= threshold {
                     text_once(ledger, &mut self.new_texts, ip, text, minute);
                 }
             }

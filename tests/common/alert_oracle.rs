@@ -316,7 +316,7 @@ fn key_of(e: &Accepted, field: KeyField) -> Option<String> {
     }
 }
 
-/// Per-key rules: candidates are keys with a counted event in minute `b`, plus tracked ones.
+/// Per-key rules: every key with a counted event in the window, plus tracked ones.
 fn judge_keys(events: &[Accepted], when: &Condition, b: i64, tracked: Vec<String>) -> Vec<(String, Option<bool>)> {
     let window = when.key_window() as i64;
     let lo = b + 1 - window;
@@ -338,7 +338,9 @@ fn judge_keys(events: &[Accepted], when: &Condition, b: i64, tracked: Vec<String
             _ => counted(e, field, &event),
         };
         if let Some(k) = key {
-            if minute(e.ts) == b && counted(e, field, &event).is_some() {
+            // Every key the rule counts in the window (the engine looks only at keys that can
+            // have changed; the reference does not need to know which).
+            if counted(e, field, &event).is_some() {
                 candidates.insert(k.clone());
             }
             per_key.entry(k).or_default().push(e);

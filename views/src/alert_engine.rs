@@ -86,6 +86,9 @@ struct Tracker {
     firing: bool,
 }
 
+/// Final `(numerator, denominator)` of a series by bucket.
+type BucketValues = BTreeMap<i64, (f64, f64)>;
+
 /// `(rule name, key symbol)`; the symbol is `NONE` for a single-series rule.
 type TrackerKey = (String, Sym);
 
@@ -98,10 +101,17 @@ pub struct AlertEngine {
     started: bool,
     /// First minute with events; earlier buckets have no data (not zeros).
     origin: Option<Minute>,
-    /// Final bucket values by `(rule, key)`.
-    values: HashMap<(String, Sym), BTreeMap<i64, (f64, f64)>>,
+    /// Final bucket values by rule and key.
+    values: HashMap<String, HashMap<Sym, BucketValues>>,
+    /// Minutes after an hour before its session cells are final (the session gap, or the
+    /// longest session when sessions are keyed by the producer's id).
+    session_settle_minutes: u32,
+    /// `views.window_minutes`: a bucket value older than this behind the judged one is only
+    /// read from the cache (the tables may have let it go, depending on the batching).
+    window_minutes: u32,
     trackers: BTreeMap<TrackerKey, Tracker>,
-    active: BTreeMap<String, Alert>,
+    /// Firing alerts by `(rule, key)` (two keys can share a text, so not by id).
+    active: BTreeMap<TrackerKey, Alert>,
     history: VecDeque<Alert>,
     changes: Vec<AlertChange>,
     silences: Vec<Silence>,
@@ -109,9 +119,11 @@ pub struct AlertEngine {
 }
 
 impl AlertEngine {
-    pub fn new(config: AlertConfig) -> AlertEngine {
+    pub fn new(config: AlertConfig, session_settle_minutes: u32, window_minutes: u32) -> AlertEngine {
         AlertEngine {
             config,
+            session_settle_minutes,
+            window_minutes,
             rules: Snapshot::default(),
             next: HashMap::new(),
             started: false,
@@ -147,18 +159,30 @@ impl AlertEngine {
         let rules = self.rules.refresh(registry).to_vec();
         for rule in rules {
             let bucket_ms = rule.bucket_minutes as i64 * MS_PER_MINUTE;
-            let last_final = (as_of_ms - rule.settle_minutes as i64 * MS_PER_MINUTE).div_euclid(bucket_ms) - 1;
+            let last_final = (as_of_ms - self.settle(&rule) * MS_PER_MINUTE).div_euclid(bucket_ms) - 1;
             let origin_bucket = minute_start_ms(origin).div_euclid(bucket_ms);
+            // Buckets before the tables' window have no counts left (a clock far in the past
+            // must not make the first evaluation walk years of empty buckets).
+            let held = (available_from / rule.bucket_minutes) as i64;
             let start = match self.next.get(rule.name()) {
                 Some(next) => *next,
                 // Rules known from the start judge the whole stream; rules added later, from now.
-                None if first_evaluation => origin_bucket,
+                None if first_evaluation => origin_bucket.max(held),
                 None => last_final,
             };
             for b in start.max(origin_bucket)..=last_final {
                 self.judge(tables, &rule, funnels, b, origin_bucket, available_from);
             }
             self.next.insert(rule.name().to_string(), start.max(last_final + 1));
+        }
+    }
+
+    /// Minutes after its end before a bucket is final (session cells need the session gap).
+    fn settle(&self, rule: &AlertRule) -> i64 {
+        if rule.bucket_minutes > 1 {
+            self.session_settle_minutes as i64
+        } else {
+            0
         }
     }
 
@@ -216,12 +240,21 @@ impl AlertEngine {
         keys.dedup();
         let single = matches!(series::keys_of(&series, rule.dim), Keys::One(_));
         let rate = series::is_rate(series.metric);
-        // First bucket wholly inside what the tables hold.
-        let available_bucket = available_from.div_ceil(rule.bucket_minutes) as i64;
+        // First bucket wholly inside what the tables hold for certain when `b` is judged: when
+        // `b` became final, ingestion had retracted at most up to `window_minutes` before the
+        // `as_of` that made it final. Reading no further back than that (unless cached) keeps a
+        // new key's baseline independent of how far `as_of` moved in one publish.
+        let bm = rule.bucket_minutes as i64;
+        let safe_minute =
+            ((b + 1) * bm + self.settle(rule) + 1 - self.window_minutes as i64).max(available_from as i64);
+        let available_bucket = safe_minute.div_euclid(bm) + i64::from(safe_minute.rem_euclid(bm) != 0);
         let keep_from = b - lookback(rule) - 1;
         let mut out = Vec::with_capacity(keys.len());
+        let caches = self.values.entry(rule.name().to_string()).or_default();
+        // Keys no longer in the tables nor watched: their cached values are of no use.
+        caches.retain(|k, _| keys.binary_search(k).is_ok());
         for key in keys {
-            let cache = self.values.entry((rule.name().to_string(), key)).or_default();
+            let cache = caches.entry(key).or_default();
             let mut seen = false;
             let mut get = |x: i64| -> Option<(f64, f64)> {
                 if x < origin_bucket || x > b {
@@ -240,16 +273,15 @@ impl AlertEngine {
             };
             let verdict = series_verdict(rule, rate, b, &mut get);
             let watched = self.trackers.contains_key(&(rule.name().to_string(), key));
-            if !single && !seen && !watched {
-                // A key with nothing in what the rule read (it may have counts after `as_of`).
-                *cache = cache.split_off(&keep_from);
-                continue;
-            }
             // Keep what later buckets read: the lookback behind this one.
             *cache = cache.split_off(&keep_from);
+            if !single && !seen && !watched {
+                // A key with nothing in what the rule read (it may have counts after `as_of`).
+                continue;
+            }
             out.push((key, (!single).then(|| tables.name(key)), verdict));
         }
-        self.values.retain(|_, cache| !cache.is_empty());
+        caches.retain(|_, cache| !cache.is_empty());
         out
     }
 
@@ -270,6 +302,12 @@ impl AlertEngine {
                 let kind = series::primary_kind(when).expect("per-key rules count a kind");
                 candidates.extend(series::keyed_in(tables, kind, minute).cloned());
             }
+        }
+        // Only new events can make a count or a set of users exceed its bound; but a click
+        // bot's page view leaving the window can make it bad without a new click.
+        if let Condition::ClicksWithoutViews { .. } = when {
+            let views = when.key_kinds()[1];
+            candidates.extend(series::keyed_in(tables, views, lo.saturating_sub(1)).cloned());
         }
         candidates
             .into_iter()
@@ -330,25 +368,27 @@ impl AlertEngine {
             if t.good == 1 {
                 t.good_start_ms = start_ms;
             }
-            let (ended_ms, resolved, id) = (t.good_start_ms, t.good >= resolve_after, alert_id(rule, &t.text));
-            if let (Some(alert), Some(v)) = (self.active.get_mut(&id), verdict.as_ref()) {
+            let (ended_ms, resolved) = (t.good_start_ms, t.good >= resolve_after);
+            if let (Some(alert), Some(v)) = (self.active.get_mut(&tracker_key), verdict.as_ref()) {
                 (alert.value, alert.baseline) = (v.value, v.baseline);
             }
             if resolved {
                 self.trackers.remove(&tracker_key);
-                let mut alert = self.active.remove(&id).expect("a firing tracker has an active alert");
-                alert.state = AlertState::Resolved;
-                (alert.ended_ms, alert.resolved_ms) = (Some(ended_ms), Some(end_ms));
-                if let Some(past) = self.history.iter_mut().rev().find(|a| a.id == id && a.resolved_ms.is_none()) {
-                    *past = alert.clone();
+                if let Some(mut alert) = self.active.remove(&tracker_key) {
+                    alert.state = AlertState::Resolved;
+                    (alert.ended_ms, alert.resolved_ms) = (Some(ended_ms), Some(end_ms));
+                    let same = |a: &&mut Alert| a.id == alert.id && a.started_ms == alert.started_ms;
+                    if let Some(past) = self.history.iter_mut().rev().find(same) {
+                        *past = alert.clone();
+                    }
+                    self.changes.push(AlertChange { action: AlertState::Resolved, alert });
                 }
-                self.changes.push(AlertChange { action: AlertState::Resolved, alert });
             }
             return;
         }
         let verdict = verdict.expect("bad has a verdict");
         let firing_for_rule = self.active.values().filter(|a| a.rule == rule.name()).count();
-        let t = self.trackers.entry(tracker_key).or_default();
+        let t = self.trackers.entry(tracker_key.clone()).or_default();
         t.bad += 1;
         t.good = 0;
         if t.bad == 1 && !t.firing {
@@ -356,7 +396,7 @@ impl AlertEngine {
         }
         let id = alert_id(rule, &t.text);
         if t.firing {
-            if let Some(alert) = self.active.get_mut(&id) {
+            if let Some(alert) = self.active.get_mut(&tracker_key) {
                 (alert.value, alert.baseline, alert.summary) = (verdict.value, verdict.baseline, verdict.summary);
             }
             return;
@@ -387,7 +427,7 @@ impl AlertEngine {
             link: link(rule),
             silenced: false,
         };
-        self.active.insert(id, alert.clone());
+        self.active.insert(tracker_key, alert.clone());
         self.history.push_back(alert.clone());
         while self.history.len() > self.config.history {
             self.history.pop_front();
@@ -422,6 +462,7 @@ impl AlertEngine {
     }
 
     pub fn silence(&mut self, matcher: String, until_ms: i64, comment: Option<String>) -> Silence {
+        self.silences.retain(|s| s.until_ms > now_ms());
         let silence = Silence { id: self.next_silence, matcher, until_ms, comment };
         self.next_silence += 1;
         self.silences.push(silence.clone());
@@ -457,8 +498,10 @@ fn link(rule: &AlertRule) -> String {
             Metric::Events => match rule.dim {
                 Dim::All => "/api/v1/timeseries?metric=events".to_string(),
                 Dim::PageView => "/api/v1/timeseries?metric=page_views&breakdown=page".to_string(),
+                Dim::Step => "/api/v1/funnels".to_string(),
                 dim => format!("/api/v1/timeseries?metric=events&breakdown={}", dim.as_str()),
             },
+            Metric::FunnelConversion => format!("/api/v1/funnels/{}", series.funnel.as_deref().unwrap_or("")),
             _ => "/api/v1/sessions".to_string(),
         },
         _ => format!("/api/v1/alerts?rule={}", rule.name()),
@@ -502,7 +545,7 @@ mod tests {
             hour(&mut t, h, "ads", 20, bounced);
             hour(&mut t, h, "mail", 20, 20);
         }
-        let mut engine = AlertEngine::new(AlertConfig::default());
+        let mut engine = AlertEngine::new(AlertConfig::default(), 30, 1440);
         let hour_ms = 3_600_000;
         // Hour 102 ends at 103 h, but its sessions settle 30 minutes later.
         engine.evaluate(&t, &registry, &funnels, 103 * hour_ms + 29 * 60_000, 0);
@@ -527,7 +570,7 @@ mod tests {
 
     #[test]
     fn a_silence_marks_alerts_of_its_rule_until_it_expires() {
-        let mut engine = AlertEngine::new(AlertConfig::default());
+        let mut engine = AlertEngine::new(AlertConfig::default(), 30, 1440);
         let alert = Alert {
             id: "r:k".into(),
             rule: "r".into(),
@@ -545,7 +588,7 @@ mod tests {
             link: String::new(),
             silenced: false,
         };
-        engine.active.insert(alert.id.clone(), alert);
+        engine.active.insert(("r".into(), 1), alert);
         let s = engine.silence("r".into(), 1_000, None);
         assert!(engine.active(999)[0].silenced);
         assert!(!engine.active(1_000)[0].silenced, "expired");

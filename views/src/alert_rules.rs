@@ -330,10 +330,9 @@ pub fn series_dim(series: &SeriesDef) -> Result<Dim, String> {
 pub struct AlertRule {
     pub def: AlertRuleDef,
     pub dim: Dim,
-    /// Minutes per bucket: 1, or 60 for the session series.
+    /// Minutes per bucket: 1, or 60 for the session series (judged once the session gap after
+    /// the hour has passed, see `AlertEngine`).
     pub bucket_minutes: u32,
-    /// Minutes after a bucket's end before it is final (sessions need their inactivity gap).
-    pub settle_minutes: u32,
 }
 
 impl crate::registry::Definition for AlertRule {
@@ -343,7 +342,7 @@ impl crate::registry::Definition for AlertRule {
     const ROUTE: &'static str = "/api/v1/alerts/rules";
 
     fn new(def: AlertRuleDef) -> Result<AlertRule, String> {
-        AlertRule::new(def, 30)
+        AlertRule::new(def)
     }
     fn def(&self) -> &AlertRuleDef {
         &self.def
@@ -356,8 +355,7 @@ impl crate::registry::Definition for AlertRule {
 pub type AlertRegistry = crate::registry::Registry<AlertRule>;
 
 impl AlertRule {
-    /// `inactivity_minutes`: the session gap (session series settle that long after the hour).
-    pub fn new(def: AlertRuleDef, inactivity_minutes: u32) -> Result<AlertRule, String> {
+    pub fn new(def: AlertRuleDef) -> Result<AlertRule, String> {
         crate::registry::check_name(&def.name, "alert rule")?;
         let what = format!("alert rule `{}`", def.name);
         let positive = |v: u32, field: &str| {
@@ -372,7 +370,6 @@ impl AlertRule {
         }
         let mut dim = Dim::All;
         let mut bucket_minutes = 1;
-        let mut settle_minutes = 0;
         match &def.when {
             Condition::Anomaly { series, window_minutes, smooth, sensitivity, seasons, seasonal, .. } => {
                 dim = series_dim(series).map_err(|e| format!("{what}: {e}"))?;
@@ -430,7 +427,6 @@ impl AlertRule {
             match series.metric {
                 Metric::Sessions | Metric::Bounces | Metric::BounceRate => {
                     bucket_minutes = 60;
-                    settle_minutes = inactivity_minutes;
                 }
                 Metric::FunnelConversion => {
                     if series.funnel.is_none() || series.step.is_none_or(|s| s < 2) {
@@ -440,7 +436,21 @@ impl AlertRule {
                 Metric::Events => {}
             }
         }
-        Ok(AlertRule { def, dim, bucket_minutes, settle_minutes })
+        // Detectors need three baseline samples: a window (or seasons) with fewer never judges.
+        if let Condition::Anomaly { window_minutes, seasonal, seasons, .. } = &def.when {
+            let samples = match seasonal {
+                Seasonal::None => window_minutes / bucket_minutes,
+                _ if bucket_minutes > 1 => *seasons,
+                _ => 3,
+            };
+            if samples < 3 {
+                return Err(format!(
+                    "{what}: the baseline would have {samples} sample(s) per judgement; give at least 3 \
+                     (window_minutes of 3 buckets, or seasons = 3 for an hourly series)"
+                ));
+            }
+        }
+        Ok(AlertRule { def, dim, bucket_minutes })
     }
 
     pub fn name(&self) -> &str {
@@ -490,10 +500,34 @@ impl AlertConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.fire_after == 0 || self.resolve_after == 0 {
-            return Err("views.alerts: fire_after and resolve_after must be at least 1".into());
+        if self.fire_after == 0 || self.resolve_after == 0 || self.history == 0 || self.max_keys_per_rule == 0 {
+            return Err(
+                "views.alerts: fire_after, resolve_after, history and max_keys_per_rule must be at least 1".into()
+            );
         }
         AlertRegistry::new(&self.all_rules()).map(|_| ())
+    }
+
+    /// Checks the funnels that funnel rules name, against `funnels` (name, number of steps).
+    pub fn check_funnels(def: &AlertRuleDef, funnels: &[(String, usize)]) -> Result<(), String> {
+        let (funnel, step) = match &def.when {
+            Condition::FunnelDrop { funnel, step, .. } => (funnel.as_str(), *step),
+            Condition::Anomaly { series, .. } | Condition::Threshold { series, .. } => match &series.funnel {
+                Some(funnel) if series.metric == Metric::FunnelConversion => (funnel.as_str(), series.step),
+                _ => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        let names = || funnels.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+        let Some((_, steps)) = funnels.iter().find(|(n, _)| n == funnel) else {
+            return Err(format!("alert rule `{}`: no funnel `{funnel}`; funnels: {}", def.name, names()));
+        };
+        match step {
+            Some(s) if s as usize > *steps => {
+                Err(format!("alert rule `{}`: funnel `{funnel}` has {steps} steps, not {s}", def.name))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -538,6 +572,6 @@ mod tests {
         assert!(err.contains("limt"), "{err}");
         let bad = serde_json::json!({"name": "x", "when": {"kind": "threshold", "series": {"metric": "events"}}});
         let def: AlertRuleDef = serde_json::from_value(bad).unwrap();
-        assert!(AlertRule::new(def, 30).unwrap_err().contains("above"));
+        assert!(AlertRule::new(def).unwrap_err().contains("above"));
     }
 }

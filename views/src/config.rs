@@ -78,6 +78,10 @@ impl ViewConfig {
         crate::retention::RetentionRegistry::new(&self.retention).map(|_| ())?;
         crate::paths::Cleaner::new(&self.paths)?;
         self.alerts.validate()?;
+        let funnels: Vec<(String, usize)> = self.funnels.iter().map(|f| (f.name.clone(), f.steps.len())).collect();
+        for rule in self.alerts.all_rules() {
+            crate::alert_rules::AlertConfig::check_funnels(&rule, &funnels)?;
+        }
         self.sessions.validate()
     }
 

@@ -53,9 +53,14 @@ fn head_minute(tables: &Tables) -> Option<Minute> {
 
 /// The status of one key (a key with no events is under its limit).
 pub fn status(tables: &Tables, rule: &AlertRule, key: &str) -> Option<LimitStatus> {
+    let kind = limit_of(rule)?.0;
+    status_of(tables, rule, kind.field.sym(key), key.to_string())
+}
+
+fn status_of(tables: &Tables, rule: &AlertRule, sym: Sym, key: String) -> Option<LimitStatus> {
     let (kind, window, limit) = limit_of(rule)?;
     let head = head_minute(tables).unwrap_or(0);
-    let series = tables.keyed.get(&kind).and_then(|keys| keys.get(&kind.field.sym(key)));
+    let series = tables.keyed.get(&kind).and_then(|keys| keys.get(&sym));
     let lo = (head + 1).saturating_sub(window);
     let count = series.map(|s| window_sum(s, lo, head)).unwrap_or(0);
     let mut until_ms = None;
@@ -72,7 +77,7 @@ pub fn status(tables: &Tables, rule: &AlertRule, key: &str) -> Option<LimitStatu
     }
     Some(LimitStatus {
         rule: rule.name().to_string(),
-        key: key.to_string(),
+        key,
         limit,
         window_minutes: window,
         count,
@@ -87,9 +92,8 @@ pub fn over(tables: &Tables, rule: &AlertRule, clock: Clock) -> Option<LimitList
     let head = head_minute(tables).unwrap_or(0);
     let lo = (head + 1).saturating_sub(window);
     let keys: BTreeSet<Sym> = (lo..=head).flat_map(|m| keyed_in(tables, kind, m)).copied().collect();
-    // A key without a text (none of its minutes was busy) cannot be over the limit.
     let mut over: Vec<LimitStatus> =
-        keys.into_iter().filter_map(|k| status(tables, rule, &tables.key_text(k))).filter(|s| s.over).collect();
+        keys.into_iter().filter_map(|k| status_of(tables, rule, k, tables.key_text(k))).filter(|s| s.over).collect();
     over.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
     Some(LimitList { clock, rule: rule.name().to_string(), limit, window_minutes: window, over })
 }
@@ -105,7 +109,7 @@ mod tests {
         let def: AlertRuleDef = serde_json::from_value(serde_json::json!(
             {"name": "rl", "when": {"kind": "rate_limit", "key": "ip", "window_minutes": 3, "limit": 10}}))
         .unwrap();
-        let rule = AlertRule::new(def, 30).unwrap();
+        let rule = AlertRule::new(def).unwrap();
         let kind = KeyKind { field: KeyField::Ip, event: crate::event::NONE };
         let mut t = Tables::default();
         let at = |m: Minute| Row::Clock { worker: 0, head: minute_start_ms(m) + 5_000, watermark: 0, idle: false };

@@ -100,7 +100,11 @@ impl ReadModel {
             funnels: Arc::new(funnels),
             retention: Arc::new(retention),
             alerts: Arc::new(alerts),
-            alert_engine: Mutex::new(AlertEngine::new(config.alerts.clone())),
+            alert_engine: Mutex::new(AlertEngine::new(
+                config.alerts.clone(),
+                config.sessions.settle_minutes(),
+                config.window_minutes,
+            )),
             cleaner,
             graph: Mutex::new((0, Arc::new(PathGraph::from_edges(Vec::<(String, String, u64)>::new())))),
             config,
@@ -130,6 +134,8 @@ impl ReadModel {
         let retention_touched = std::mem::take(&mut tables.retention_touched);
         let paths_touched = tables.paths_version != tables.paths_published;
         tables.paths_published = tables.paths_version;
+        // Readers (a rate-limit query) need not wait for the alert rules.
+        let tables = parking_lot::RwLockWriteGuard::downgrade(tables);
         let alerts = match tables.published_as_of {
             Some(as_of) => {
                 let available_from =
@@ -143,7 +149,6 @@ impl ReadModel {
         if self.changes.receiver_count() == 0 {
             return;
         }
-        let tables = parking_lot::RwLockWriteGuard::downgrade(tables);
         let mut counts: Vec<CountChange> = touched
             .into_iter()
             .map(|(dim, key, minute)| CountChange {

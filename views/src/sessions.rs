@@ -55,6 +55,15 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
+    /// Minutes after an hour before the sessions that started in it are final: the gap, or the
+    /// longest session when sessions are keyed by the producer's id (no gap ends them).
+    pub fn settle_minutes(&self) -> u32 {
+        match self.key {
+            SessionKey::Inactivity => self.inactivity_minutes,
+            SessionKey::SessionId => self.max_hours * 60,
+        }
+    }
+
     pub fn timeout_ms(&self) -> i64 {
         self.inactivity_minutes as i64 * 60_000
     }
