@@ -295,3 +295,71 @@ async fn retention_can_be_created_and_read_and_errors_say_what_to_fix() {
     let (_, body) = get(s, "/api/v1/retention").await;
     assert_eq!(json(&body)["retention"][0]["users"], 4);
 }
+
+fn post_json(uri: &str, body: serde_json::Value) -> Request<Body> {
+    Request::post(uri).header("content-type", "application/json").body(Body::from(body.to_string())).unwrap()
+}
+
+#[tokio::test]
+async fn alert_rules_silences_and_limits_answer_and_refuse_what_cannot_work() {
+    let s = state();
+    let rule = serde_json::json!({"name": "api_limit", "when": {"kind": "rate_limit", "key": "user", "limit": 2, "window_minutes": 1}});
+    let response = app(s.clone()).oneshot(post_json("/api/v1/alerts/rules", rule.clone())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        app(s.clone()).oneshot(post_json("/api/v1/alerts/rules", rule)).await.unwrap().status(),
+        StatusCode::CONFLICT
+    );
+    for (bad, says) in [
+        (
+            serde_json::json!({"name": "f", "when": {"kind": "funnel_drop", "funnel": "nope", "floor": 5.0}}),
+            "no funnel `nope`",
+        ),
+        (serde_json::json!({"name": "t", "when": {"kind": "threshold", "series": {"metric": "events"}}}), "`above`"),
+        (serde_json::json!({"name": "h", "when": {"kind": "anomaly", "series": {"metric": "sessions"}}}), "at least 3"),
+        (serde_json::json!({"name": "u", "when": {"kind": "burst", "key": "ip", "limit": 5, "limt": 1}}), "limt"),
+    ] {
+        let response = app(s.clone()).oneshot(post_json("/api/v1/alerts/rules", bad)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains(says), "{}", String::from_utf8_lossy(&body));
+    }
+    // Counts as ingestion sends them: user u1 did 3 events in the head minute.
+    let kind = views::alert_rules::KeyKind { field: views::alert_rules::KeyField::User, event: 0 };
+    let user = views::alert_rules::KeyField::User.sym("u1");
+    let m = minute_of(HEAD);
+    s.read_model.publish(
+        4,
+        vec![
+            (Row::Keyed { kind, key: user, minute: m }, 3),
+            (Row::KeyText { sym: user, text: "u1".into(), minute: m }, 1),
+        ],
+    );
+    let (status, body) = get(s.clone(), "/api/v1/limits/api_limit/u1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v = json(&body);
+    assert_eq!((v["count"].as_i64(), v["over"].as_bool()), (Some(3), Some(true)));
+    assert_eq!(v["until_ms"].as_i64(), Some((m as i64 + 1) * 60_000));
+    let (_, body) = get(s.clone(), "/api/v1/limits/api_limit").await;
+    assert_eq!(json(&body)["over"][0]["key"], "u1");
+    let (status, body) = get(s.clone(), "/api/v1/limits/traffic_anomaly/u1").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("ip_rate_limit") && body.contains("api_limit"), "names the rate-limit rules: {body}");
+
+    let silence = serde_json::json!({"matcher": "api_limit", "minutes": 60, "comment": "deploy"});
+    let response = app(s.clone()).oneshot(post_json("/api/v1/alerts/silences", silence)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let unknown = serde_json::json!({"matcher": "nope", "minutes": 60});
+    let response = app(s.clone()).oneshot(post_json("/api/v1/alerts/silences", unknown)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let (_, body) = get(s.clone(), "/api/v1/alerts/silences").await;
+    assert_eq!(json(&body)["silences"][0]["matcher"], "api_limit");
+    let response = app(s.clone())
+        .oneshot(Request::delete("/api/v1/alerts/silences/1").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, body) = get(s, "/api/v1/alerts").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body)["alerts"], serde_json::json!([]));
+}
