@@ -119,12 +119,16 @@ pub async fn silence(
     if until_ms <= now {
         return Err(ApiError::bad_request("`until` is in the past"));
     }
-    let silence = s.read_model.silence(req.matcher, until_ms, req.comment);
+    let silence = s
+        .read_model
+        .silence(req.matcher, until_ms, req.comment)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok((StatusCode::CREATED, Json(silence)))
 }
 
 pub async fn unsilence(State(s): State<AppState>, Path(id): Path<u64>) -> Result<StatusCode, ApiError> {
-    if s.read_model.unsilence(id) {
+    let removed = s.read_model.unsilence(id).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    if removed {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(StatusCode::NOT_FOUND, format!("no silence {id}; GET /api/v1/alerts/silences lists them")))

@@ -90,8 +90,9 @@ pub fn spawn_kafka_engine(engine: Arc<Engine>, config: &Config) -> Result<std::t
         let restored = engine.read_model.funnels.persist(dir.join("funnels.json")).map_err(anyhow::Error::msg)?;
         let retention = engine.read_model.retention.persist(dir.join("retention.json")).map_err(anyhow::Error::msg)?;
         let alerts = engine.read_model.alerts.persist(dir.join("alerts.json")).map_err(anyhow::Error::msg)?;
-        if restored + retention + alerts > 0 {
-            tracing::info!(funnels = restored, retention, alerts, "definitions added at run time restored");
+        let silences = engine.read_model.persist_silences(dir.join("silences.json")).map_err(anyhow::Error::msg)?;
+        if restored + retention + alerts + silences > 0 {
+            tracing::info!(funnels = restored, retention, alerts, silences, "definitions added at run time restored");
         }
     }
     let handle = std::thread::Builder::new().name("engine".into()).spawn(move || {

@@ -475,6 +475,12 @@ impl AlertEngine {
         self.silences.clone()
     }
 
+    /// Takes back silences kept across a restart (expired ones are dropped).
+    pub fn restore_silences(&mut self, silences: Vec<Silence>, now_ms: i64) {
+        self.next_silence = self.next_silence.max(silences.iter().map(|s| s.id + 1).max().unwrap_or(1));
+        self.silences.extend(silences.into_iter().filter(|s| s.until_ms > now_ms));
+    }
+
     pub fn unsilence(&mut self, id: u64) -> bool {
         let before = self.silences.len();
         self.silences.retain(|s| s.id != id);

@@ -74,6 +74,8 @@ pub struct ReadModel {
     pub alerts: Arc<AlertRegistry>,
     /// Judges the rules on each published snapshot.
     alert_engine: Mutex<AlertEngine>,
+    /// Where silences are kept across restarts (`state_dir/silences.json`).
+    silence_store: Mutex<Option<std::path::PathBuf>>,
     /// Maps pages to path nodes for queries (the rules ingestion applies).
     cleaner: Cleaner,
     /// The path graph of the last snapshot a query needed, with the edge version it was built at.
@@ -105,6 +107,7 @@ impl ReadModel {
                 config.sessions.settle_minutes(),
                 config.window_minutes,
             )),
+            silence_store: Mutex::new(None),
             cleaner,
             graph: Mutex::new((0, Arc::new(PathGraph::from_edges(Vec::<(String, String, u64)>::new())))),
             config,
@@ -296,16 +299,46 @@ impl ReadModel {
         (clock, self.alert_engine.lock().history(crate::alert_engine::now_ms()))
     }
 
-    pub fn silence(&self, matcher: String, until_ms: i64, comment: Option<String>) -> Silence {
-        self.alert_engine.lock().silence(matcher, until_ms, comment)
+    /// Adds a silence; with a store, it is saved before the answer (on-call relies on it).
+    pub fn silence(&self, matcher: String, until_ms: i64, comment: Option<String>) -> Result<Silence, String> {
+        let mut engine = self.alert_engine.lock();
+        let silence = engine.silence(matcher, until_ms, comment);
+        self.save_silences(&mut engine)?;
+        Ok(silence)
+    }
+
+    /// Keeps silences in `path` and takes back the ones a previous run kept there.
+    pub fn persist_silences(&self, path: std::path::PathBuf) -> Result<usize, String> {
+        let mut engine = self.alert_engine.lock();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let silences: Vec<Silence> = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: not a list of silences ({e}); fix or remove it", path.display()))?;
+                engine.restore_silences(silences, crate::alert_engine::now_ms());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        }
+        *self.silence_store.lock() = Some(path);
+        Ok(engine.silences(crate::alert_engine::now_ms()).len())
+    }
+
+    fn save_silences(&self, engine: &mut AlertEngine) -> Result<(), String> {
+        let Some(path) = self.silence_store.lock().clone() else { return Ok(()) };
+        let silences = engine.silences(crate::alert_engine::now_ms());
+        crate::registry::save(&path, &serde_json::to_vec_pretty(&silences).expect("serialisable"))
+            .map_err(|e| format!("cannot save the silences to {}: {e}", path.display()))
     }
 
     pub fn silences(&self) -> Vec<Silence> {
         self.alert_engine.lock().silences(crate::alert_engine::now_ms())
     }
 
-    pub fn unsilence(&self, id: u64) -> bool {
-        self.alert_engine.lock().unsilence(id)
+    pub fn unsilence(&self, id: u64) -> Result<bool, String> {
+        let mut engine = self.alert_engine.lock();
+        let removed = engine.unsilence(id);
+        self.save_silences(&mut engine)?;
+        Ok(removed)
     }
 
     /// Whether `key` is over the limit of rate-limit rule `rule` now.
@@ -343,5 +376,29 @@ impl ReadModel {
 
     pub fn accepted(&self) -> i64 {
         self.tables.read().accepted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silences_survive_a_restart_and_ids_continue() {
+        let dir = std::env::temp_dir().join(format!("clickflow-silences-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("silences.json");
+        let _ = std::fs::remove_file(&path);
+        let until = crate::alert_engine::now_ms() + 3_600_000;
+        let model = ReadModel::new(ViewConfig::default());
+        assert_eq!(model.persist_silences(path.clone()).unwrap(), 0);
+        model.silence("ip_burst".into(), until, Some("load test".into())).unwrap();
+        let gone = model.silence("traffic_anomaly".into(), until, None).unwrap();
+        assert!(model.unsilence(gone.id).unwrap());
+        let restarted = ReadModel::new(ViewConfig::default());
+        assert_eq!(restarted.persist_silences(path).unwrap(), 1);
+        assert_eq!(restarted.silences()[0].matcher, "ip_burst");
+        assert_eq!(restarted.silence("shared_ip".into(), until, None).unwrap().id, 2, "after the highest kept");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
