@@ -21,12 +21,22 @@ pub fn field<'a>(e: &'a Accepted, name: &str) -> &'a str {
     }
 }
 
+/// Compiled once per pattern: the reference matches every event against every step.
+fn regex_matches(pattern: &str, text: &str) -> bool {
+    thread_local! {
+        static COMPILED: std::cell::RefCell<HashMap<String, regex::Regex>> = Default::default();
+    }
+    COMPILED.with(|c| {
+        c.borrow_mut().entry(pattern.to_string()).or_insert_with(|| regex::Regex::new(pattern).unwrap()).is_match(text)
+    })
+}
+
 pub fn matches(step: &StepDef, e: &Accepted) -> bool {
     let page = e.page.as_deref().unwrap_or("");
     e.name == step.event
         && step.page.as_deref().is_none_or(|p| p == page)
         && step.page_prefix.as_deref().is_none_or(|p| page.starts_with(p))
-        && step.page_regex.as_deref().is_none_or(|r| regex::Regex::new(r).unwrap().is_match(page))
+        && step.page_regex.as_deref().is_none_or(|r| regex_matches(r, page))
         && [("utm_source", &step.utm_source), ("device", &step.device), ("country", &step.country)]
             .iter()
             .all(|(f, want)| want.as_deref().is_none_or(|w| field(e, f) == if w.is_empty() { "(none)" } else { w }))
