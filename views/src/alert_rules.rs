@@ -288,11 +288,6 @@ impl Condition {
         }
     }
 
-    /// Whether ingestion must keep `(ip, user)` pairs.
-    pub fn needs_ip_users(&self) -> bool {
-        matches!(self, Condition::SharedIp { .. })
-    }
-
     /// Minutes of per-key history the rule reads.
     pub fn key_window(&self) -> u32 {
         match self {
