@@ -35,9 +35,7 @@ pub async fn active(
     State(s): State<AppState>,
     query: Result<Query<AlertQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = query.map_err(bad_query)?;
-    let (clock, alerts) = s.read_model.alerts();
-    Ok(Json(serde_json::json!({"as_of": clock.as_of, "as_of_ms": clock.as_of_ms, "alerts": filtered(alerts, &q)})))
+    answer(s.read_model.alerts(), query)
 }
 
 /// `GET /api/v1/alerts/history`: fired and resolved alerts, newest first.
@@ -45,8 +43,15 @@ pub async fn history(
     State(s): State<AppState>,
     query: Result<Query<AlertQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    answer(s.read_model.alert_history(), query)
+}
+
+/// Alerts filtered by the query, with the clock they were read at.
+fn answer(
+    (clock, alerts): (views::model::Clock, Vec<Alert>),
+    query: Result<Query<AlertQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(bad_query)?;
-    let (clock, alerts) = s.read_model.alert_history();
     Ok(Json(serde_json::json!({"as_of": clock.as_of, "as_of_ms": clock.as_of_ms, "alerts": filtered(alerts, &q)})))
 }
 

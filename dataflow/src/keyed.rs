@@ -90,6 +90,9 @@ impl KeyCounts {
 
     /// Counts one admitted event.
     pub fn add(&mut self, ledger: &mut KeyLedger, d: &Decoded<'_>, minute: Minute) {
+        if self.counting.kinds.is_empty() && self.counting.ip_users.is_none() {
+            return;
+        }
         let e = &d.event;
         let ip = d.ip.as_deref().map(|text| (sym(text), text));
         for (kind, threshold) in &self.counting.kinds {
