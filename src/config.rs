@@ -14,6 +14,7 @@ pub struct Config {
     pub kafka: dataflow::KafkaConfig,
     pub views: views::ViewConfig,
     pub api: api::ApiConfig,
+    pub bot: bot::BotConfig,
     pub generator: dataflow::GeneratorConfig,
 }
 
@@ -34,6 +35,7 @@ pub fn load(path: Option<&Path>) -> Result<Config> {
     })?;
     config.engine.validate().map_err(anyhow::Error::msg)?;
     config.views.validate().map_err(anyhow::Error::msg)?;
+    config.bot.validate().map_err(anyhow::Error::msg)?;
     Ok(config)
 }
 

@@ -55,6 +55,7 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
         })?
     };
     let state = super::app_state(&engine);
+    let bot = super::slack_bot(&config, &engine)?;
     let engine_thread = spawn_kafka_engine(engine, &config)?;
     let port = args.listen.rsplit(':').next().unwrap_or("8080");
     println!(
@@ -68,7 +69,7 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
          Stop with Ctrl-C.\n",
         args.rate, config.kafka.brokers
     );
-    let served = super::tokio_runtime()?.block_on(super::serve(&args.listen, state, stop.clone()));
+    let served = super::tokio_runtime()?.block_on(super::serve(&args.listen, state, bot, stop.clone()));
     stop.store(true, Ordering::Relaxed);
     let _ = producer.join();
     let ran = engine_thread.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;

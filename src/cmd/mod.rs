@@ -24,20 +24,47 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-/// Serves the API until `stop` is set.
-pub async fn serve(listen: &str, engine_state: api::AppState, stop: Arc<AtomicBool>) -> Result<()> {
+/// Serves the API (and the Slack bot's endpoints, with its delivery running) until `stop` is set.
+pub async fn serve(
+    listen: &str,
+    engine_state: api::AppState,
+    bot: Option<Arc<bot::Bot>>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; is another process using it? pick one with --listen"))?;
     tracing::info!(address = %listener.local_addr()?, "API listening");
-    axum::serve(listener, api::app(engine_state))
+    let mut app = api::app(engine_state);
+    if let Some(bot) = &bot {
+        bot.start()?;
+        app = app.merge(bot::router(bot.clone()));
+    }
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
-        .await?;
-    Ok(())
+        .await;
+    if let Some(bot) = bot {
+        bot.stop();
+    }
+    Ok(served?)
+}
+
+/// The Slack bot over the engine's read model (none when `[bot] enabled = false`). Without
+/// `SLACK_BOT_TOKEN` it runs dry: `/api/v1/bot/outbox` shows what it would post.
+pub fn slack_bot(config: &crate::config::Config, engine: &Engine) -> Result<Option<Arc<bot::Bot>>> {
+    if !config.bot.enabled {
+        return Ok(None);
+    }
+    let state = config.engine.state_dir.as_ref().map(|d| d.join("slack.json"));
+    let bot = bot::Bot::new(config.bot.clone(), bot::Secrets::from_env(), engine.read_model.clone(), state)?;
+    if bot.is_dry_run() {
+        tracing::info!("SLACK_BOT_TOKEN is not set: the Slack bot runs dry; see /api/v1/bot/outbox");
+    }
+    Ok(Some(bot))
 }
 
 pub fn app_state(engine: &Engine) -> api::AppState {

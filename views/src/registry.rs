@@ -22,7 +22,7 @@ pub trait Definition: Sized {
 
 /// Writes durably: a temporary file, synced, renamed, and the directory synced (snapshots that
 /// refer to a funnel must not outlive its definition).
-pub(crate) fn save(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn save(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("json.tmp");
     let mut file = std::fs::File::create(&tmp)?;

@@ -1,0 +1,304 @@
+//! Alert delivery: a planner turns the engine's alerts into queued Slack calls (see `plan`), and one
+//! worker per channel sends them in order, at most one per `channel_interval_ms`, waiting out 429s
+//! and retrying failures with backoff. Nothing leaves a queue until Slack accepted it (or refused
+//! it for good), and the queues are on disk: Slack being down delays delivery, never drops it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use views::ReadModel;
+
+use crate::alert_message;
+use crate::config::BotConfig;
+use crate::outbox::{Entry, Outbox};
+use crate::plan;
+use crate::render::Message;
+use crate::slack::{SendError, Transport};
+use crate::state::{Op, State, Store};
+
+/// Delivered resolved alerts are forgotten after this long.
+const KEEP_MS: i64 = 14 * 86_400_000;
+
+pub struct Delivery {
+    pub config: BotConfig,
+    pub model: Arc<ReadModel>,
+    pub transport: Transport,
+    pub outbox: Outbox,
+    state: Mutex<State>,
+    store: Store,
+    wake: Mutex<HashMap<String, Arc<Notify>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Counters for `/metrics`-style reporting in the outbox endpoint.
+    pub failures: std::sync::atomic::AtomicU64,
+}
+
+impl Delivery {
+    pub fn new(config: BotConfig, model: Arc<ReadModel>, transport: Transport, store: Store) -> Result<Arc<Delivery>, String> {
+        let state = match &store.0 {
+            Some(path) => State::load(path)?,
+            None => State::default(),
+        };
+        Ok(Arc::new(Delivery {
+            outbox: Outbox::new(config.outbox_size),
+            config,
+            model,
+            transport,
+            state: Mutex::new(state),
+            store,
+            wake: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            failures: Default::default(),
+        }))
+    }
+
+    /// Starts the planner and the channel workers on the current tokio runtime.
+    pub fn start(self: &Arc<Self>) {
+        let channels: Vec<String> = self.state.lock().queues.keys().cloned().collect();
+        for channel in channels {
+            self.worker(&channel);
+        }
+        let me = self.clone();
+        let planner = tokio::spawn(async move {
+            loop {
+                me.tick(views::alert_engine::now_ms());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        self.tasks.lock().push(planner);
+    }
+
+    /// Stops every task (a send in flight is abandoned; its op stays queued).
+    pub fn stop(&self) {
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// One planning round at wall clock `now_ms`.
+    pub fn tick(self: &Arc<Self>, now_ms: i64) {
+        let (_, active) = self.model.alerts();
+        let (clock, history) = self.model.alert_history();
+        let alerts = plan::occurrences(active, history);
+        let mut state = self.state.lock();
+        if plan::plan(&mut state, &self.config, &alerts, clock.head_ms, now_ms) {
+            state.prune(now_ms, KEEP_MS);
+            self.persist(&state);
+            let channels: Vec<String> = state.queues.iter().filter(|(_, q)| !q.is_empty()).map(|(c, _)| c.clone()).collect();
+            drop(state);
+            for channel in channels {
+                self.worker(&channel).notify_one();
+            }
+        }
+    }
+
+    /// A snapshot of the delivery state (tests and the outbox endpoint).
+    pub fn state(&self) -> State {
+        self.state.lock().clone()
+    }
+
+    /// Records who acknowledged a group and rewrites its message.
+    pub fn acknowledge(self: &Arc<Self>, group: u64, user: &str) -> Result<(), String> {
+        self.change_group(group, |g| g.acked_by = Some(user.to_string()))
+    }
+
+    /// Silences the group's firing alerts for `minutes` and rewrites its message.
+    pub fn snooze(self: &Arc<Self>, group: u64, minutes: i64, user: &str, now_ms: i64) -> Result<(), String> {
+        let until = now_ms + minutes * 60_000;
+        let ids: Vec<String> = {
+            let state = self.state.lock();
+            let g = state.groups.get(&group).ok_or_else(|| format!("no alert message {group}"))?;
+            g.alerts.iter().filter_map(|k| state.alerts.get(k)).map(|t| t.alert.id.clone()).collect()
+        };
+        for id in ids {
+            self.model.silence(id, until, Some(format!("snoozed from Slack by <@{user}>")))?;
+        }
+        self.change_group(group, |g| {
+            g.snoozed_until_ms = Some(until);
+            g.snoozed_by = Some(user.to_string());
+        })
+    }
+
+    fn change_group(self: &Arc<Self>, group: u64, change: impl FnOnce(&mut crate::state::Group)) -> Result<(), String> {
+        let mut state = self.state.lock();
+        let g = state.groups.get_mut(&group).ok_or_else(|| format!("no alert message {group}"))?;
+        change(g);
+        let channel = g.channel.clone();
+        state.push(&channel, Op::Update { group });
+        self.persist(&state);
+        drop(state);
+        self.worker(&channel).notify_one();
+        Ok(())
+    }
+
+    fn persist(&self, state: &State) {
+        if let Some(path) = &self.store.0 {
+            if let Err(e) = state.save(path) {
+                tracing::error!(error = %e, path = %path.display(), "cannot save the bot's delivery state; a restart may re-send");
+            }
+        }
+    }
+
+    /// The wake-up of `channel`'s worker, starting the worker on first use.
+    fn worker(self: &Arc<Self>, channel: &str) -> Arc<Notify> {
+        let mut wake = self.wake.lock();
+        if let Some(n) = wake.get(channel) {
+            return n.clone();
+        }
+        let notify = Arc::new(Notify::new());
+        wake.insert(channel.to_string(), notify.clone());
+        let (me, channel, n) = (self.clone(), channel.to_string(), notify.clone());
+        self.tasks.lock().push(tokio::spawn(async move { me.run_channel(channel, n).await }));
+        notify
+    }
+
+    async fn run_channel(self: Arc<Self>, channel: String, wake: Arc<Notify>) {
+        let interval = Duration::from_millis(self.config.channel_interval_ms);
+        let max_backoff = Duration::from_secs(self.config.max_backoff_seconds.max(1));
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let front = self.state.lock().queues.get(&channel).and_then(|q| q.front().cloned());
+            let Some(op) = front else {
+                // Woken by the planner; the timeout only guards against a lost wake-up.
+                let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+                continue;
+            };
+            if let Op::Post { not_before_ms, .. } = op {
+                let wait = not_before_ms - views::alert_engine::now_ms();
+                if wait > 0 {
+                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                    continue;
+                }
+            }
+            match self.send(&channel, &op).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(500);
+                    tokio::time::sleep(interval).await;
+                }
+                Err(SendError::RateLimited(after)) => tokio::time::sleep(after).await,
+                Err(SendError::Transient(_)) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+                Err(SendError::Permanent(_)) => {
+                    self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.finish(&channel, &op, None);
+                }
+            }
+        }
+    }
+
+    /// Sends the front op of `channel`; on success it leaves the queue.
+    async fn send(&self, channel: &str, op: &Op) -> Result<(), SendError> {
+        let now = views::alert_engine::now_ms();
+        let Some(call) = self.render(op, now) else {
+            self.finish(channel, op, None);
+            return Ok(());
+        };
+        let result = match &call {
+            Call::Post { thread_ts, message } => {
+                self.transport.post(channel, thread_ts.as_deref(), message).await.map(Some)
+            }
+            Call::Update { ts, message } => self.transport.update(channel, ts, message).await.map(|_| None),
+        };
+        let status = match &result {
+            Ok(_) if self.transport.is_dry_run() => "dry_run".to_string(),
+            Ok(_) => "sent".to_string(),
+            Err(e @ SendError::Permanent(_)) => format!("failed: {e}"),
+            Err(e) => format!("retrying: {e}"),
+        };
+        self.record(channel, &call, result.as_ref().ok().cloned().flatten(), status.clone());
+        match result {
+            Ok(ts) => {
+                if self.transport.is_dry_run() {
+                    tracing::info!(channel, text = %call.message().text, "bot dry run: would post");
+                }
+                self.finish(channel, op, ts);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "Slack delivery");
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes `op` off the queue and records what it achieved.
+    fn finish(&self, channel: &str, op: &Op, ts: Option<String>) {
+        let mut state = self.state.lock();
+        if let (Op::Post { group, .. }, Some(ts)) = (op, ts) {
+            if let Some(g) = state.groups.get_mut(group) {
+                g.ts = Some(ts);
+            }
+        }
+        if let Some(q) = state.queues.get_mut(channel) {
+            if q.front() == Some(op) {
+                q.pop_front();
+            }
+        }
+        self.persist(&state);
+    }
+
+    fn render(&self, op: &Op, now_ms: i64) -> Option<Call> {
+        let state = self.state.lock();
+        let group_message = |id: &u64| {
+            let g = state.groups.get(id)?;
+            let alerts: Vec<_> = g.alerts.iter().filter_map(|k| state.alerts.get(k)).collect();
+            Some((g, alert_message::group_message(*id, g, &alerts, now_ms)))
+        };
+        match op {
+            Op::Post { group, .. } => {
+                let (_, message) = group_message(group)?;
+                Some(Call::Post { thread_ts: None, message })
+            }
+            Op::Reply { group, alert, kind } => {
+                let tracked = state.alerts.get(alert)?;
+                let message = alert_message::reply(tracked, *kind);
+                // Without a posted parent (Slack refused it), the reply stands alone.
+                Some(Call::Post { thread_ts: state.groups.get(group)?.ts.clone(), message })
+            }
+            Op::Update { group } => {
+                let (g, message) = group_message(group)?;
+                Some(Call::Update { ts: g.ts.clone()?, message })
+            }
+            Op::Digest { every } => Some(Call::Post { thread_ts: None, message: alert_message::digest(&self.model, *every) }),
+        }
+    }
+
+    fn record(&self, channel: &str, call: &Call, ts: Option<String>, status: String) {
+        let (method, thread_ts, message) = match call {
+            Call::Post { thread_ts, message } => ("chat.postMessage", thread_ts.clone(), message),
+            Call::Update { message, .. } => ("chat.update", None, message),
+        };
+        let ts = ts.or_else(|| match call {
+            Call::Update { ts, .. } => Some(ts.clone()),
+            Call::Post { .. } => None,
+        });
+        self.outbox.record(Entry {
+            at_ms: views::alert_engine::now_ms(),
+            method,
+            channel: channel.to_string(),
+            thread_ts,
+            ts,
+            status,
+            text: message.text.clone(),
+            blocks: serde_json::to_value(&message.blocks).unwrap_or_default(),
+        });
+    }
+}
+
+enum Call {
+    Post { thread_ts: Option<String>, message: Message },
+    Update { ts: String, message: Message },
+}
+
+impl Call {
+    fn message(&self) -> &Message {
+        match self {
+            Call::Post { message, .. } | Call::Update { message, .. } => message,
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Posting to Slack through slack-morphism, or nowhere (dry run), with failures sorted into what
+//! to wait for, what to retry and what no retry can fix.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::hyper_tokio::SlackClientHyperConnector;
+use slack_morphism::prelude::*;
+
+use crate::render::Message;
+
+type Connector = SlackClientHyperConnector<HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum SendError {
+    #[error("rate limited by Slack; retrying after {0:?}")]
+    RateLimited(Duration),
+    #[error("Slack unreachable or failing ({0}); retrying with backoff")]
+    Transient(String),
+    #[error("Slack refused the message ({0}); not retried: fix the configuration (channel, token scopes)")]
+    Permanent(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the Slack client: {0}")]
+pub struct SetupError(pub String);
+
+/// Where messages go.
+#[derive(Clone)]
+pub enum Transport {
+    Slack(Arc<SlackApi>),
+    /// No token: nothing leaves the process; the outbox shows what would have been posted.
+    DryRun(Arc<AtomicU64>),
+}
+
+impl Transport {
+    pub fn dry_run() -> Transport {
+        Transport::DryRun(Arc::new(AtomicU64::new(0)))
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        matches!(self, Transport::DryRun(_))
+    }
+
+    /// Posts and returns the message's `ts`.
+    pub async fn post(&self, channel: &str, thread_ts: Option<&str>, message: &Message) -> Result<String, SendError> {
+        match self {
+            Transport::DryRun(n) => Ok(format!("dry-run.{:06}", n.fetch_add(1, Ordering::Relaxed) + 1)),
+            Transport::Slack(api) => api.post(channel, thread_ts, message).await,
+        }
+    }
+
+    pub async fn update(&self, channel: &str, ts: &str, message: &Message) -> Result<(), SendError> {
+        match self {
+            Transport::DryRun(_) => Ok(()),
+            Transport::Slack(api) => api.update(channel, ts, message).await,
+        }
+    }
+}
+
+pub struct SlackApi {
+    client: SlackClient<Connector>,
+    token: SlackApiToken,
+}
+
+impl SlackApi {
+    /// `api_url` without a trailing slash (`https://slack.com/api`, or a local fake in tests).
+    pub fn new(api_url: &str, bot_token: &str) -> Result<SlackApi, SetupError> {
+        let https = connector().map_err(SetupError)?;
+        let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(api_url);
+        Ok(SlackApi { client: SlackClient::new(connector), token: SlackApiToken::new(bot_token.to_string().into()) })
+    }
+
+    async fn post(&self, channel: &str, thread_ts: Option<&str>, message: &Message) -> Result<String, SendError> {
+        let request = SlackApiChatPostMessageRequest::new(channel.to_string().into(), message.content())
+            .opt_thread_ts(thread_ts.map(|t| t.to_string().into()));
+        let session = self.client.open_session(&self.token);
+        let response = session.chat_post_message(&request).await.map_err(classify)?;
+        Ok(response.ts.to_string())
+    }
+
+    async fn update(&self, channel: &str, ts: &str, message: &Message) -> Result<(), SendError> {
+        let request =
+            SlackApiChatUpdateRequest::new(channel.to_string().into(), message.content(), ts.to_string().into());
+        let session = self.client.open_session(&self.token);
+        session.chat_update(&request).await.map(|_| ()).map_err(classify)
+    }
+}
+
+/// slack-morphism's own connector is HTTPS-only; this one also allows http:// (a local fake Slack).
+pub fn connector() -> Result<HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, String> {
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(rustls_provider())
+        .map_err(|e| format!("no usable TLS root certificates ({e})"))?
+        .https_or_http()
+        .enable_http1()
+        .build())
+}
+
+/// ring, chosen explicitly: with more than one TLS backend in the build, rustls cannot pick one.
+fn rustls_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What a failure means for delivery.
+pub fn classify(error: SlackClientError) -> SendError {
+    match error {
+        SlackClientError::RateLimitError(e) => SendError::RateLimited(e.retry_after.unwrap_or(Duration::from_secs(1))),
+        SlackClientError::HttpError(e) if e.status_code.is_server_error() || e.status_code.as_u16() == 408 => {
+            SendError::Transient(format!("HTTP {}", e.status_code))
+        }
+        SlackClientError::HttpError(e) => SendError::Permanent(format!("HTTP {}", e.status_code)),
+        SlackClientError::ApiError(e) => match e.code.as_str() {
+            "ratelimited" => SendError::RateLimited(Duration::from_secs(1)),
+            "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => {
+                SendError::Transient(e.code)
+            }
+            _ => SendError::Permanent(e.code),
+        },
+        other => SendError::Transient(other.to_string()),
+    }
+}
