@@ -20,6 +20,9 @@ use crate::render::Message;
 use crate::slack::{SendError, Transport};
 use crate::state::{Op, State, Store};
 
+/// Where the planner reads alerts: `(engine head ms, alerts)`. The read model by default.
+pub type AlertSource = Box<dyn Fn() -> (Option<i64>, Vec<views::alert_engine::Alert>) + Send + Sync>;
+
 /// Delivered resolved alerts are forgotten after this long.
 const KEEP_MS: i64 = 14 * 86_400_000;
 
@@ -32,6 +35,7 @@ pub struct Delivery {
     store: Store,
     wake: Mutex<HashMap<String, Arc<Notify>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    source: AlertSource,
     /// Counters for `/metrics`-style reporting in the outbox endpoint.
     pub failures: std::sync::atomic::AtomicU64,
 }
@@ -42,7 +46,14 @@ impl Delivery {
             Some(path) => State::load(path)?,
             None => State::default(),
         };
+        let from = model.clone();
+        let source: AlertSource = Box::new(move || {
+            let (_, active) = from.alerts();
+            let (clock, history) = from.alert_history();
+            (clock.head_ms, plan::occurrences(active, history))
+        });
         Ok(Arc::new(Delivery {
+            source,
             outbox: Outbox::new(config.outbox_size),
             config,
             model,
@@ -53,6 +64,13 @@ impl Delivery {
             tasks: Mutex::new(Vec::new()),
             failures: Default::default(),
         }))
+    }
+
+    /// Reads alerts from `source` instead of the read model (tests script incidents with it).
+    pub fn with_source(self: Arc<Self>, source: AlertSource) -> Arc<Self> {
+        let mut me = Arc::try_unwrap(self).unwrap_or_else(|_| panic!("with_source before start"));
+        me.source = source;
+        Arc::new(me)
     }
 
     /// Starts the planner and the channel workers on the current tokio runtime.
@@ -80,11 +98,9 @@ impl Delivery {
 
     /// One planning round at wall clock `now_ms`.
     pub fn tick(self: &Arc<Self>, now_ms: i64) {
-        let (_, active) = self.model.alerts();
-        let (clock, history) = self.model.alert_history();
-        let alerts = plan::occurrences(active, history);
+        let (head_ms, alerts) = (self.source)();
         let mut state = self.state.lock();
-        if plan::plan(&mut state, &self.config, &alerts, clock.head_ms, now_ms) {
+        if plan::plan(&mut state, &self.config, &alerts, head_ms, now_ms) {
             state.prune(now_ms, KEEP_MS);
             self.persist(&state);
             let channels: Vec<String> = state.queues.iter().filter(|(_, q)| !q.is_empty()).map(|(c, _)| c.clone()).collect();

@@ -138,3 +138,108 @@ fn plan_digests(state: &mut State, config: &BotConfig, now_ms: i64) -> bool {
     }
     changed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Digest, Every};
+    use views::alert_rules::Severity;
+
+    const NOW: i64 = 1_795_132_800_000;
+
+    fn alert(rule: &str, started_ms: i64) -> Alert {
+        Alert {
+            id: rule.into(),
+            rule: rule.into(),
+            key: None,
+            severity: Severity::Warning,
+            labels: Default::default(),
+            state: AlertState::Firing,
+            value: 1.0,
+            baseline: None,
+            summary: "s".into(),
+            started_ms,
+            fired_ms: started_ms + 180_000,
+            ended_ms: None,
+            resolved_ms: None,
+            link: String::new(),
+            silenced: false,
+        }
+    }
+
+    fn ops(state: &State) -> Vec<Op> {
+        state.queues.values().flatten().cloned().collect()
+    }
+
+    #[test]
+    fn a_long_running_alert_is_renotified_in_its_thread_each_repeat_interval() {
+        let config = BotConfig { repeat_interval_minutes: 60, ..BotConfig::default() };
+        let mut state = State::default();
+        let a = alert("spike", NOW - 600_000);
+        plan(&mut state, &config, std::slice::from_ref(&a), Some(NOW), NOW);
+        state.groups.get_mut(&0).unwrap().ts = Some("1.0".into());
+        state.queues.clear();
+        plan(&mut state, &config, std::slice::from_ref(&a), Some(NOW), NOW + 59 * 60_000);
+        assert!(ops(&state).is_empty());
+        plan(&mut state, &config, std::slice::from_ref(&a), Some(NOW), NOW + 60 * 60_000);
+        let key = alert_key(&a);
+        assert_eq!(ops(&state), vec![Op::Reply { group: 0, alert: key, kind: ReplyKind::StillFiring }]);
+        plan(&mut state, &config, std::slice::from_ref(&a), Some(NOW), NOW + 61 * 60_000);
+        assert_eq!(ops(&state).len(), 1, "once per interval");
+    }
+
+    #[test]
+    fn silenced_and_long_resolved_alerts_are_not_posted_but_recent_resolved_ones_are() {
+        let config = BotConfig::default();
+        let mut state = State::default();
+        let mut muted = alert("muted", NOW);
+        muted.silenced = true;
+        let mut old = alert("old", NOW - 86_400_000);
+        old.state = AlertState::Resolved;
+        old.resolved_ms = Some(NOW - 86_000_000);
+        let mut recent = alert("recent", NOW - 900_000);
+        recent.state = AlertState::Resolved;
+        recent.resolved_ms = Some(NOW - 300_000);
+        plan(&mut state, &config, &[muted.clone(), old, recent.clone()], Some(NOW), NOW);
+        let tracked: Vec<&String> = state.alerts.keys().collect();
+        assert_eq!(tracked, vec![&alert_key(&recent)]);
+        assert!(state.alerts[&alert_key(&recent)].resolve_queued, "posted as resolved: no thread reply");
+        assert_eq!(ops(&state).len(), 1);
+        // The silence ends while it still fires: now it is delivered.
+        muted.silenced = false;
+        plan(&mut state, &config, &[muted.clone()], Some(NOW), NOW + 1000);
+        assert!(state.alerts.contains_key(&alert_key(&muted)));
+    }
+
+    #[test]
+    fn the_same_condition_firing_again_is_a_new_message() {
+        let config = BotConfig::default();
+        let mut state = State::default();
+        let mut first = alert("spike", NOW - 3_600_000);
+        plan(&mut state, &config, std::slice::from_ref(&first), Some(NOW), NOW);
+        first.state = AlertState::Resolved;
+        first.resolved_ms = Some(NOW - 3_000_000);
+        let again = alert("spike", NOW - 600_000);
+        plan(&mut state, &config, &[first, again], Some(NOW), NOW + 60_000);
+        assert_eq!(state.groups.len(), 2, "a new occurrence (new started_ms) gets its own message");
+    }
+
+    #[test]
+    fn digests_are_queued_at_each_period_boundary_but_not_at_start_up() {
+        let config = BotConfig {
+            digests: vec![Digest { channel: "#daily".into(), every: Every::Daily }],
+            ..BotConfig::default()
+        };
+        let mut state = State::default();
+        let day = 86_400_000;
+        let start = (NOW / day) * day + 3_600_000;
+        plan(&mut state, &config, &[], None, start);
+        assert!(ops(&state).is_empty(), "not on start-up");
+        plan(&mut state, &config, &[], None, start + 20 * 3_600_000);
+        assert!(ops(&state).is_empty());
+        plan(&mut state, &config, &[], None, start + 23 * 3_600_000);
+        assert_eq!(ops(&state), vec![Op::Digest { every: Every::Daily }]);
+        plan(&mut state, &config, &[], None, start + 24 * 3_600_000);
+        assert_eq!(ops(&state).len(), 1, "once per day");
+    }
+}
