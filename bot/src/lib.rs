@@ -67,6 +67,12 @@ impl Bot {
         Ok(Arc::new(Bot { config, secrets, model, delivery }))
     }
 
+    /// Reads alerts from `source` instead of the read model (tests script incidents with it).
+    pub fn with_alert_source(self: Arc<Self>, source: delivery::AlertSource) -> Arc<Self> {
+        let bot = Arc::try_unwrap(self).unwrap_or_else(|_| panic!("with_alert_source before the bot is shared"));
+        Arc::new(Bot { delivery: bot.delivery.with_source(source), ..bot })
+    }
+
     pub fn is_dry_run(&self) -> bool {
         self.delivery.transport.is_dry_run()
     }

@@ -1,0 +1,102 @@
+//! Buttons and the Events API URL check through the real router with signed requests: Acknowledge
+//! records who and rewrites the message, Snooze silences the alerts; forged clicks change nothing.
+
+#[path = "support/fake_slack.rs"]
+mod fake_slack;
+#[path = "support/sign.rs"]
+mod sign;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use bot::{Bot, BotConfig, Secrets};
+use fake_slack::FakeSlack;
+use http_body_util::BodyExt;
+use sign::*;
+use tower::ServiceExt;
+use views::alert_engine::{Alert, AlertState};
+use views::{ReadModel, ViewConfig};
+
+fn firing() -> Alert {
+    Alert {
+        id: "spike".into(),
+        rule: "spike".into(),
+        key: None,
+        severity: views::alert_rules::Severity::Warning,
+        labels: BTreeMap::new(),
+        state: AlertState::Firing,
+        value: 900.0,
+        baseline: Some(100.0),
+        summary: "events per minute 9x the baseline".into(),
+        started_ms: 1_795_132_800_000,
+        fired_ms: 1_795_132_980_000,
+        ended_ms: None,
+        resolved_ms: None,
+        link: "/api/v1/timeseries".into(),
+        silenced: false,
+    }
+}
+
+fn bot(slack: &FakeSlack, model: Arc<ReadModel>) -> Arc<Bot> {
+    let config = BotConfig { api_url: slack.api_url.clone(), group_wait_seconds: 0, channel_interval_ms: 50, ..BotConfig::default() };
+    let secrets = Secrets { bot_token: Some("xoxb-test".into()), signing_secret: Some(SECRET.into()), app_token: None };
+    Bot::new(config, secrets, model, None).unwrap().with_alert_source(Box::new(|| (Some(1_795_133_000_000), vec![firing()])))
+}
+
+async fn call(bot: &Arc<Bot>, request: axum::http::Request<axum::body::Body>) -> (StatusCode, String) {
+    let response = bot::router(bot.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    (status, String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap())
+}
+
+async fn wait(slack: &FakeSlack, what: &'static str, n: usize) -> Vec<fake_slack::Call> {
+    let s = slack.clone();
+    tokio::task::spawn_blocking(move || s.wait_for(15, what, |c| c.len() >= n)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledge_and_snooze_rewrite_the_message_and_silence_the_alert() {
+    let slack = FakeSlack::start();
+    let model = ReadModel::new(ViewConfig::default());
+    let bot = bot(&slack, model.clone());
+    bot.start().unwrap();
+    let posted = wait(&slack, "the alert message", 1).await[0].clone();
+
+    let forged = signed_at("/slack/interactivity", &button_form("ack", "0", "U666"), "wrong-secret", now_s());
+    assert_eq!(call(&bot, forged).await.0, StatusCode::UNAUTHORIZED);
+
+    let (status, _) = call(&bot, signed("/slack/interactivity", &button_form("ack", "0", "U42"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let calls = wait(&slack, "the acknowledged update", 2).await;
+    assert_eq!((calls[1].method.as_str(), calls[1].ts.as_str()), ("chat.update", posted.ts.as_str()));
+    assert!(calls[1].text.contains("Acknowledged by <@U42>"), "{}", calls[1].text);
+    assert!(!calls[1].text.contains("U666"));
+
+    let (status, _) = call(&bot, signed("/slack/interactivity", &button_form("snooze_1h", "0", "U42"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let calls = wait(&slack, "the snoozed update", 3).await;
+    assert!(calls[2].text.contains("Snoozed by <@U42>"), "{}", calls[2].text);
+    let silences = model.silences();
+    assert_eq!(silences.len(), 1);
+    assert_eq!(silences[0].matcher, "spike");
+    let hour = silences[0].until_ms - views::alert_engine::now_ms();
+    assert!((3_500_000..=3_600_000).contains(&hour), "snoozed for an hour: {hour} ms");
+
+    let (status, body) = call(&bot, signed("/slack/interactivity", &button_form("ack", "99", "U42"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "an unknown message is an error, not a panic: {body}");
+    bot.stop();
+}
+
+#[tokio::test]
+async fn the_events_url_check_is_answered_and_must_be_signed() {
+    let slack = FakeSlack::start();
+    let bot = bot(&slack, ReadModel::new(ViewConfig::default()));
+    let body = r#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let (status, answer) = call(&bot, signed("/slack/events", body)).await;
+    assert_eq!(status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["challenge"], "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P");
+    let unsigned = axum::http::Request::post("/slack/events").body(axum::body::Body::from(body)).unwrap();
+    assert_eq!(call(&bot, unsigned).await.0, StatusCode::UNAUTHORIZED);
+}
