@@ -119,7 +119,8 @@ fn live(model: &ReadModel) -> Answer {
     }
     let live = model.live();
     let hour = model.timeseries(&TimeseriesQuery::default()).map_err(|e| e.0)?;
-    let per_minute: Vec<i64> = hour.series.first().map(|s| s.points.iter().map(|p| p.value).collect()).unwrap_or_default();
+    let per_minute: Vec<i64> =
+        hour.series.first().map(|s| s.points.iter().map(|p| p.value).collect()).unwrap_or_default();
     let total: i64 = per_minute.iter().sum();
     let pages: Vec<String> = live.top_pages.iter().map(|p| format!("{:>8}  {}", p.views, p.page)).collect();
     let mut b = Builder::new().header("Live traffic").fields(&[
@@ -255,8 +256,8 @@ fn funnel(model: &ReadModel, args: &[&str]) -> Answer {
         .header(&format!("Funnel {name}: {} converted", percent(conversion)))
         .table(&rows)
         .context(&format!(
-            "step users, from previous, from start, drop-off, median time · window {} min · {}",
-            report.definition.window_minutes,
+            "step users, from previous, from start, drop-off, median time · window {} · {}",
+            minutes_text(report.definition.window_minutes as i64),
             clock_note(model)
         ))
         .build())
@@ -277,7 +278,11 @@ fn retention(model: &ReadModel, args: &[&str]) -> Answer {
                 format!("{:<24} {:>8} users  period 1: {p1}", r.name, r.users)
             })
             .collect();
-        return Ok(Builder::new().header("Retention").table(&rows).context("`/clickflow retention <name>` for cohorts").build());
+        return Ok(Builder::new()
+            .header("Retention")
+            .table(&rows)
+            .context("`/clickflow retention <name>` for cohorts")
+            .build());
     };
     if !names.iter().any(|n| n == name) {
         return Err(format!(
@@ -287,7 +292,8 @@ fn retention(model: &ReadModel, args: &[&str]) -> Answer {
         ));
     }
     let report = model.retention_report(name, &RetentionQuery::default()).map_err(|e| e.0)?;
-    let average: Vec<String> = report.matrix.average.iter().map(|p| format!("P{} {:.1}%", p.period, p.percent)).collect();
+    let average: Vec<String> =
+        report.matrix.average.iter().map(|p| format!("P{} {:.1}%", p.period, p.percent)).collect();
     let rows: Vec<String> = report
         .matrix
         .cohorts
@@ -310,7 +316,8 @@ fn retention(model: &ReadModel, args: &[&str]) -> Answer {
 fn path(model: &ReadModel, args: &[&str]) -> Answer {
     match args {
         ["next", page, ..] => {
-            let next = model.path_next(&NextQuery { page: Some(page.to_string()), limit: Some(10) }).map_err(|e| e.0)?;
+            let next =
+                model.path_next(&NextQuery { page: Some(page.to_string()), limit: Some(10) }).map_err(|e| e.0)?;
             let n = &next.neighbors;
             let rows: Vec<String> =
                 n.next.iter().map(|s| format!("{:>8} {:>6}  {}", s.count, percent(s.share), s.page)).collect();
@@ -319,7 +326,11 @@ fn path(model: &ReadModel, args: &[&str]) -> Answer {
             Ok(b.context(&format!("{} transitions out · {}", n.total_out, clock_note(model))).build())
         }
         ["top", from, rest @ ..] => {
-            let q = TopQuery { from: Some(from.to_string()), to: rest.first().map(|t| t.to_string()), ..Default::default() };
+            let q = TopQuery {
+                from: Some(from.to_string()),
+                to: rest.first().map(|t| t.to_string()),
+                ..Default::default()
+            };
             let top = model.path_top(&q).map_err(|e| e.0)?;
             let rows: Vec<String> =
                 top.paths.iter().map(|p| format!("~{:>7.0}  {}", p.sessions, p.pages.join(" → "))).collect();
@@ -353,7 +364,10 @@ fn alerts(model: &ReadModel) -> Answer {
 
 fn limit(model: &ReadModel, args: &[&str]) -> Answer {
     let [rule, key, ..] = args else {
-        return Err(format!("give a rule and a key: `/clickflow limit <rule> <key>`; rules: {}", listing(&model.alerts.names())));
+        return Err(format!(
+            "give a rule and a key: `/clickflow limit <rule> <key>`; rules: {}",
+            listing(&model.alerts.names())
+        ));
     };
     let status = model.limit(rule, key).map_err(|e| e.0)?;
     let verdict = if status.over {
@@ -370,7 +384,9 @@ fn limit(model: &ReadModel, args: &[&str]) -> Answer {
 
 fn silence(model: &ReadModel, args: &[&str], user: &str, now_ms: i64) -> Answer {
     let [target, duration, ..] = args else {
-        return Err("give what and how long: `/clickflow silence <alert|rule> <duration>`, e.g. `silence ip_burst 2h`".into());
+        return Err(
+            "give what and how long: `/clickflow silence <alert|rule> <duration>`, e.g. `silence ip_burst 2h`".into()
+        );
     };
     let minutes = parse_minutes(duration)?;
     let rules = model.alerts.names();

@@ -41,7 +41,12 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(config: BotConfig, model: Arc<ReadModel>, transport: Transport, store: Store) -> Result<Arc<Delivery>, String> {
+    pub fn new(
+        config: BotConfig,
+        model: Arc<ReadModel>,
+        transport: Transport,
+        store: Store,
+    ) -> Result<Arc<Delivery>, String> {
         let state = match &store.0 {
             Some(path) => State::load(path)?,
             None => State::default(),
@@ -103,7 +108,8 @@ impl Delivery {
         if plan::plan(&mut state, &self.config, &alerts, head_ms, now_ms) {
             state.prune(now_ms, KEEP_MS);
             self.persist(&state);
-            let channels: Vec<String> = state.queues.iter().filter(|(_, q)| !q.is_empty()).map(|(c, _)| c.clone()).collect();
+            let channels: Vec<String> =
+                state.queues.iter().filter(|(_, q)| !q.is_empty()).map(|(c, _)| c.clone()).collect();
             drop(state);
             for channel in channels {
                 self.worker(&channel).notify_one();
@@ -280,7 +286,9 @@ impl Delivery {
                 let (g, message) = group_message(group)?;
                 Some(Call::Update { ts: g.ts.clone()?, message })
             }
-            Op::Digest { every } => Some(Call::Post { thread_ts: None, message: alert_message::digest(&self.model, *every) }),
+            Op::Digest { every } => {
+                Some(Call::Post { thread_ts: None, message: alert_message::digest(&self.model, *every) })
+            }
         }
     }
 

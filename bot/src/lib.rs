@@ -47,6 +47,7 @@ pub struct Bot {
     secrets: Secrets,
     pub model: Arc<ReadModel>,
     pub delivery: Arc<Delivery>,
+    socket: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Bot {
@@ -63,8 +64,9 @@ impl Bot {
             Some(token) => Transport::Slack(Arc::new(slack::SlackApi::new(&config.api_url, token)?)),
             None => Transport::dry_run(),
         };
-        let delivery = Delivery::new(config.clone(), model.clone(), transport, Store(state)).map_err(BotError::Config)?;
-        Ok(Arc::new(Bot { config, secrets, model, delivery }))
+        let delivery =
+            Delivery::new(config.clone(), model.clone(), transport, Store(state)).map_err(BotError::Config)?;
+        Ok(Arc::new(Bot { config, secrets, model, delivery, socket: Default::default() }))
     }
 
     /// Reads alerts from `source` instead of the read model (tests script incidents with it).
@@ -85,15 +87,21 @@ impl Bot {
         self.delivery.start();
         if self.config.mode == config::Mode::Socket {
             let token = self.secrets.app_token.clone().ok_or_else(|| {
-                BotError::Config("[bot] mode = \"socket\" needs SLACK_APP_TOKEN (an xapp- app-level token with connections:write)".into())
+                BotError::Config(
+                    "[bot] mode = \"socket\" needs SLACK_APP_TOKEN (an xapp- app-level token with connections:write)"
+                        .into(),
+                )
             })?;
-            socket::start(self.clone(), token)?;
+            *self.socket.lock() = Some(socket::start(self.clone(), token)?);
         }
         Ok(())
     }
 
     pub fn stop(&self) {
         self.delivery.stop();
+        if let Some(socket) = self.socket.lock().take() {
+            socket.abort();
+        }
     }
 }
 
@@ -143,9 +151,8 @@ async fn command(State(bot): State<Arc<Bot>>, headers: HeaderMap, body: Body) ->
     let text = event.text.clone().unwrap_or_default();
     let user = event.user_id.to_string();
     let model = bot.model.clone();
-    let answer = tokio::task::spawn_blocking(move || {
-        commands::answer(&model, &text, &user, views::alert_engine::now_ms())
-    });
+    let answer =
+        tokio::task::spawn_blocking(move || commands::answer(&model, &text, &user, views::alert_engine::now_ms()));
     let deadline = Duration::from_millis(bot.config.reply_deadline_ms);
     let mut answer = Box::pin(answer);
     match tokio::time::timeout(deadline, &mut answer).await {
@@ -254,7 +261,9 @@ struct PreviewQuery {
 async fn preview(State(bot): State<Arc<Bot>>, Query(q): Query<PreviewQuery>) -> Response {
     let text = q.text.unwrap_or_default();
     if text.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case("silence")) {
-        return bad_request("`silence` changes state: use the signed Slack command or POST /api/v1/alerts/silences".into());
+        return bad_request(
+            "`silence` changes state: use the signed Slack command or POST /api/v1/alerts/silences".into(),
+        );
     }
     let reply = commands::answer(&bot.model, &text, "preview", views::alert_engine::now_ms());
     Json(reply.json()).into_response()

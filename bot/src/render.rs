@@ -144,8 +144,15 @@ pub fn sparkline(values: &[i64]) -> String {
     values.iter().map(|v| BARS[((v.max(&0) * 7 + max / 2) / max) as usize]).collect()
 }
 
+/// `48.3%`; small shares keep two significant digits (`0.034%`), so a real 1-in-3000 is not "0.0%".
 pub fn percent(fraction: f64) -> String {
-    format!("{:.1}%", fraction * 100.0)
+    let p = fraction * 100.0;
+    if p != 0.0 && p.abs() < 0.1 {
+        let digits = (1.0 - p.abs().log10().floor()) as usize;
+        format!("{p:.digits$}%")
+    } else {
+        format!("{p:.1}%")
+    }
 }
 
 /// `1h 5m`, `12m`, `40s`.
@@ -203,5 +210,6 @@ mod tests {
         assert_eq!(sparkline(&[0, 7, 14]), "▁▅█");
         assert_eq!(sparkline(&[0, 0]), "▁▁");
         assert_eq!(duration(3_725_000), "1h 2m");
+        assert_eq!((percent(0.4834), percent(0.00034), percent(0.0)), ("48.3%".into(), "0.034%".into(), "0.0%".into()));
     }
 }

@@ -7,30 +7,33 @@ use slack_morphism::prelude::*;
 
 use crate::{Bot, BotError};
 
-type Client = SlackClient<SlackClientHyperConnector<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>>;
+type Client = SlackClient<
+    SlackClientHyperConnector<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>,
+>;
 
-pub fn start(bot: Arc<Bot>, app_token: String) -> Result<(), BotError> {
+/// Runs until the returned task is aborted; the listener must live as long (its clients hold only a
+/// weak reference to it and drop messages once it is gone).
+pub fn start(bot: Arc<Bot>, app_token: String) -> Result<tokio::task::JoinHandle<()>, BotError> {
     let connector = crate::slack::connector().map_err(crate::slack::SetupError)?;
     let client = Arc::new(SlackClient::new(
         SlackClientHyperConnector::with_connector(connector).with_slack_api_url(&bot.config.api_url),
     ));
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         let callbacks = SlackSocketModeListenerCallbacks::new()
             .with_command_events(on_command)
             .with_interaction_events(on_interaction);
         let environment = Arc::new(SlackClientEventsListenerEnvironment::new(client).with_user_state(bot));
-        let listener =
-            SlackClientSocketModeListener::new(&SlackClientSocketModeConfig::new(), environment, callbacks);
+        let listener = SlackClientSocketModeListener::new(&SlackClientSocketModeConfig::new(), environment, callbacks);
         let token = SlackApiToken::new(app_token.into());
         match listener.listen_for(&token).await {
             Ok(()) => {
                 tracing::info!("Slack Socket Mode connected");
                 listener.start().await;
+                std::future::pending::<()>().await;
             }
             Err(e) => tracing::error!(error = %e, "cannot open a Slack Socket Mode connection; check SLACK_APP_TOKEN"),
         }
-    });
-    Ok(())
+    }))
 }
 
 async fn bot_of(states: &SlackClientEventsUserState) -> Option<Arc<Bot>> {

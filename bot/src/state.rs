@@ -49,12 +49,23 @@ pub enum ReplyKind {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// `chat.postMessage` of a group, not before `not_before_ms` (the grouping wait).
-    Post { group: u64, not_before_ms: i64 },
+    Post {
+        group: u64,
+        not_before_ms: i64,
+    },
     /// A reply in the group's thread.
-    Reply { group: u64, alert: String, kind: ReplyKind },
+    Reply {
+        group: u64,
+        alert: String,
+        kind: ReplyKind,
+    },
     /// `chat.update` of the group's message.
-    Update { group: u64 },
-    Digest { every: Every },
+    Update {
+        group: u64,
+    },
+    Digest {
+        every: Every,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -77,7 +88,10 @@ impl State {
     pub fn load(path: &Path) -> Result<State, String> {
         match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                format!("{}: not the bot's delivery state ({e}); fix or remove it (alerts may then be re-sent)", path.display())
+                format!(
+                    "{}: not the bot's delivery state ({e}); fix or remove it (alerts may then be re-sent)",
+                    path.display()
+                )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),

@@ -95,7 +95,8 @@ async fn one_message_then_one_threaded_resolve_and_one_update_through_429_and_5x
     let first = delivery(&slack, config(), &script, &state);
     script.lock().unwrap().push(alert("ip_burst", "10.9.9.9", "security"));
     let s = slack.clone();
-    let calls = tokio::task::spawn_blocking(move || s.wait_for(20, "the alert message", |c| !c.is_empty())).await.unwrap();
+    let calls =
+        tokio::task::spawn_blocking(move || s.wait_for(20, "the alert message", |c| !c.is_empty())).await.unwrap();
     assert_eq!(slack.refused(), 3, "the 429 and both 5xx were answered, then the post went through");
     let message = calls[0].clone();
     assert_eq!((message.method.as_str(), message.channel.as_str()), ("chat.postMessage", "#security"));
@@ -141,8 +142,15 @@ async fn one_message_then_one_threaded_resolve_and_one_update_through_429_and_5x
     assert_eq!(calls[1].thread_ts.as_deref(), Some(message.ts.as_str()), "the resolve is a reply in the thread");
     assert!(calls[1].text.contains("Resolved"), "{}", calls[1].text);
     assert_eq!((calls[2].method.as_str(), calls[2].ts.as_str()), ("chat.update", message.ts.as_str()));
-    assert!(calls[2].text.starts_with("Resolved: ip_burst") && calls[2].text.contains("after 10m"), "{}", calls[2].text);
-    assert!(calls[2].body["blocks"].as_array().unwrap().iter().all(|b| b["type"] != "actions"), "no buttons once resolved");
+    assert!(
+        calls[2].text.starts_with("Resolved: ip_burst") && calls[2].text.contains("after 10m"),
+        "{}",
+        calls[2].text
+    );
+    assert!(
+        calls[2].body["blocks"].as_array().unwrap().iter().all(|b| b["type"] != "actions"),
+        "no buttons once resolved"
+    );
     second.stop();
     assert_eq!(slack.unauthorized(), 0);
 }

@@ -39,9 +39,16 @@ fn firing() -> Alert {
 }
 
 fn bot(slack: &FakeSlack, model: Arc<ReadModel>) -> Arc<Bot> {
-    let config = BotConfig { api_url: slack.api_url.clone(), group_wait_seconds: 0, channel_interval_ms: 50, ..BotConfig::default() };
+    let config = BotConfig {
+        api_url: slack.api_url.clone(),
+        group_wait_seconds: 0,
+        channel_interval_ms: 50,
+        ..BotConfig::default()
+    };
     let secrets = Secrets { bot_token: Some("xoxb-test".into()), signing_secret: Some(SECRET.into()), app_token: None };
-    Bot::new(config, secrets, model, None).unwrap().with_alert_source(Box::new(|| (Some(1_795_133_000_000), vec![firing()])))
+    Bot::new(config, secrets, model, None)
+        .unwrap()
+        .with_alert_source(Box::new(|| (Some(1_795_133_000_000), vec![firing()])))
 }
 
 async fn call(bot: &Arc<Bot>, request: axum::http::Request<axum::body::Body>) -> (StatusCode, String) {
@@ -92,7 +99,8 @@ async fn acknowledge_and_snooze_rewrite_the_message_and_silence_the_alert() {
 async fn the_events_url_check_is_answered_and_must_be_signed() {
     let slack = FakeSlack::start();
     let bot = bot(&slack, ReadModel::new(ViewConfig::default()));
-    let body = r#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let body =
+        r#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
     let (status, answer) = call(&bot, signed("/slack/events", body)).await;
     assert_eq!(status, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_str(&answer).unwrap();

@@ -37,6 +37,13 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     config.kafka.start = "earliest".into();
     config.generator.rate = args.rate;
     config.generator.lateness_seconds = config.engine.lateness_seconds;
+    // Something for the alerts and the bot to show within minutes: a bot burst from one IP now
+    // and then (the built-in `ip_burst` rule catches it), unless the config plans incidents.
+    if config.generator.incidents.every_minutes == 0.0 {
+        let incidents = &mut config.generator.incidents;
+        (incidents.every_minutes, incidents.warmup_minutes, incidents.min_gap_minutes) = (10.0, 3, 5);
+        incidents.kinds = vec![dataflow::incidents::IncidentKind::BotBurst];
+    }
     tracing::info!(brokers = %config.kafka.brokers, %topic, partitions = args.partitions, "embedded Kafka started");
 
     super::shop_defaults(&mut config.views);
@@ -65,7 +72,9 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
          curl -s http://127.0.0.1:{port}/api/v1/sessions | jq .summary\n  \
          curl -s http://127.0.0.1:{port}/api/v1/funnels/checkout | jq .steps\n  \
          curl -s 'http://127.0.0.1:{port}/api/v1/funnels/checkout/stuck?step=3' | jq\n  \
-         curl -sN http://127.0.0.1:{port}/api/v1/stream\n  curl -s http://127.0.0.1:{port}/metrics\n\
+         curl -sN http://127.0.0.1:{port}/api/v1/stream\n  curl -s http://127.0.0.1:{port}/metrics\n  \
+         curl -s 'http://127.0.0.1:{port}/api/v1/bot/command?text=funnel%20checkout' | jq -r .text\n  \
+         curl -s http://127.0.0.1:{port}/api/v1/bot/outbox | jq '.entries[] | {{channel, text}}'\n\
          Stop with Ctrl-C.\n",
         args.rate, config.kafka.brokers
     );

@@ -28,7 +28,9 @@ pub struct Call {
 
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {
-    RateLimited { retry_after_s: u64 },
+    RateLimited {
+        retry_after_s: u64,
+    },
     ServerError,
     /// `{"ok": false, "error": code}` with HTTP 200, as Slack reports e.g. `channel_not_found`.
     ApiError(&'static str),
@@ -42,6 +44,8 @@ struct Inner {
     next_ts: u64,
     responses: Vec<(String, serde_json::Value)>,
     unauthorized: usize,
+    /// What `apps.connections.open` hands out (Socket Mode).
+    socket_url: Option<String>,
 }
 
 #[derive(Clone)]
@@ -79,6 +83,11 @@ impl FakeSlack {
         self.inner.lock().unwrap().faults.extend(faults.iter().copied());
     }
 
+    /// Socket Mode: `apps.connections.open` (with the app token) answers this WebSocket URL.
+    pub fn set_socket_url(&self, url: &str) {
+        self.inner.lock().unwrap().socket_url = Some(url.to_string());
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.inner.lock().unwrap().calls.clone()
     }
@@ -105,7 +114,8 @@ impl FakeSlack {
                 return calls;
             }
             if std::time::Instant::now() > deadline {
-                let seen: Vec<String> = calls.iter().map(|c| format!("{} {} {:?}", c.method, c.channel, c.text)).collect();
+                let seen: Vec<String> =
+                    calls.iter().map(|c| format!("{} {} {:?}", c.method, c.channel, c.text)).collect();
                 panic!("fake Slack: timed out waiting for {what}; calls so far: {seen:#?}");
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -117,10 +127,19 @@ async fn api(
     State(inner): State<Arc<Mutex<Inner>>>,
     Path(method): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<serde_json::Value>,
+    body: axum::body::Bytes,
 ) -> Response {
     let mut inner = inner.lock().unwrap();
-    let authorized = headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v == "Bearer xoxb-test");
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if method == "apps.connections.open" {
+        return match (&inner.socket_url, bearer == "Bearer xapp-test") {
+            (Some(url), true) => Json(serde_json::json!({"ok": true, "url": url})).into_response(),
+            _ => Json(serde_json::json!({"ok": false, "error": "invalid_auth"})).into_response(),
+        };
+    }
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let authorized =
+        headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v == "Bearer xoxb-test");
     if !authorized {
         inner.unauthorized += 1;
         return Json(serde_json::json!({"ok": false, "error": "invalid_auth"})).into_response();
@@ -145,13 +164,29 @@ async fn api(
             let ts = format!("1700000000.{:06}", inner.next_ts);
             inner.next_ts += 1;
             let thread_ts = body["thread_ts"].as_str().map(str::to_string);
-            inner.calls.push(Call { method, channel: channel.clone(), thread_ts, ts: ts.clone(), text: text.clone(), body, at: std::time::Instant::now() });
+            inner.calls.push(Call {
+                method,
+                channel: channel.clone(),
+                thread_ts,
+                ts: ts.clone(),
+                text: text.clone(),
+                body,
+                at: std::time::Instant::now(),
+            });
             Json(serde_json::json!({"ok": true, "channel": channel, "ts": ts, "message": {"ts": ts, "text": text}}))
                 .into_response()
         }
         "chat.update" => {
             let ts = body["ts"].as_str().unwrap_or_default().to_string();
-            inner.calls.push(Call { method, channel: channel.clone(), thread_ts: None, ts: ts.clone(), text: text.clone(), body, at: std::time::Instant::now() });
+            inner.calls.push(Call {
+                method,
+                channel: channel.clone(),
+                thread_ts: None,
+                ts: ts.clone(),
+                text: text.clone(),
+                body,
+                at: std::time::Instant::now(),
+            });
             Json(serde_json::json!({"ok": true, "channel": channel, "ts": ts, "text": text, "message": {"text": text}}))
                 .into_response()
         }
