@@ -19,7 +19,7 @@ pub struct BotConfig {
     /// Requests larger than this are refused before they are read.
     pub max_body_bytes: usize,
     /// A command not answered within this time is acknowledged and answered via `response_url`
-    /// (Slack gives up after 3 s).
+    /// (Slack gives up after 3 s); 0 acknowledges every command first.
     pub reply_deadline_ms: u64,
     /// Where alerts go when no route matches.
     pub default_channel: String,
