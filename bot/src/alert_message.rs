@@ -47,9 +47,9 @@ pub fn line(alert: &Alert) -> String {
     format!(
         "{} *{}* ({}) {}\nvalue {}{baseline} · {when}{muted}",
         emoji(alert),
-        alert.id,
+        render::escape(&alert.id),
         alert.severity.as_str(),
-        alert.summary,
+        render::escape(&alert.summary),
         number(alert.value)
     )
 }
@@ -73,7 +73,7 @@ pub fn group_message(id: u64, group: &Group, alerts: &[&Tracked], now_ms: i64) -
         b = b.context(&format!("and {} more alerts of this rule", alerts.len() - LISTED));
     }
     if let Some(first) = alerts.first() {
-        let labels: Vec<String> = first.alert.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let labels: Vec<String> = first.alert.labels.iter().map(|(k, v)| render::escape(&format!("{k}={v}"))).collect();
         b = b.context(&format!("{} · `GET {}`", labels.join(" "), first.alert.link));
     }
     let mut notes = Vec::new();

@@ -53,7 +53,8 @@ pub fn answer(model: &ReadModel, text: &str, user: &str, now_ms: i64) -> Reply {
     }
     let message = match run(model, &words, user, now_ms) {
         Ok(m) => m,
-        Err(problem) => Builder::new().section(&format!(":warning: {problem}")).build(),
+        // Problems quote what was typed: escaped, so they cannot ping or link.
+        Err(problem) => Builder::new().section(&format!(":warning: {}", render::escape(&problem))).build(),
     };
     Reply { message, in_channel }
 }
@@ -372,9 +373,9 @@ fn limit(model: &ReadModel, args: &[&str]) -> Answer {
     let status = model.limit(rule, key).map_err(|e| e.0)?;
     let verdict = if status.over {
         let until = status.until_ms.map(|u| format!(", back under at {}", render::time(u))).unwrap_or_default();
-        format!(":no_entry: `{key}` is *over* `{rule}`{until}")
+        format!(":no_entry: `{}` is *over* `{}`{until}", render::escape(key), render::escape(rule))
     } else {
-        format!(":white_check_mark: `{key}` is under `{rule}`")
+        format!(":white_check_mark: `{}` is under `{}`", render::escape(key), render::escape(rule))
     };
     Ok(Builder::new()
         .section(&format!("{verdict}: {} of {} events in {} min", status.count, status.limit, status.window_minutes))
@@ -416,13 +417,17 @@ fn silence(model: &ReadModel, args: &[&str], user: &str, now_ms: i64) -> Answer 
 pub fn parse_minutes(text: &str) -> Result<i64, String> {
     let t = text.trim().to_ascii_lowercase();
     let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: i64 = digits.parse().map_err(|_| format!("`{text}` is not a duration; write e.g. 15m, 2h or 1d"))?;
-    let minutes = match unit {
-        "" | "m" | "min" | "mins" | "minutes" => n,
-        "h" | "hr" | "hours" => n * 60,
-        "d" | "day" | "days" => n * 1440,
+    let n: i64 = digits
+        .parse::<i64>()
+        .or_else(|e| if digits.is_empty() { Err(e) } else { Ok(i64::MAX) })
+        .map_err(|_| format!("`{text}` is not a duration; write e.g. 15m, 2h or 1d"))?;
+    let per = match unit {
+        "" | "m" | "min" | "mins" | "minutes" => 1,
+        "h" | "hr" | "hours" => 60,
+        "d" | "day" | "days" => 1440,
         _ => return Err(format!("`{text}`: unknown unit `{unit}`; use m, h or d")),
     };
+    let minutes = n.checked_mul(per).unwrap_or(i64::MAX);
     if !(1..=30 * 1440).contains(&minutes) {
         return Err(format!("`{text}` is out of range; give 1 minute to 30 days"));
     }
@@ -438,5 +443,29 @@ fn listing(names: &[String]) -> String {
         "none defined".into()
     } else {
         names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_huge_ones_are_refused_without_overflow() {
+        assert_eq!(parse_minutes("90"), Ok(90));
+        assert_eq!(parse_minutes("2h"), Ok(120));
+        assert_eq!(parse_minutes("1d"), Ok(1440));
+        assert!(parse_minutes("9999999999999999999d").unwrap_err().contains("out of range"));
+        assert!(parse_minutes("999999999999999h").unwrap_err().contains("out of range"));
+        assert!(parse_minutes("soon").unwrap_err().contains("not a duration"));
+        assert!(parse_minutes("3w").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn what_users_typed_is_quoted_as_text() {
+        let model = ReadModel::new(views::ViewConfig::default());
+        let reply = answer(&model, "funnel <!channel>", "U1", 0);
+        assert!(reply.message.text.contains("&lt;!channel&gt;"), "{}", reply.message.text);
+        assert!(!reply.message.text.contains("<!channel>"));
     }
 }

@@ -33,6 +33,9 @@ pub struct BotConfig {
     pub channel_interval_ms: u64,
     /// Transient failures are retried with exponential backoff up to this.
     pub max_backoff_seconds: u64,
+    /// A Slack call unanswered this long is abandoned and retried (a hung connection must not
+    /// hold a channel's queue).
+    pub call_timeout_seconds: u64,
     /// An alert first seen already resolved is posted only if it resolved this recently (event time,
     /// against the engine's head): a rebuild after a restart does not replay old incidents.
     pub resolved_max_age_minutes: i64,
@@ -56,6 +59,7 @@ impl Default for BotConfig {
             repeat_interval_minutes: 240,
             channel_interval_ms: 1_000,
             max_backoff_seconds: 60,
+            call_timeout_seconds: 15,
             resolved_max_age_minutes: 60,
             digests: Vec::new(),
             outbox_size: 200,
@@ -136,8 +140,8 @@ impl BotConfig {
         if self.reply_deadline_ms >= 3_000 {
             return Err("[bot] reply_deadline_ms must be under 3000: Slack gives up on a command after 3 s".into());
         }
-        if self.channel_interval_ms == 0 || self.max_body_bytes == 0 {
-            return Err("[bot] channel_interval_ms and max_body_bytes must be positive".into());
+        if self.channel_interval_ms == 0 || self.max_body_bytes == 0 || self.call_timeout_seconds == 0 {
+            return Err("[bot] channel_interval_ms, max_body_bytes and call_timeout_seconds must be positive".into());
         }
         Ok(())
     }

@@ -99,6 +99,7 @@ impl Delivery {
         for task in self.tasks.lock().drain(..) {
             task.abort();
         }
+        self.wake.lock().clear();
     }
 
     /// One planning round at wall clock `now_ms`.
@@ -216,15 +217,15 @@ impl Delivery {
     /// Sends the front op of `channel`; on success it leaves the queue.
     async fn send(&self, channel: &str, op: &Op) -> Result<(), SendError> {
         let now = views::alert_engine::now_ms();
-        let Some(call) = self.render(op, now) else {
+        let Some(call) = self.render(channel, op, now) else {
             self.finish(channel, op, None);
             return Ok(());
         };
         let result = match &call {
-            Call::Post { thread_ts, message } => {
-                self.transport.post(channel, thread_ts.as_deref(), message).await.map(Some)
+            Call::Post { to, thread_ts, message } => {
+                self.transport.post(to, thread_ts.as_deref(), message).await.map(Some)
             }
-            Call::Update { ts, message } => self.transport.update(channel, ts, message).await.map(|_| None),
+            Call::Update { to, ts, message } => self.transport.update(to, ts, message).await.map(|_| None),
         };
         let status = match &result {
             Ok(_) if self.transport.is_dry_run() => "dry_run".to_string(),
@@ -232,7 +233,7 @@ impl Delivery {
             Err(e @ SendError::Permanent(_)) => format!("failed: {e}"),
             Err(e) => format!("retrying: {e}"),
         };
-        self.record(channel, &call, result.as_ref().ok().cloned().flatten(), status.clone());
+        self.record(channel, &call, result.as_ref().ok().cloned().flatten().map(|(ts, _)| ts), status.clone());
         match result {
             Ok(ts) => {
                 if self.transport.is_dry_run() {
@@ -249,11 +250,12 @@ impl Delivery {
     }
 
     /// Takes `op` off the queue and records what it achieved.
-    fn finish(&self, channel: &str, op: &Op, ts: Option<String>) {
+    fn finish(&self, channel: &str, op: &Op, posted: Option<(String, String)>) {
         let mut state = self.state.lock();
-        if let (Op::Post { group, .. }, Some(ts)) = (op, ts) {
+        if let (Op::Post { group, .. }, Some((ts, channel_id))) = (op, posted) {
             if let Some(g) = state.groups.get_mut(group) {
                 g.ts = Some(ts);
+                g.channel_id = Some(channel_id);
             }
         }
         if let Some(q) = state.queues.get_mut(channel) {
@@ -264,37 +266,49 @@ impl Delivery {
         self.persist(&state);
     }
 
-    fn render(&self, op: &Op, now_ms: i64) -> Option<Call> {
-        let state = self.state.lock();
+    /// What `op` sends, rendered from the state now (`None`: nothing left to send).
+    fn render(&self, channel: &str, op: &Op, now_ms: i64) -> Option<Call> {
+        if let Op::Digest { every } = op {
+            // Read-model queries: not under the state lock.
+            let message = alert_message::digest(&self.model, *every);
+            return Some(Call::Post { to: channel.to_string(), thread_ts: None, message });
+        }
+        let mut state = self.state.lock();
+        if let Op::Post { group, .. } = op {
+            // From here on, later alerts of the rule open a new group instead of joining one
+            // whose message is already on its way.
+            state.groups.get_mut(group)?.sealed = true;
+        }
         let group_message = |id: &u64| {
             let g = state.groups.get(id)?;
             let alerts: Vec<_> = g.alerts.iter().filter_map(|k| state.alerts.get(k)).collect();
-            Some((g, alert_message::group_message(*id, g, &alerts, now_ms)))
+            let to = g.channel_id.clone().unwrap_or_else(|| channel.to_string());
+            Some((g, to, alert_message::group_message(*id, g, &alerts, now_ms)))
         };
         match op {
             Op::Post { group, .. } => {
-                let (_, message) = group_message(group)?;
-                Some(Call::Post { thread_ts: None, message })
+                let (_, to, message) = group_message(group)?;
+                Some(Call::Post { to, thread_ts: None, message })
             }
             Op::Reply { group, alert, kind } => {
                 let tracked = state.alerts.get(alert)?;
                 let message = alert_message::reply(tracked, *kind);
+                let g = state.groups.get(group)?;
+                let to = g.channel_id.clone().unwrap_or_else(|| channel.to_string());
                 // Without a posted parent (Slack refused it), the reply stands alone.
-                Some(Call::Post { thread_ts: state.groups.get(group)?.ts.clone(), message })
+                Some(Call::Post { to, thread_ts: g.ts.clone(), message })
             }
             Op::Update { group } => {
-                let (g, message) = group_message(group)?;
-                Some(Call::Update { ts: g.ts.clone()?, message })
+                let (g, to, message) = group_message(group)?;
+                Some(Call::Update { to, ts: g.ts.clone()?, message })
             }
-            Op::Digest { every } => {
-                Some(Call::Post { thread_ts: None, message: alert_message::digest(&self.model, *every) })
-            }
+            Op::Digest { .. } => unreachable!("rendered above"),
         }
     }
 
     fn record(&self, channel: &str, call: &Call, ts: Option<String>, status: String) {
         let (method, thread_ts, message) = match call {
-            Call::Post { thread_ts, message } => ("chat.postMessage", thread_ts.clone(), message),
+            Call::Post { thread_ts, message, .. } => ("chat.postMessage", thread_ts.clone(), message),
             Call::Update { message, .. } => ("chat.update", None, message),
         };
         let ts = ts.or_else(|| match call {
@@ -314,9 +328,10 @@ impl Delivery {
     }
 }
 
+/// One Slack call; `to` is the channel's id once Slack has told us, its name before.
 enum Call {
-    Post { thread_ts: Option<String>, message: Message },
-    Update { ts: String, message: Message },
+    Post { to: String, thread_ts: Option<String>, message: Message },
+    Update { to: String, ts: String, message: Message },
 }
 
 impl Call {

@@ -47,7 +47,8 @@ pub struct Bot {
     secrets: Secrets,
     pub model: Arc<ReadModel>,
     pub delivery: Arc<Delivery>,
-    socket: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The Socket Mode task and what tells it to close its connections.
+    socket: parking_lot::Mutex<Option<(tokio::task::JoinHandle<()>, Arc<tokio::sync::Notify>)>>,
 }
 
 impl Bot {
@@ -61,7 +62,11 @@ impl Bot {
     ) -> Result<Arc<Bot>, BotError> {
         config.validate().map_err(BotError::Config)?;
         let transport = match &secrets.bot_token {
-            Some(token) => Transport::Slack(Arc::new(slack::SlackApi::new(&config.api_url, token)?)),
+            Some(token) => {
+                let mut api = slack::SlackApi::new(&config.api_url, token)?;
+                api.timeout = Duration::from_secs(config.call_timeout_seconds);
+                Transport::Slack(Arc::new(api))
+            }
             None => Transport::dry_run(),
         };
         let delivery =
@@ -92,15 +97,17 @@ impl Bot {
                         .into(),
                 )
             })?;
-            *self.socket.lock() = Some(socket::start(self.clone(), token)?);
+            let stop = Arc::new(tokio::sync::Notify::new());
+            *self.socket.lock() = Some((socket::start(self.clone(), token, stop.clone())?, stop));
         }
         Ok(())
     }
 
     pub fn stop(&self) {
         self.delivery.stop();
-        if let Some(socket) = self.socket.lock().take() {
-            socket.abort();
+        if let Some((_, stop)) = self.socket.lock().take() {
+            // The task closes the connections itself (Slack then stops routing to them).
+            stop.notify_one();
         }
     }
 }
@@ -156,11 +163,8 @@ async fn command(State(bot): State<Arc<Bot>>, headers: HeaderMap, body: Body) ->
     let deadline = Duration::from_millis(bot.config.reply_deadline_ms);
     let mut answer = Box::pin(answer);
     // 0: always acknowledge first (for proxies that add their own delay).
-    let answered = if deadline.is_zero() {
-        Err(())
-    } else {
-        tokio::time::timeout(deadline, &mut answer).await.map_err(|_| ())
-    };
+    let answered =
+        if deadline.is_zero() { Err(()) } else { tokio::time::timeout(deadline, &mut answer).await.map_err(|_| ()) };
     match answered {
         Ok(Ok(reply)) => Json(reply.json()).into_response(),
         Ok(Err(e)) => {

@@ -40,6 +40,7 @@ pub fn plan(state: &mut State, config: &BotConfig, alerts: &[Alert], head_ms: Op
                 if resolved && !tracked.resolve_queued {
                     tracked.alert = alert.clone();
                     tracked.resolve_queued = true;
+                    tracked.resolved_at_ms = Some(now_ms);
                     let channel = state.groups[&group].channel.clone();
                     state.push(&channel, Op::Reply { group, alert: key.clone(), kind: ReplyKind::Resolved });
                     state.push(&channel, Op::Update { group });
@@ -72,7 +73,13 @@ pub fn plan(state: &mut State, config: &BotConfig, alerts: &[Alert], head_ms: Op
                 let group = join_or_open(state, config, alert, now_ms);
                 state.alerts.insert(
                     key.clone(),
-                    Tracked { alert: alert.clone(), group, resolve_queued: resolved, notified_ms: now_ms },
+                    Tracked {
+                        alert: alert.clone(),
+                        group,
+                        resolve_queued: resolved,
+                        notified_ms: now_ms,
+                        resolved_at_ms: resolved.then_some(now_ms),
+                    },
                 );
                 changed = true;
             }
@@ -91,7 +98,7 @@ fn join_or_open(state: &mut State, config: &BotConfig, alert: &Alert, now_ms: i6
     let wait_ms = config.group_wait_seconds as i64 * 1000;
     let key = alert_key(alert);
     let open = state.groups.iter_mut().find(|(_, g)| {
-        g.ts.is_none() && g.rule == alert.rule && g.channel == channel && now_ms < g.opened_ms + wait_ms
+        !g.sealed && g.ts.is_none() && g.rule == alert.rule && g.channel == channel && now_ms < g.opened_ms + wait_ms
     });
     if let Some((id, group)) = open {
         group.alerts.push(key);
@@ -106,6 +113,8 @@ fn join_or_open(state: &mut State, config: &BotConfig, alert: &Alert, now_ms: i6
             rule: alert.rule.clone(),
             alerts: vec![key],
             ts: None,
+            channel_id: None,
+            sealed: false,
             acked_by: None,
             snoozed_until_ms: None,
             snoozed_by: None,

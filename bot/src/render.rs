@@ -70,10 +70,11 @@ impl Builder {
         let mut body = String::new();
         let mut shown = 0;
         for line in lines {
+            let line = escape(line);
             if body.len() + line.len() + 8 > MAX_SECTION {
                 break;
             }
-            body.push_str(line);
+            body.push_str(&line);
             body.push('\n');
             shown += 1;
         }
@@ -123,6 +124,12 @@ impl Builder {
         }
         Message { text: clip(&self.text.join("\n"), MAX_TEXT), blocks: self.blocks }
     }
+}
+
+/// Data (pages, user ids, alert keys) as literal mrkdwn text: `<!channel>` or `<https://x|y>` in a
+/// clickstream field must not ping a channel or make a link.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// Cuts `text` to at most `max` characters (not bytes), marking the cut.

@@ -45,25 +45,46 @@ impl Transport {
         matches!(self, Transport::DryRun(_))
     }
 
-    /// Posts and returns the message's `ts`.
-    pub async fn post(&self, channel: &str, thread_ts: Option<&str>, message: &Message) -> Result<String, SendError> {
+    /// Posts and returns the message's `(ts, channel id)`. A call Slack has not answered within
+    /// the API's timeout (a half-open connection, a stalled proxy) fails as transient: a hung call
+    /// must not hold its channel's queue for ever.
+    pub async fn post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        message: &Message,
+    ) -> Result<(String, String), SendError> {
         match self {
-            Transport::DryRun(n) => Ok(format!("dry-run.{:06}", n.fetch_add(1, Ordering::Relaxed) + 1)),
-            Transport::Slack(api) => api.post(channel, thread_ts, message).await,
+            Transport::DryRun(n) => {
+                Ok((format!("dry-run.{:06}", n.fetch_add(1, Ordering::Relaxed) + 1), channel.to_string()))
+            }
+            Transport::Slack(api) => within(api.timeout, api.post(channel, thread_ts, message)).await,
         }
     }
 
+    /// `channel` must be the id (`C0123…`) `post` returned: `chat.update` refuses channel names.
     pub async fn update(&self, channel: &str, ts: &str, message: &Message) -> Result<(), SendError> {
         match self {
             Transport::DryRun(_) => Ok(()),
-            Transport::Slack(api) => api.update(channel, ts, message).await,
+            Transport::Slack(api) => within(api.timeout, api.update(channel, ts, message)).await,
         }
     }
+}
+
+async fn within<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, SendError>>,
+) -> Result<T, SendError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(SendError::Transient(format!("no answer within {limit:?}"))))
 }
 
 pub struct SlackApi {
     client: SlackClient<Connector>,
     token: SlackApiToken,
+    /// How long one call may take before it counts as failed (and is retried).
+    pub timeout: Duration,
 }
 
 impl SlackApi {
@@ -71,15 +92,24 @@ impl SlackApi {
     pub fn new(api_url: &str, bot_token: &str) -> Result<SlackApi, SetupError> {
         let https = connector().map_err(SetupError)?;
         let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(api_url);
-        Ok(SlackApi { client: SlackClient::new(connector), token: SlackApiToken::new(bot_token.to_string().into()) })
+        Ok(SlackApi {
+            client: SlackClient::new(connector),
+            token: SlackApiToken::new(bot_token.to_string().into()),
+            timeout: Duration::from_secs(15),
+        })
     }
 
-    async fn post(&self, channel: &str, thread_ts: Option<&str>, message: &Message) -> Result<String, SendError> {
+    async fn post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        message: &Message,
+    ) -> Result<(String, String), SendError> {
         let request = SlackApiChatPostMessageRequest::new(channel.to_string().into(), message.content())
             .opt_thread_ts(thread_ts.map(|t| t.to_string().into()));
         let session = self.client.open_session(&self.token);
         let response = session.chat_post_message(&request).await.map_err(classify)?;
-        Ok(response.ts.to_string())
+        Ok((response.ts.to_string(), response.channel.to_string()))
     }
 
     async fn update(&self, channel: &str, ts: &str, message: &Message) -> Result<(), SendError> {
@@ -109,16 +139,31 @@ fn rustls_provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn classify(error: SlackClientError) -> SendError {
     match error {
         SlackClientError::RateLimitError(e) => SendError::RateLimited(e.retry_after.unwrap_or(Duration::from_secs(1))),
-        SlackClientError::HttpError(e) if e.status_code.is_server_error() || e.status_code.as_u16() == 408 => {
-            SendError::Transient(format!("HTTP {}", e.status_code))
-        }
-        SlackClientError::HttpError(e) => SendError::Permanent(format!("HTTP {}", e.status_code)),
+        // A proxy's error page or an outage answer: retried, never a reason to drop a backlog.
+        SlackClientError::HttpError(e) => SendError::Transient(format!("HTTP {}", e.status_code)),
         SlackClientError::ApiError(e) => match e.code.as_str() {
             "ratelimited" => SendError::RateLimited(Duration::from_secs(1)),
-            "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => {
+            // About this one message or its channel: no retry can fix it.
+            "invalid_blocks"
+            | "invalid_blocks_format"
+            | "msg_too_long"
+            | "channel_not_found"
+            | "is_archived"
+            | "not_in_channel"
+            | "message_not_found"
+            | "cant_update_message"
+            | "edit_window_closed"
+            | "no_text"
+            | "too_many_attachments" => SendError::Permanent(e.code),
+            // Token and scope problems (`invalid_auth`, `missing_scope`, ...) hold every channel until
+            // someone fixes the app; the backlog waits for them instead of being discarded.
+            code => {
+                tracing::error!(
+                    error = code,
+                    "Slack refuses the bot's calls; fix the token or its scopes (README \"Slack bot\")"
+                );
                 SendError::Transient(e.code)
             }
-            _ => SendError::Permanent(e.code),
         },
         other => SendError::Transient(other.to_string()),
     }

@@ -13,7 +13,11 @@ type Client = SlackClient<
 
 /// Runs until the returned task is aborted; the listener must live as long (its clients hold only a
 /// weak reference to it and drop messages once it is gone).
-pub fn start(bot: Arc<Bot>, app_token: String) -> Result<tokio::task::JoinHandle<()>, BotError> {
+pub fn start(
+    bot: Arc<Bot>,
+    app_token: String,
+    stop: Arc<tokio::sync::Notify>,
+) -> Result<tokio::task::JoinHandle<()>, BotError> {
     let connector = crate::slack::connector().map_err(crate::slack::SetupError)?;
     let client = Arc::new(SlackClient::new(
         SlackClientHyperConnector::with_connector(connector).with_slack_api_url(&bot.config.api_url),
@@ -22,14 +26,17 @@ pub fn start(bot: Arc<Bot>, app_token: String) -> Result<tokio::task::JoinHandle
         let callbacks = SlackSocketModeListenerCallbacks::new()
             .with_command_events(on_command)
             .with_interaction_events(on_interaction);
-        let environment = Arc::new(SlackClientEventsListenerEnvironment::new(client).with_user_state(bot));
+        let environment = Arc::new(
+            SlackClientEventsListenerEnvironment::new(client).with_error_handler(on_error).with_user_state(bot),
+        );
         let listener = SlackClientSocketModeListener::new(&SlackClientSocketModeConfig::new(), environment, callbacks);
         let token = SlackApiToken::new(app_token.into());
         match listener.listen_for(&token).await {
             Ok(()) => {
                 tracing::info!("Slack Socket Mode connected");
                 listener.start().await;
-                std::future::pending::<()>().await;
+                stop.notified().await;
+                listener.shutdown().await;
             }
             Err(e) => tracing::error!(error = %e, "cannot open a Slack Socket Mode connection; check SLACK_APP_TOKEN"),
         }
@@ -47,10 +54,24 @@ async fn on_command(
 ) -> Result<SlackCommandEventResponse, Box<dyn std::error::Error + Send + Sync>> {
     let bot = bot_of(&states).await.ok_or("bot state missing")?;
     let (model, text, user) = (bot.model.clone(), event.text.unwrap_or_default(), event.user_id.to_string());
-    let reply = tokio::task::spawn_blocking(move || {
+    let mut answer = Box::pin(tokio::task::spawn_blocking(move || {
         crate::commands::answer(&model, &text, &user, views::alert_engine::now_ms())
-    })
-    .await?;
+    }));
+    // As over HTTP: past the deadline, acknowledge now and answer through `response_url`.
+    let deadline = std::time::Duration::from_millis(bot.config.reply_deadline_ms);
+    let answered = if deadline.is_zero() { None } else { tokio::time::timeout(deadline, &mut answer).await.ok() };
+    let Some(reply) = answered else {
+        let url = event.response_url.0.to_string();
+        tokio::spawn(async move {
+            if let Ok(reply) = answer.await {
+                if let Err(e) = crate::respond::post_json(&url, &reply.json()).await {
+                    tracing::warn!(error = %e, "cannot deliver a delayed reply to response_url");
+                }
+            }
+        });
+        return Ok(SlackCommandEventResponse::new(SlackMessageContent::new().with_text("Working on it…".into())));
+    };
+    let reply = reply?;
     let kind = if reply.in_channel { SlackMessageResponseType::InChannel } else { SlackMessageResponseType::Ephemeral };
     Ok(SlackCommandEventResponse::new(reply.message.content()).with_response_type(kind))
 }
@@ -63,4 +84,14 @@ async fn on_interaction(
     let bot = bot_of(&states).await.ok_or("bot state missing")?;
     let payload = serde_json::to_value(&event)?;
     crate::apply_actions(&bot, &payload).map_err(Into::into)
+}
+
+/// Acknowledges whatever failed (Slack would otherwise show the user a timeout) and logs it.
+fn on_error(
+    error: Box<dyn std::error::Error + Send + Sync>,
+    _client: Arc<Client>,
+    _states: SlackClientEventsUserState,
+) -> axum::http::StatusCode {
+    tracing::warn!(error = %error, "a Socket Mode event failed");
+    axum::http::StatusCode::OK
 }

@@ -18,6 +18,12 @@ pub struct Group {
     pub alerts: Vec<String>,
     /// The message's `ts` once posted: replies thread under it, updates rewrite it.
     pub ts: Option<String>,
+    /// The channel's id as Slack answered the post (`chat.update` takes ids, not names).
+    #[serde(default)]
+    pub channel_id: Option<String>,
+    /// Rendered for posting: later alerts of the rule open a new group.
+    #[serde(default)]
+    pub sealed: bool,
     pub acked_by: Option<String>,
     pub snoozed_until_ms: Option<i64>,
     pub snoozed_by: Option<String>,
@@ -35,6 +41,9 @@ pub struct Tracked {
     pub resolve_queued: bool,
     /// Wall clock of the last notification (first post or repeat), for the repeat interval.
     pub notified_ms: i64,
+    /// Wall clock when the resolve was queued (pruning counts from it).
+    #[serde(default)]
+    pub resolved_at_ms: Option<i64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +112,13 @@ impl State {
     }
 
     pub fn push(&mut self, channel: &str, op: Op) {
-        self.queues.entry(channel.to_string()).or_default().push_back(op);
+        let queue = self.queues.entry(channel.to_string()).or_default();
+        // An update or digest renders the state when sent: one waiting (behind the head, which may
+        // be in flight) already covers this one.
+        if matches!(op, Op::Update { .. } | Op::Digest { .. }) && queue.iter().skip(1).any(|o| *o == op) {
+            return;
+        }
+        queue.push_back(op);
     }
 
     pub fn pending(&self) -> usize {
@@ -122,7 +137,7 @@ impl State {
                 Op::Digest { .. } => None,
             })
             .collect();
-        let old = |t: &Tracked| t.resolve_queued && now_ms - t.notified_ms > keep_ms && !queued.contains(&t.group);
+        let old = |t: &Tracked| t.resolved_at_ms.is_some_and(|at| now_ms - at > keep_ms) && !queued.contains(&t.group);
         self.alerts.retain(|_, t| !old(t));
         let alerts = &self.alerts;
         self.groups.retain(|id, g| queued.contains(id) || g.alerts.iter().any(|k| alerts.contains_key(k)));

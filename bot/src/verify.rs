@@ -55,7 +55,7 @@ pub async fn verified(
     };
     let secret = secret.ok_or(Refusal::NoSecret)?;
     let ts: i64 = timestamp.parse().map_err(|_| Refusal::Unsigned)?;
-    if (now_s - ts).abs() > SlackEventSignatureVerifier::MAX_TIMESTAMP_AGE_SECONDS {
+    if now_s.abs_diff(ts) > SlackEventSignatureVerifier::MAX_TIMESTAMP_AGE_SECONDS as u64 {
         return Err(Refusal::Stale);
     }
     // A body without Content-Length (chunked) is cut off at the limit instead.

@@ -60,12 +60,15 @@ fn config() -> BotConfig {
         group_wait_seconds: 1,
         channel_interval_ms: 100,
         max_backoff_seconds: 1,
+        call_timeout_seconds: 1,
         ..BotConfig::default()
     }
 }
 
 fn delivery(slack: &FakeSlack, config: BotConfig, script: &Script, state: &std::path::Path) -> Arc<Delivery> {
-    let transport = Transport::Slack(Arc::new(SlackApi::new(&slack.api_url, "xoxb-test").unwrap()));
+    let mut api = SlackApi::new(&slack.api_url, "xoxb-test").unwrap();
+    api.timeout = Duration::from_secs(config.call_timeout_seconds);
+    let transport = Transport::Slack(Arc::new(api));
     let model = ReadModel::new(ViewConfig::default());
     let script = script.clone();
     let d = Delivery::new(config, model, transport, Store(Some(state.to_path_buf()))).unwrap();
@@ -90,14 +93,14 @@ async fn one_message_then_one_threaded_resolve_and_one_update_through_429_and_5x
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("slack.json");
     let script: Script = Arc::new(Mutex::new(vec![]));
-    // Slack is rate limiting, then failing, when the alert comes.
-    slack.fail_next(&[Fault::RateLimited { retry_after_s: 1 }, Fault::ServerError, Fault::ServerError]);
+    // Slack is rate limiting, then failing, then hanging, when the alert comes.
+    slack.fail_next(&[Fault::RateLimited { retry_after_s: 1 }, Fault::ServerError, Fault::Hang, Fault::ServerError]);
     let first = delivery(&slack, config(), &script, &state);
     script.lock().unwrap().push(alert("ip_burst", "10.9.9.9", "security"));
     let s = slack.clone();
     let calls =
         tokio::task::spawn_blocking(move || s.wait_for(20, "the alert message", |c| !c.is_empty())).await.unwrap();
-    assert_eq!(slack.refused(), 3, "the 429 and both 5xx were answered, then the post went through");
+    assert_eq!(slack.refused(), 4, "the 429, the 5xx and the hung call were retried, then the post went through");
     let message = calls[0].clone();
     assert_eq!((message.method.as_str(), message.channel.as_str()), ("chat.postMessage", "#security"));
     assert!(message.text.contains("ip_burst:10.9.9.9") && message.thread_ts.is_none(), "{message:?}");

@@ -34,6 +34,8 @@ pub enum Fault {
     ServerError,
     /// `{"ok": false, "error": code}` with HTTP 200, as Slack reports e.g. `channel_not_found`.
     ApiError(&'static str),
+    /// Never answers (a half-open connection).
+    Hang,
 }
 
 #[derive(Default)]
@@ -46,6 +48,12 @@ struct Inner {
     unauthorized: usize,
     /// What `apps.connections.open` hands out (Socket Mode).
     socket_url: Option<String>,
+    /// Channel ids handed out, by name (Slack answers posts with the id; `chat.update` takes only ids).
+    ids: std::collections::BTreeMap<String, String>,
+}
+
+fn channel_id(name: &str) -> String {
+    format!("C{:08X}", name.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)))
 }
 
 #[derive(Clone)]
@@ -129,6 +137,22 @@ async fn api(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let hang = {
+        let mut inner = inner.lock().unwrap();
+        let hang = matches!(inner.faults.front(), Some(Fault::Hang)) && method != "apps.connections.open";
+        if hang {
+            inner.faults.pop_front();
+            inner.refused += 1;
+        }
+        hang
+    };
+    if hang {
+        std::future::pending::<()>().await;
+    }
+    answer(&inner, method, headers, body)
+}
+
+fn answer(inner: &Mutex<Inner>, method: String, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let mut inner = inner.lock().unwrap();
     let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if method == "apps.connections.open" {
@@ -146,6 +170,7 @@ async fn api(
     }
     if let Some(fault) = inner.faults.pop_front() {
         inner.refused += 1;
+
         return match fault {
             Fault::RateLimited { retry_after_s } => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -155,12 +180,18 @@ async fn api(
                 .into_response(),
             Fault::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, "upstream failure").into_response(),
             Fault::ApiError(code) => Json(serde_json::json!({"ok": false, "error": code})).into_response(),
+            Fault::Hang => unreachable!(),
         };
     }
-    let channel = body["channel"].as_str().unwrap_or_default().to_string();
+    let given = body["channel"].as_str().unwrap_or_default().to_string();
     let text = body["text"].as_str().unwrap_or_default().to_string();
+    // Calls are recorded under the channel's name, whichever form the bot used.
+    let by_id = inner.ids.iter().find(|(_, id)| **id == given).map(|(name, _)| name.clone());
+    let channel = by_id.clone().unwrap_or_else(|| given.clone());
     match method.as_str() {
         "chat.postMessage" => {
+            let id = channel_id(&channel);
+            inner.ids.insert(channel.clone(), id.clone());
             let ts = format!("1700000000.{:06}", inner.next_ts);
             inner.next_ts += 1;
             let thread_ts = body["thread_ts"].as_str().map(str::to_string);
@@ -173,8 +204,13 @@ async fn api(
                 body,
                 at: std::time::Instant::now(),
             });
-            Json(serde_json::json!({"ok": true, "channel": channel, "ts": ts, "message": {"ts": ts, "text": text}}))
+            Json(serde_json::json!({"ok": true, "channel": id, "ts": ts, "message": {"ts": ts, "text": text}}))
                 .into_response()
+        }
+        // As Slack: a channel name is `channel_not_found` here.
+        "chat.update" if by_id.is_none() => {
+            inner.refused += 1;
+            Json(serde_json::json!({"ok": false, "error": "channel_not_found"})).into_response()
         }
         "chat.update" => {
             let ts = body["ts"].as_str().unwrap_or_default().to_string();
@@ -187,7 +223,7 @@ async fn api(
                 body,
                 at: std::time::Instant::now(),
             });
-            Json(serde_json::json!({"ok": true, "channel": channel, "ts": ts, "text": text, "message": {"text": text}}))
+            Json(serde_json::json!({"ok": true, "channel": given, "ts": ts, "text": text, "message": {"text": text}}))
                 .into_response()
         }
         _ => Json(serde_json::json!({"ok": false, "error": "unknown_method"})).into_response(),
