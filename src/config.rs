@@ -15,6 +15,7 @@ pub struct Config {
     pub views: views::ViewConfig,
     pub api: api::ApiConfig,
     pub bot: bot::BotConfig,
+    pub enrich: dataflow::EnrichConfig,
     pub generator: dataflow::GeneratorConfig,
 }
 

@@ -38,6 +38,14 @@ pub struct Decoded<'a> {
     pub country: Option<Cow<'a, str>>,
     /// The client address, for per-IP alert rules and rate limits.
     pub ip: Option<Cow<'a, str>>,
+    /// Acquisition and client facts that enrichment reads (not shown by any view as they are).
+    pub referrer: Option<Cow<'a, str>>,
+    pub user_agent: Option<Cow<'a, str>>,
+    pub utm_medium: Option<Cow<'a, str>>,
+    pub utm_campaign: Option<Cow<'a, str>>,
+    pub partner: Option<Cow<'a, str>>,
+    /// `props` as texts, in order (`props` holds their symbols).
+    pub prop_texts: SmallVec<[(Cow<'a, str>, Cow<'a, str>); 2]>,
 }
 
 impl Decoded<'_> {
@@ -88,7 +96,8 @@ struct Raw<'a> {
     utm_campaign: Option<Text<'a>>,
     #[serde(borrow)]
     partner: Option<Text<'a>>,
-    props: Option<Props>,
+    #[serde(borrow)]
+    props: Option<Props<'a>>,
 }
 
 /// A string field, borrowed from the input unless it contains escapes (serde's own `Cow` support
@@ -147,22 +156,23 @@ impl<'de> Deserialize<'de> for Ts {
     }
 }
 
-/// `props`: an object whose values are strings, numbers or booleans, as `(key, value)` symbols
+/// `props`: an object whose values are strings, numbers or booleans, as `(key, value)` texts
 /// (a number or boolean as its text: `42`, `1.5`, `true`).
-struct Props(SmallVec<[(Sym, Sym); 2]>);
+/// (A `Vec`: `SmallVec` is not covariant in its lifetime, which borrowing needs.)
+struct Props<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
-impl<'de> Deserialize<'de> for Props {
+impl<'de: 'a, 'a> Deserialize<'de> for Props<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Props;
+            type Value = Props<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an object of strings, numbers and booleans")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Props, A::Error> {
-                let mut props = SmallVec::new();
-                while let Some((key, Scalar(value))) = map.next_entry::<Text<'de>, Scalar>()? {
-                    props.push((sym(&key.0), value));
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Props<'de>, A::Error> {
+                let mut props = Vec::new();
+                while let Some((key, Scalar(value))) = map.next_entry::<Text<'de>, Scalar<'de>>()? {
+                    props.push((key.0, value));
                 }
                 Ok(Props(props))
             }
@@ -171,31 +181,34 @@ impl<'de> Deserialize<'de> for Props {
     }
 }
 
-/// A property value's symbol.
-struct Scalar(Sym);
+/// A property value's text, borrowed where the input allows.
+struct Scalar<'a>(Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for Scalar {
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
-        impl Visitor<'_> for V {
-            type Value = Scalar;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string, number or boolean")
             }
-            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(sym(if v { "true" } else { "false" })))
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar<'de>, E> {
+                Ok(Scalar(Cow::Borrowed(if v { "true" } else { "false" })))
             }
-            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(sym(&v.to_string())))
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar(Cow::Owned(v.to_string())))
             }
-            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(sym(&v.to_string())))
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar(Cow::Owned(v.to_string())))
             }
-            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(sym(&v.to_string())))
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar(Cow::Owned(v.to_string())))
             }
-            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(sym(v)))
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar(Cow::Owned(v.to_owned())))
             }
         }
         d.deserialize_any(V)
@@ -221,7 +234,6 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Decoded<'_>, Rejection> {
             format!("ts {ts} ({}) is before 2000-01-01 or more than a day ahead of now", views::query::rfc3339(ts)),
         ));
     }
-    let _ = (raw.referrer, raw.user_agent, raw.utm_medium, raw.utm_campaign, raw.partner);
     let (page, utm_source, device, country) =
         (optional(raw.page), optional(raw.utm_source), optional(raw.device), optional(raw.country));
     let opt = |v: &Option<Cow<str>>| v.as_deref().map(sym).unwrap_or(NONE);
@@ -234,11 +246,14 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Decoded<'_>, Rejection> {
         device: opt(&device),
         country: opt(&country),
     };
+    let prop_texts: SmallVec<[(Cow<str>, Cow<str>); 2]> =
+        raw.props.map(|p| p.0.into_iter().collect()).unwrap_or_default();
     Ok(Decoded {
         event,
         event_id: raw.event_id.map(|id| xxh3_64(id.0.as_bytes())),
         session_id: optional(raw.session_id).map(|id| xxh3_64(id.as_bytes())),
-        props: raw.props.map(|p| p.0).unwrap_or_default(),
+        props: prop_texts.iter().map(|(k, v)| (sym(k), sym(v))).collect(),
+        prop_texts,
         user_id,
         name,
         page,
@@ -246,6 +261,11 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Decoded<'_>, Rejection> {
         device,
         country,
         ip: optional(raw.ip),
+        referrer: optional(raw.referrer),
+        user_agent: optional(raw.user_agent),
+        utm_medium: optional(raw.utm_medium),
+        utm_campaign: optional(raw.utm_campaign),
+        partner: optional(raw.partner),
     })
 }
 

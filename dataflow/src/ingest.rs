@@ -119,6 +119,8 @@ impl SessionSink for CellSink<'_> {
 }
 
 pub struct Ingest {
+    /// `[enrich]`: applied to every decoded event before the clock admits it.
+    pub enrich: Option<(Arc<crate::enrich::Enricher>, crate::enrich::AgentCache)>,
     worker: u32,
     views: ViewConfig,
     lateness_ms: i64,
@@ -169,6 +171,7 @@ impl Ingest {
     pub fn new(worker: u32, views: ViewConfig, lateness_ms: i64, dead_letters: Box<dyn DeadLetterSink>) -> Ingest {
         let cleaner = Cleaner::new(&views.paths).expect("paths are checked by ViewConfig::validate");
         let mut ingest = Ingest {
+            enrich: None,
             worker,
             views,
             lateness_ms,
@@ -243,6 +246,10 @@ impl Ingest {
         raw: &[u8],
         now_ms: i64,
     ) -> Option<Decoded<'a>> {
+        let decoded = match &mut self.enrich {
+            Some((enricher, agents)) => decoded.and_then(|d| enricher.apply(d, agents)),
+            None => decoded,
+        };
         let floor = self.as_of;
         let admitted = decoded.and_then(|d| match floor {
             // Published as complete: an older event may no longer change the views.

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod config;
 pub mod deadletter;
 pub mod decode;
+pub mod enrich;
 pub mod export;
 pub mod generator;
 pub mod incidents;
@@ -17,6 +18,7 @@ pub mod snapshot;
 pub mod source;
 
 pub use config::{EngineConfig, KafkaConfig};
+pub use enrich::{EnrichConfig, Enricher};
 pub use generator::{Generator, GeneratorConfig};
 pub use incidents::{Incident, IncidentConfig, IncidentKind};
 pub use runtime::{Engine, EngineError, RunReport, SinkFactory, SourceFactory};

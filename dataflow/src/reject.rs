@@ -21,10 +21,12 @@ pub enum Reason {
     TooLate,
     /// An `event_id` already counted: a producer retry.
     Duplicate,
+    /// Dropped on purpose by an `[enrich]` filter rule (internal traffic, test users, bots).
+    Filtered,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::TooLarge,
         Reason::NotUtf8,
         Reason::InvalidJson,
@@ -35,6 +37,7 @@ impl Reason {
         Reason::TsOutOfRange,
         Reason::TooLate,
         Reason::Duplicate,
+        Reason::Filtered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Reason {
             Reason::TsOutOfRange => "ts_out_of_range",
             Reason::TooLate => "too_late",
             Reason::Duplicate => "duplicate",
+            Reason::Filtered => "filtered",
         }
     }
 }

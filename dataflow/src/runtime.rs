@@ -42,6 +42,8 @@ pub struct Engine {
     /// Record the time of each admitted event at or after this (epoch ms) to report
     /// event-to-read-model freshness.
     pub measure_freshness: Option<i64>,
+    /// `[enrich]`, shared by the workers (none: events as sent).
+    pub enrich: Option<Arc<crate::enrich::Enricher>>,
 }
 
 #[derive(Debug)]
@@ -59,6 +61,7 @@ impl Engine {
             status: Arc::new(Status::default()),
             stop: Arc::new(AtomicBool::new(false)),
             measure_freshness: None,
+            enrich: None,
             config,
             views,
         })
@@ -93,6 +96,7 @@ impl Engine {
             caught_up,
             start,
             measure_freshness: self.measure_freshness,
+            enrich: self.enrich.clone(),
         };
         let mut timely_config = timely::Config::process(peers);
         // Keep merging trace batches while input is idle, so retracted (expired) records are
@@ -152,6 +156,7 @@ struct WorkerSetup {
     caught_up: Arc<Vec<AtomicU64>>,
     start: Instant,
     measure_freshness: Option<i64>,
+    enrich: Option<Arc<crate::enrich::Enricher>>,
 }
 
 impl WorkerSetup {
@@ -175,6 +180,7 @@ impl WorkerSetup {
         let lateness = self.config.lateness_ms();
         let mut ingest = Ingest::new(index as u32, self.views.clone(), lateness, sinks(index));
         ingest.freshness = self.measure_freshness.map(|from| (from, Vec::new()));
+        ingest.enrich = self.enrich.clone().map(|e| (e, crate::enrich::AgentCache::default()));
         ingest.funnels = self.read_model.funnels.clone();
         ingest.retention = self.read_model.retention.clone();
         ingest.alerts = self.read_model.alerts.clone();

@@ -11,7 +11,7 @@ use dataflow::ingest::{Ingest, WorkerClock};
 use dataflow::source::file::SharedFile;
 use dataflow::source::kafka::KafkaSource;
 use dataflow::source::{worker_clock, Poll, Source, SourceError};
-use dataflow::{Engine, Generator, SourceFactory};
+use dataflow::{Generator, SourceFactory};
 use rdkafka::mocking::MockCluster;
 
 use crate::config::Config;
@@ -183,7 +183,7 @@ impl Source for Decodedsource {
 
 fn dataflow_bench(config: &Config, count: u64) -> Result<()> {
     let (sources, n) = predecoded(config, count);
-    let engine = Engine::new(config.engine.clone(), config.views.clone())?;
+    let engine = super::engine(&config)?;
     let started = Instant::now();
     engine.run(sources, super::discard_sinks())?;
     row("dataflow (pre-decoded events, every view)", n, started.elapsed(), "ingest + differential + read model");
@@ -227,7 +227,7 @@ pub(super) fn replay_generated(config: &Config, count: u64) -> Result<Arc<views:
             out.write_all(b"\n")?;
         }
     }
-    let engine = Engine::new(config.engine.clone(), config.views.clone())?;
+    let engine = super::engine(&config)?;
     let shared = SharedFile::open(&path)?;
     let sources: SourceFactory = {
         let shared = shared.clone();
@@ -283,7 +283,7 @@ fn fill_kafka(
 
 /// Runs the engine on Kafka until `count` records are counted; returns the time it took.
 fn consume(config: &Config, count: u64) -> Result<(Duration, Arc<views::ReadModel>)> {
-    let engine = Arc::new(Engine::new(config.engine.clone(), config.views.clone())?);
+    let engine = Arc::new(super::engine(&config)?);
     let kafka = config.kafka.clone();
     let sources: SourceFactory = KafkaSource::factory(&kafka, Duration::from_secs(1))?;
     let (read_model, stop) = (engine.read_model.clone(), engine.stop.clone());
@@ -326,7 +326,7 @@ fn freshness_bench(config: &Config, rate: f64, seconds: u64) -> Result<()> {
     // Only on-time records: a late record's age is its lateness, not the engine's delay.
     (generator.rate, generator.late_share, generator.too_late_share) = (rate, 0.0, 0.0);
     let start = super::generate::realtime_start();
-    let mut engine = Engine::new(config.engine.clone(), config.views.clone())?;
+    let mut engine = super::engine(&config)?;
     // The first second settles connections and fetch sessions; measure what follows.
     engine.measure_freshness = Some(start + 1000);
     let stop = engine.stop.clone();

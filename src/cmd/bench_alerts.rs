@@ -13,7 +13,7 @@ use dataflow::incidents::{self, Incident};
 use dataflow::ingest::{Ingest, WorkerClock};
 use dataflow::source::synthetic::SyntheticSource;
 use dataflow::source::{NoPartitions, Poll, Source, SourceError};
-use dataflow::{Engine, SourceFactory};
+use dataflow::SourceFactory;
 use views::alert_engine::Alert;
 
 use crate::config::Config;
@@ -52,7 +52,7 @@ pub fn main(config: &Config, args: &Args) -> Result<()> {
     // would leave its last minutes unjudged, depending on when the bench runs.
     let start = (chrono::Utc::now().timestamp_millis() / day - 2) * day - span * 3 / 2;
     let count = (args.rate * span as f64 / 1000.0) as u64;
-    let engine = Arc::new(Engine::new(config.engine.clone(), config.views.clone())?);
+    let engine = Arc::new(super::engine(&config)?);
     let done = Arc::new(AtomicBool::new(false));
     let sources: SourceFactory = {
         let (generator, done) = (generator.clone(), done.clone());

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use dataflow::Engine;
 
 use crate::config::Config;
 
@@ -17,7 +16,7 @@ const RULE: &str = "ip_rate_limit";
 
 pub fn main(config: &Config, count: u64) -> Result<()> {
     let (sources, n) = super::bench::predecoded(config, count);
-    let engine = Arc::new(Engine::new(config.engine.clone(), config.views.clone())?);
+    let engine = Arc::new(super::engine(&config)?);
     if engine.read_model.alerts.get(RULE).is_none() {
         bail!("bench limits asks about the built-in rule `{RULE}`; keep views.alerts.builtin = true");
     }

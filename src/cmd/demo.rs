@@ -47,7 +47,7 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     tracing::info!(brokers = %config.kafka.brokers, %topic, partitions = args.partitions, "embedded Kafka started");
 
     super::shop_defaults(&mut config.views);
-    let engine = Arc::new(Engine::new(config.engine.clone(), config.views.clone())?);
+    let engine = Arc::new(super::engine(&config)?);
     // One stop flag for everything: a signal, the server ending, or the engine failing.
     let stop = engine.stop.clone();
     super::stop_on_signal(stop.clone());

@@ -67,6 +67,16 @@ pub fn slack_bot(config: &crate::config::Config, engine: &Engine) -> Result<Opti
     Ok(Some(bot))
 }
 
+/// The engine for `config`, with `[enrich]` applied to every event (and its IP table watched).
+pub fn engine(config: &crate::config::Config) -> Result<Engine> {
+    let mut engine = Engine::new(config.engine.clone(), config.views.clone())?;
+    engine.enrich = dataflow::Enricher::from_config(&config.enrich).map_err(anyhow::Error::msg)?;
+    if let Some(enricher) = &engine.enrich {
+        enricher.watch();
+    }
+    Ok(engine)
+}
+
 pub fn app_state(engine: &Engine) -> api::AppState {
     api::AppState { read_model: engine.read_model.clone(), status: engine.status.clone() }
 }

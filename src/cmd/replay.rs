@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use dataflow::source::file::SharedFile;
 use dataflow::source::Source;
-use dataflow::{Engine, SourceFactory};
+use dataflow::SourceFactory;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
@@ -29,7 +29,7 @@ pub struct Args {
 }
 
 pub fn main(config: Config, args: Args) -> Result<()> {
-    let engine = Engine::new(config.engine.clone(), config.views.clone())?;
+    let engine = super::engine(&config)?;
     let shared = SharedFile::open(&args.file)?;
     let sources: SourceFactory = {
         let shared = shared.clone();

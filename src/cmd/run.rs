@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use dataflow::Engine;
 
 use crate::config::Config;
 
@@ -42,7 +41,7 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     if config.engine.state_dir.is_none() {
         tracing::warn!("engine.state_dir is not set: after a restart the views are rebuilt from kafka.start");
     }
-    let engine = Arc::new(Engine::new(config.engine.clone(), config.views.clone())?);
+    let engine = Arc::new(super::engine(&config)?);
     let stop = engine.stop.clone();
     super::stop_on_signal(stop.clone());
     let state = super::app_state(&engine);

@@ -158,13 +158,24 @@ pub struct Harness {
 
 impl Harness {
     pub fn start(workers: usize, lateness_ms: i64, views: ViewConfig) -> Harness {
+        Harness::start_enriched(workers, lateness_ms, views, None)
+    }
+
+    /// As `start`, with `[enrich]` applied to every event.
+    pub fn start_enriched(
+        workers: usize,
+        lateness_ms: i64,
+        views: ViewConfig,
+        enrich: Option<Arc<dataflow::Enricher>>,
+    ) -> Harness {
         let config = EngineConfig {
             workers,
             epoch_ms: 5,
             lateness_seconds: (lateness_ms / 1000) as u64,
             ..EngineConfig::default()
         };
-        let engine = Engine::new(config, views).expect("valid config");
+        let mut engine = Engine::new(config, views).expect("valid config");
+        engine.enrich = enrich;
         let (tx, rx) = mpsc::channel();
         let rx = Mutex::new(Some(rx));
         let ended = Arc::new(AtomicBool::new(false));
