@@ -16,6 +16,7 @@ pub struct Config {
     pub api: api::ApiConfig,
     pub bot: bot::BotConfig,
     pub enrich: dataflow::EnrichConfig,
+    pub collector: collector::CollectorConfig,
     pub generator: dataflow::GeneratorConfig,
 }
 
@@ -37,6 +38,7 @@ pub fn load(path: Option<&Path>) -> Result<Config> {
     config.engine.validate().map_err(anyhow::Error::msg)?;
     config.views.validate().map_err(anyhow::Error::msg)?;
     config.bot.validate().map_err(anyhow::Error::msg)?;
+    config.collector.validate().map_err(anyhow::Error::msg)?;
     Ok(config)
 }
 

@@ -3,7 +3,7 @@
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, ThreadedProducer};
 
 use crate::config::KafkaConfig;
 use crate::source::SourceError;
@@ -61,4 +61,19 @@ pub fn producer(config: &KafkaConfig) -> Result<ThreadedProducer<DefaultProducer
     producer_config(config)
         .create()
         .map_err(|e| SourceError::Kafka(format!("cannot create a producer for {}: {e}", config.brokers)))
+}
+
+/// The collector's producer: the same durability settings, and a delivery timeout so a request
+/// gets its answer (stored, or 503) in bounded time when Kafka is slow or down.
+pub fn collector_producer(config: &KafkaConfig, delivery_timeout_ms: u64) -> Result<FutureProducer, SourceError> {
+    let mut client = producer_config(config);
+    // After this long unacknowledged, a record fails instead of waiting for the broker to return:
+    // the HTTP client is told 503 and retries; nothing is acknowledged that was not stored.
+    client.set("message.timeout.ms", delivery_timeout_ms.to_string());
+    // A request waits for its records' acks, not for a batch to fill.
+    client.set("linger.ms", "1");
+    apply_user_properties(&mut client, config);
+    client
+        .create()
+        .map_err(|e| SourceError::Kafka(format!("cannot create the collector's producer for {}: {e}", config.brokers)))
 }

@@ -62,7 +62,8 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
         })?
     };
     let state = super::app_state(&engine);
-    let bot = super::slack_bot(&config, &engine)?;
+    let extras =
+        super::Extras { bot: super::slack_bot(&config, &engine)?, collector: super::event_collector(&config)? };
     let engine_thread = spawn_kafka_engine(engine, &config)?;
     let port = args.listen.rsplit(':').next().unwrap_or("8080");
     println!(
@@ -78,7 +79,7 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
          Stop with Ctrl-C.\n",
         args.rate, config.kafka.brokers
     );
-    let served = super::tokio_runtime()?.block_on(super::serve(&args.listen, state, bot, stop.clone()));
+    let served = super::tokio_runtime()?.block_on(super::serve(&args.listen, state, extras, stop.clone()));
     stop.store(true, Ordering::Relaxed);
     let _ = producer.join();
     let ran = engine_thread.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;

@@ -24,33 +24,67 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-/// Serves the API (and the Slack bot's endpoints, with its delivery running) until `stop` is set.
-pub async fn serve(
-    listen: &str,
-    engine_state: api::AppState,
-    bot: Option<Arc<bot::Bot>>,
-    stop: Arc<AtomicBool>,
-) -> Result<()> {
+/// What is served next to the API: the Slack bot and the event collector, when enabled.
+#[derive(Default)]
+pub struct Extras {
+    pub bot: Option<Arc<bot::Bot>>,
+    pub collector: Option<Arc<collector::Collector>>,
+}
+
+/// Serves the API (with the bot's endpoints and delivery, and the collector on the same or its own
+/// listener) until `stop` is set.
+pub async fn serve(listen: &str, engine_state: api::AppState, extras: Extras, stop: Arc<AtomicBool>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; is another process using it? pick one with --listen"))?;
     tracing::info!(address = %listener.local_addr()?, "API listening");
     let mut app = api::app(engine_state);
-    if let Some(bot) = &bot {
+    if let Some(bot) = &extras.bot {
         bot.start()?;
         app = app.merge(bot::router(bot.clone()));
     }
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped = {
+        let stop = stop.clone();
+        move || {
+            let stop = stop.clone();
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
-        })
+        }
+    };
+    if let Some(collector) = &extras.collector {
+        let routes = collector::router(collector.clone());
+        match collector.config().listen.clone() {
+            None => app = app.merge(routes),
+            Some(own) => {
+                let own_listener = tokio::net::TcpListener::bind(&own)
+                    .await
+                    .with_context(|| format!("cannot listen on {own} (collector.listen)"))?;
+                tracing::info!(address = %own_listener.local_addr()?, "collector listening");
+                let service = routes.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                let shutdown = stopped();
+                tokio::spawn(async move { axum::serve(own_listener, service).with_graceful_shutdown(shutdown).await });
+            }
+        }
+    }
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(stopped())
         .await;
-    if let Some(bot) = bot {
+    if let Some(bot) = extras.bot {
         bot.stop();
     }
     Ok(served?)
+}
+
+/// The collector writing into `config.kafka` (none when `[collector] enabled = false`).
+pub fn event_collector(config: &crate::config::Config) -> Result<Option<Arc<collector::Collector>>> {
+    if !config.collector.enabled {
+        return Ok(None);
+    }
+    let key = std::env::var("CLICKFLOW_WRITE_KEY").ok();
+    Ok(Some(collector::Collector::new(config.collector.clone(), &config.kafka, key)?))
 }
 
 /// The Slack bot over the engine's read model (none when `[bot] enabled = false`). Without

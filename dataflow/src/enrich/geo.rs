@@ -66,7 +66,7 @@ impl IpTable {
             entries += 1;
         }
         let mut by_len: Vec<(u8, HashMap<u128, Place>)> = maps.into_iter().collect();
-        by_len.sort_by(|a, b| b.0.cmp(&a.0));
+        by_len.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
         Ok(IpTable { by_len, entries })
     }
 
@@ -112,7 +112,8 @@ impl GeoTable {
 
     fn reload(&self) -> Result<(), String> {
         let before = stamp(&self.path).map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
-        let text = std::fs::read_to_string(&self.path).map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        let text =
+            std::fs::read_to_string(&self.path).map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
         let table = IpTable::parse(&text).map_err(|e| format!("{}: {e}", self.path.display()))?;
         tracing::info!(path = %self.path.display(), entries = table.entries, "IP table loaded");
         *self.table.write() = Arc::new(table);

@@ -76,7 +76,12 @@ impl Enricher {
         if !config.is_enabled() {
             return Ok(None);
         }
-        let geo = config.ip_table.as_deref().map(GeoTable::open).transpose().map_err(|e| format!("[enrich] ip_table: {e}"))?;
+        let geo = config
+            .ip_table
+            .as_deref()
+            .map(GeoTable::open)
+            .transpose()
+            .map_err(|e| format!("[enrich] ip_table: {e}"))?;
         let mut names = std::collections::HashSet::new();
         let mut rules = Vec::new();
         for def in &config.rules {
@@ -118,7 +123,12 @@ impl Enricher {
     pub fn apply<'a>(&self, mut d: Decoded<'a>, agents: &mut AgentCache) -> Result<Decoded<'a>, Rejection> {
         let mut added: Vec<(&'static str, String)> = Vec::new();
         if self.config.traffic_source {
-            let s = classify(d.referrer.as_deref(), d.utm_source.as_deref(), d.utm_medium.as_deref(), &self.config.internal_hosts);
+            let s = classify(
+                d.referrer.as_deref(),
+                d.utm_source.as_deref(),
+                d.utm_medium.as_deref(),
+                &self.config.internal_hosts,
+            );
             d.utm_source = Some(Cow::Owned(s.source));
             added.push(("channel", s.channel.to_string()));
             if let Some(c) = d.utm_campaign.as_deref().map(source::normalise).filter(|c| !c.is_empty()) {

@@ -92,12 +92,16 @@ impl Rule {
         let name = &def.name;
         let regex = |p: &str| Regex::new(p).map_err(|e| format!("enrich rule `{name}`: bad regex `{p}`: {e}"));
         let need = |v: &Option<String>, what: &str| {
-            v.clone().filter(|s| !s.is_empty()).ok_or_else(|| format!("enrich rule `{name}`: `{:?}` needs `{what}`", def.action))
+            v.clone()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("enrich rule `{name}`: `{:?}` needs `{what}`", def.action))
         };
         let action = match def.action {
             Action::Drop => Compiled::Drop,
             Action::RenameEvent => Compiled::RenameEvent(need(&def.to, "to")?),
-            Action::MapPage => Compiled::MapPage(regex(&need(&def.pattern, "pattern")?)?, need(&def.replace, "replace")?),
+            Action::MapPage => {
+                Compiled::MapPage(regex(&need(&def.pattern, "pattern")?)?, need(&def.replace, "replace")?)
+            }
             Action::CopyProp => Compiled::CopyProp(
                 need(&def.prop, "prop")?,
                 def.field.ok_or_else(|| format!("enrich rule `{name}`: copy_prop needs `field`"))?,

@@ -126,7 +126,8 @@ mod tests {
 
     #[test]
     fn channels_follow_utm_first_then_the_referrer() {
-        let cases: &[(Option<&str>, Option<&str>, Option<&str>, &str, &str)] = &[
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, &'a str, &'a str);
+        let cases: &[Case] = &[
             (None, None, None, "direct", "direct"),
             (Some(""), None, None, "direct", "direct"),
             (Some("https://www.google.de/search?q=x"), None, None, "google", "search"),

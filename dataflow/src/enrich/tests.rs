@@ -49,7 +49,11 @@ fn sources_agents_and_places_fill_the_fields_the_views_break_down_by() {
     assert_eq!(get("bot"), Some("false"));
     assert_eq!(get("region"), Some("Berlin"));
     // Fields the event brings win over lookups.
-    let (fields, _) = enrich(&e, r#"{"user_id":"u1","event":"click","ts":1795132800000,"ip":"198.51.100.9","country":"AT","device":"tv"}"#).unwrap();
+    let (fields, _) = enrich(
+        &e,
+        r#"{"user_id":"u1","event":"click","ts":1795132800000,"ip":"198.51.100.9","country":"AT","device":"tv"}"#,
+    )
+    .unwrap();
     assert_eq!(fields, "click - direct tv AT");
 }
 
@@ -105,7 +109,8 @@ when = { event = "signup" }
 
 #[test]
 fn bad_rules_are_refused_with_their_name() {
-    let config: EnrichConfig = toml::from_str("[[rules]]\nname = \"x\"\naction = \"map_page\"\npattern = \"(\"\nreplace = \"y\"\n").unwrap();
+    let config: EnrichConfig =
+        toml::from_str("[[rules]]\nname = \"x\"\naction = \"map_page\"\npattern = \"(\"\nreplace = \"y\"\n").unwrap();
     let err = Enricher::from_config(&config).err().unwrap();
     assert!(err.contains("`x`") && err.contains("regex"), "{err}");
     let config: EnrichConfig = toml::from_str("[[rules]]\nname = \"x\"\naction = \"rename_event\"\n").unwrap();

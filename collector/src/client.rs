@@ -1,0 +1,133 @@
+//! Who sent a request: the connection's address, or (behind a trusted proxy) the last address in
+//! `X-Forwarded-For` that is not a trusted proxy itself. And a per-client token bucket.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use axum::http::HeaderMap;
+use parking_lot::Mutex;
+
+pub struct Proxies(Vec<(IpAddr, u8)>);
+
+impl Proxies {
+    pub fn parse(cidrs: &[String]) -> Result<Proxies, String> {
+        cidrs
+            .iter()
+            .map(|c| {
+                let (addr, len) = c.split_once('/').unwrap_or((c, ""));
+                let ip: IpAddr = addr
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("[collector] trusted_proxies: `{c}` is not a CIDR block"))?;
+                let max = if ip.is_ipv4() { 32 } else { 128 };
+                let len = if len.is_empty() {
+                    max
+                } else {
+                    len.parse().map_err(|_| format!("[collector] trusted_proxies: `{c}`: bad prefix"))?
+                };
+                if len > max {
+                    return Err(format!("[collector] trusted_proxies: `{c}`: prefix too long"));
+                }
+                Ok((ip, len))
+            })
+            .collect::<Result<_, _>>()
+            .map(Proxies)
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|(net, len)| match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => prefix(u32::from(*n) as u128, u32::from(a) as u128, *len, 32),
+            (IpAddr::V6(n), IpAddr::V6(a)) => prefix(u128::from(*n), u128::from(a), *len, 128),
+            _ => false,
+        })
+    }
+
+    /// The client's address for a request from `peer`.
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let forwarded =
+            headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+        // Right to left: the first hop not added by one of our proxies is the client.
+        forwarded
+            .split(',')
+            .rev()
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .find(|a| !self.trusts(*a))
+            .unwrap_or(peer)
+    }
+}
+
+fn prefix(net: u128, addr: u128, len: u8, bits: u32) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let shift = bits - len as u32;
+    (net >> shift) == (addr >> shift)
+}
+
+/// Token buckets per client; idle clients are forgotten when the map grows.
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: f64, burst: f64) -> RateLimiter {
+        RateLimiter { rate, burst, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether `client` may send one more request now.
+    pub fn allow(&self, client: IpAddr, now: Instant) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let mut buckets = self.buckets.lock();
+        if buckets.len() > 100_000 {
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+        }
+        let (tokens, at) = buckets.entry(client).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let proxies = Proxies::parse(&["10.0.0.0/8".into(), "192.0.2.1".into()]).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "198.51.100.7, 203.0.113.9, 10.1.1.1".parse().unwrap());
+        let direct: IpAddr = "203.0.113.50".parse().unwrap();
+        assert_eq!(proxies.client(direct, &headers), direct, "a client cannot claim another address");
+        let proxy: IpAddr = "10.2.2.2".parse().unwrap();
+        assert_eq!(proxies.client(proxy, &headers), "203.0.113.9".parse::<IpAddr>().unwrap());
+        assert_eq!(proxies.client(proxy, &HeaderMap::new()), proxy);
+        assert!(Proxies::parse(&["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn buckets_refill_at_the_rate() {
+        let limiter = RateLimiter::new(2.0, 3.0);
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| limiter.allow(ip, t0)));
+        assert!(!limiter.allow(ip, t0), "burst spent");
+        assert!(limiter.allow(ip, t0 + std::time::Duration::from_millis(500)), "one token after 0.5 s at 2/s");
+        assert!(!limiter.allow(ip, t0 + std::time::Duration::from_millis(500)));
+        assert!(limiter.allow("192.0.2.10".parse().unwrap(), t0), "per client");
+    }
+}
