@@ -183,7 +183,7 @@ impl Source for Decodedsource {
 
 fn dataflow_bench(config: &Config, count: u64) -> Result<()> {
     let (sources, n) = predecoded(config, count);
-    let engine = super::engine(&config)?;
+    let engine = super::engine(config)?;
     let started = Instant::now();
     engine.run(sources, super::discard_sinks())?;
     row("dataflow (pre-decoded events, every view)", n, started.elapsed(), "ingest + differential + read model");
@@ -227,7 +227,7 @@ pub(super) fn replay_generated(config: &Config, count: u64) -> Result<Arc<views:
             out.write_all(b"\n")?;
         }
     }
-    let engine = super::engine(&config)?;
+    let engine = super::engine(config)?;
     let shared = SharedFile::open(&path)?;
     let sources: SourceFactory = {
         let shared = shared.clone();
@@ -283,7 +283,7 @@ fn fill_kafka(
 
 /// Runs the engine on Kafka until `count` records are counted; returns the time it took.
 fn consume(config: &Config, count: u64) -> Result<(Duration, Arc<views::ReadModel>)> {
-    let engine = Arc::new(super::engine(&config)?);
+    let engine = Arc::new(super::engine(config)?);
     let kafka = config.kafka.clone();
     let sources: SourceFactory = KafkaSource::factory(&kafka, Duration::from_secs(1))?;
     let (read_model, stop) = (engine.read_model.clone(), engine.stop.clone());

@@ -16,7 +16,7 @@ const RULE: &str = "ip_rate_limit";
 
 pub fn main(config: &Config, count: u64) -> Result<()> {
     let (sources, n) = super::bench::predecoded(config, count);
-    let engine = Arc::new(super::engine(&config)?);
+    let engine = Arc::new(super::engine(config)?);
     if engine.read_model.alerts.get(RULE).is_none() {
         bail!("bench limits asks about the built-in rule `{RULE}`; keep views.alerts.builtin = true");
     }
