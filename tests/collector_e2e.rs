@@ -39,6 +39,7 @@ fn batch(client: usize, request: usize) -> serde_json::Value {
     serde_json::Value::Array(events)
 }
 
+#[allow(clippy::result_large_err)] // ureq's own error type
 fn post(port: u16, body: &serde_json::Value, gzip: bool) -> Result<ureq::Response, ureq::Error> {
     let request = ureq::post(&format!("http://127.0.0.1:{port}/v1/collect")).timeout(Duration::from_secs(20));
     if gzip {
