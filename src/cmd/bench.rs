@@ -50,6 +50,10 @@ enum What {
     Limits,
     /// Recall, precision and detection delay of the default alert rules on planted incidents.
     Alerts(super::bench_alerts::Args),
+    /// HTTP requests through the collector into embedded Kafka, from loopback clients.
+    Collect(super::bench_collect::CollectArgs),
+    /// Decoding alone against decoding plus every enrichment, per event.
+    Enrich,
     /// All of the above with their defaults.
     All,
 }
@@ -93,6 +97,12 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     if let What::Alerts(alerts) = &args.what {
         return super::bench_alerts::main(&config, alerts);
     }
+    if let What::Collect(collect) = args.what {
+        return super::bench_collect::collect(&config, collect);
+    }
+    if args.what == What::Enrich {
+        return super::bench_collect::enrich(&config, args.count);
+    }
     if all || args.what == What::Recovery {
         recovery_bench(&config, args.count)?;
     }
@@ -115,7 +125,7 @@ fn peak_rss_mib() -> u64 {
         .unwrap_or(0)
 }
 
-fn generated(config: &Config, count: u64) -> Vec<(String, Vec<u8>)> {
+pub(super) fn generated(config: &Config, count: u64) -> Vec<(String, Vec<u8>)> {
     let start = chrono::DateTime::parse_from_rfc3339(super::generate::DEFAULT_START).expect("valid").timestamp_millis();
     let mut generator_config = config.generator.clone();
     generator_config.rate = 20_000.0;

@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod bench_alerts;
+mod bench_collect;
 mod bench_limits;
 mod bench_paths;
 pub mod demo;

@@ -121,7 +121,11 @@ impl Enricher {
 
     /// Enriches one event; a filter's drop is a `filtered` rejection naming the rule.
     pub fn apply<'a>(&self, mut d: Decoded<'a>, agents: &mut AgentCache) -> Result<Decoded<'a>, Rejection> {
-        let mut added: Vec<(&'static str, String)> = Vec::new();
+        // Props go straight into the event; static texts are borrowed, not allocated.
+        d.prop_texts.reserve(7);
+        let add = |d: &mut Decoded<'a>, key: &'static str, value: Cow<'a, str>| {
+            d.prop_texts.push((Cow::Borrowed(key), value))
+        };
         if self.config.traffic_source {
             let s = classify(
                 d.referrer.as_deref(),
@@ -130,12 +134,12 @@ impl Enricher {
                 &self.config.internal_hosts,
             );
             d.utm_source = Some(Cow::Owned(s.source));
-            added.push(("channel", s.channel.to_string()));
+            add(&mut d, "channel", Cow::Borrowed(s.channel));
             if let Some(c) = d.utm_campaign.as_deref().map(source::normalise).filter(|c| !c.is_empty()) {
-                added.push(("campaign", c));
+                add(&mut d, "campaign", Cow::Owned(c));
             }
             if let Some(p) = d.partner.as_deref().map(source::normalise).filter(|p| !p.is_empty()) {
-                added.push(("partner", p));
+                add(&mut d, "partner", Cow::Owned(p));
             }
         }
         let mut bot = false;
@@ -144,11 +148,11 @@ impl Enricher {
                 let agent = agents.get(ua);
                 bot = agent.bot;
                 if d.device.is_none() {
-                    d.device = Some(Cow::Owned(agent.device.to_string()));
+                    d.device = Some(Cow::Borrowed(agent.device));
                 }
-                added.push(("browser", agent.browser.clone()));
-                added.push(("os", agent.os.clone()));
-                added.push(("bot", bot.to_string()));
+                add(&mut d, "browser", Cow::Owned(agent.browser.clone()));
+                add(&mut d, "os", Cow::Owned(agent.os.clone()));
+                add(&mut d, "bot", Cow::Borrowed(if bot { "true" } else { "false" }));
             }
         }
         if let (Some(geo), Some(ip)) = (&self.geo, d.ip.as_deref()) {
@@ -157,12 +161,9 @@ impl Enricher {
                     d.country = Some(Cow::Owned(place.country.to_string()));
                 }
                 if let Some(region) = &place.region {
-                    added.push(("region", region.to_string()));
+                    add(&mut d, "region", Cow::Owned(region.to_string()));
                 }
             }
-        }
-        for (key, value) in added {
-            d.prop_texts.push((Cow::Borrowed(key), Cow::Owned(value)));
         }
         for rule in &self.rules {
             if rule.matches(&d, bot) {

@@ -53,10 +53,12 @@ pub fn host(referrer: &str) -> Option<String> {
 /// `host` is `domain` or one of its subdomains; a `domain` ending in `.` matches any suffix
 /// (`google.` is google.com, google.de, ...).
 fn is(host: &str, domain: &str) -> bool {
+    // A label boundary before `at` in `host` (the start, or a dot).
+    let boundary = |at: usize| at == 0 || host.as_bytes()[at - 1] == b'.';
     if let Some(stem) = domain.strip_suffix('.') {
-        return host == stem || host.starts_with(domain) || host.contains(&format!(".{domain}"));
+        return host == stem || host.match_indices(domain).any(|(at, _)| boundary(at));
     }
-    host == domain || host.ends_with(&format!(".{domain}"))
+    host.len() >= domain.len() && host.ends_with(domain) && boundary(host.len() - domain.len())
 }
 
 fn channel_of_medium(medium: &str) -> Option<&'static str> {
