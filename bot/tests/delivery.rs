@@ -81,6 +81,12 @@ fn posts<'a>(calls: &'a [Call], channel: &str) -> Vec<&'a Call> {
     calls.iter().filter(|c| c.method == "chat.postMessage" && c.channel == channel).collect()
 }
 
+/// Runs `f` (which polls and sleeps) off the async workers.
+async fn on_slack<T: Send + 'static>(slack: &FakeSlack, f: impl FnOnce(&FakeSlack) -> T + Send + 'static) -> T {
+    let s = slack.clone();
+    tokio::task::spawn_blocking(move || f(&s)).await.unwrap()
+}
+
 /// Lets the planner run a few more rounds, then returns the calls: nothing more may have come.
 fn settled(slack: &FakeSlack) -> Vec<Call> {
     std::thread::sleep(Duration::from_millis(1500));
@@ -97,9 +103,7 @@ async fn one_message_then_one_threaded_resolve_and_one_update_through_429_and_5x
     slack.fail_next(&[Fault::RateLimited { retry_after_s: 1 }, Fault::ServerError, Fault::Hang, Fault::ServerError]);
     let first = delivery(&slack, config(), &script, &state);
     script.lock().unwrap().push(alert("ip_burst", "10.9.9.9", "security"));
-    let s = slack.clone();
-    let calls =
-        tokio::task::spawn_blocking(move || s.wait_for(20, "the alert message", |c| !c.is_empty())).await.unwrap();
+    let calls = on_slack(&slack, |s| s.wait_for(20, "the alert message", |c| !c.is_empty())).await;
     assert_eq!(slack.refused(), 4, "the 429, the 5xx and the hung call were retried, then the post went through");
     let message = calls[0].clone();
     assert_eq!((message.method.as_str(), message.channel.as_str()), ("chat.postMessage", "#security"));
@@ -109,20 +113,10 @@ async fn one_message_then_one_threaded_resolve_and_one_update_through_429_and_5x
 
     // A restart: the same alert is reported again (a rebuild re-fires it); nothing is re-sent.
     first.stop();
-    let calls = tokio::task::spawn_blocking({
-        let s = slack.clone();
-        move || settled(&s)
-    })
-    .await
-    .unwrap();
+    let calls = on_slack(&slack, settled).await;
     assert_eq!(calls.len(), 1);
     let second = delivery(&slack, config(), &script, &state);
-    let calls = tokio::task::spawn_blocking({
-        let s = slack.clone();
-        move || settled(&s)
-    })
-    .await
-    .unwrap();
+    let calls = on_slack(&slack, settled).await;
     assert_eq!(calls.len(), 1, "a restart re-sent: {calls:?}");
 
     // The resolve: one reply in the original thread, one update of the original, through a 5xx.
@@ -131,15 +125,11 @@ async fn one_message_then_one_threaded_resolve_and_one_update_through_429_and_5x
         let mut s = script.lock().unwrap();
         s[0] = resolved(s[0].clone());
     }
-    let calls = tokio::task::spawn_blocking({
-        let s = slack.clone();
-        move || {
-            s.wait_for(20, "the resolve", |c| c.len() >= 3);
-            settled(&s)
-        }
+    let calls = on_slack(&slack, move |s| {
+        s.wait_for(20, "the resolve", |c| c.len() >= 3);
+        settled(s)
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(calls.len(), 3, "{calls:#?}");
     assert_eq!(calls[1].method, "chat.postMessage");
     assert_eq!(calls[1].thread_ts.as_deref(), Some(message.ts.as_str()), "the resolve is a reply in the thread");
@@ -174,15 +164,11 @@ async fn alerts_of_one_rule_share_a_message_and_each_channel_is_paced() {
             s.push(alert(rule, "all", "web"));
         }
     }
-    let calls = tokio::task::spawn_blocking({
-        let s = slack.clone();
-        move || {
-            s.wait_for(20, "four messages", |c| c.len() >= 4);
-            settled(&s)
-        }
+    let calls = on_slack(&slack, move |s| {
+        s.wait_for(20, "four messages", |c| c.len() >= 4);
+        settled(s)
     })
-    .await
-    .unwrap();
+    .await;
     let alerts = posts(&calls, "#alerts");
     assert_eq!(alerts.len(), 4, "three IPs of one rule in one message, one per other rule: {calls:#?}");
     let grouped: Vec<&&Call> = alerts.iter().filter(|c| c.text.contains("ip_burst")).collect();
@@ -207,15 +193,11 @@ async fn a_refused_message_is_reported_and_does_not_block_the_channel() {
     let d = delivery(&slack, config(), &script, &dir.path().join("slack.json"));
     std::thread::sleep(Duration::from_millis(1500));
     script.lock().unwrap().push(alert("outage", "all", "web"));
-    let calls = tokio::task::spawn_blocking({
-        let s = slack.clone();
-        move || {
-            s.wait_for(20, "the second message", |c| !c.is_empty());
-            settled(&s)
-        }
+    let calls = on_slack(&slack, move |s| {
+        s.wait_for(20, "the second message", |c| !c.is_empty());
+        settled(s)
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(calls.len(), 1, "{calls:#?}");
     assert!(calls[0].text.contains("outage"));
     let failed: Vec<_> = d.outbox.entries().into_iter().filter(|e| e.status.starts_with("failed")).collect();
