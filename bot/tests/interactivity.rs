@@ -108,3 +108,42 @@ async fn the_events_url_check_is_answered_and_must_be_signed() {
     let unsigned = axum::http::Request::post("/slack/events").body(axum::body::Body::from(body)).unwrap();
     assert_eq!(call(&bot, unsigned).await.0, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_bot_runs_dry_and_the_outbox_shows_what_it_would_post() {
+    let config = BotConfig { group_wait_seconds: 0, channel_interval_ms: 50, ..BotConfig::default() };
+    let secrets = Secrets { signing_secret: Some(SECRET.into()), ..Secrets::default() };
+    let bot = Bot::new(config, secrets, ReadModel::new(ViewConfig::default()), None)
+        .unwrap()
+        .with_alert_source(Box::new(|| (Some(1_795_133_000_000), vec![firing()])));
+    assert!(bot.is_dry_run());
+    bot.start().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let outbox = loop {
+        let request = axum::http::Request::get("/api/v1/bot/outbox").body(axum::body::Body::empty()).unwrap();
+        let (status, body) = call(&bot, request).await;
+        assert_eq!(status, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["entries"].as_array().is_some_and(|e| !e.is_empty()) || std::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(outbox["mode"], "dry_run");
+    let entry = &outbox["entries"][0];
+    assert_eq!((entry["channel"].as_str(), entry["status"].as_str()), (Some("#alerts"), Some("dry_run")), "{outbox}");
+    assert!(entry["text"].as_str().unwrap().contains("events per minute 9x the baseline"), "{entry}");
+    bot.stop();
+}
+
+#[test]
+fn a_digest_carries_the_key_numbers_funnels_and_alerts() {
+    let model = ReadModel::new(ViewConfig::default());
+    let digest = bot::alert_message::digest(&model, bot::config::Every::Daily);
+    assert!(digest.text.starts_with("Daily digest"), "{}", digest.text);
+    assert!(
+        digest.text.contains("Active users (5 min): 0") && digest.text.contains("No alerts firing"),
+        "{}",
+        digest.text
+    );
+}
