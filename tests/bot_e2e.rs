@@ -130,6 +130,11 @@ fn a_planted_incident_is_posted_once_survives_a_restart_and_resolves_in_its_thre
     let outbox = get_json(port, "/api/v1/bot/outbox").unwrap();
     assert_eq!(outbox["mode"], "slack");
     assert_eq!(outbox["pending"], 0);
+    let metrics = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap().into_string().unwrap();
+    assert!(
+        metrics.contains("clickflow_bot_pending 0") && metrics.contains("clickflow_bot_refused_total 0"),
+        "{metrics}"
+    );
     let tops: Vec<String> = slack
         .calls()
         .iter()

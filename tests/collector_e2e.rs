@@ -124,6 +124,9 @@ fn concurrent_batches_arrive_exactly_once_and_a_down_broker_is_refused_not_ackno
         assert!(v["received_at"].as_i64().unwrap() > START);
     }
     wait_for(port, "/api/v1/dump", Duration::from_secs(60), |d| d["accepted"].as_u64() == Some(expected.len() as u64));
+    let metrics = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap().into_string().unwrap();
+    assert!(metrics.contains(&format!("clickflow_collector_events_accepted_total {}", expected.len())), "{metrics}");
+    assert!(metrics.contains(&format!("clickflow_collector_events_invalid_total {}", CLIENTS * REQUESTS)), "{metrics}");
 
     // The broker goes down: the collector must not acknowledge.
     mock.broker_down(1).unwrap();

@@ -67,7 +67,7 @@ fn a_funnel_created_at_run_time_equals_the_same_funnel_defined_from_the_start() 
     let mut later = Harness::start(2, LATENESS, views_with(Vec::new(), Vec::new()));
     later.push(first.to_vec());
     later.settle();
-    let state = api::AppState { read_model: later.read_model.clone(), status: Arc::new(Status::default()) };
+    let state = api::AppState::new(later.read_model.clone(), Arc::new(Status::default()));
     for def in shop_funnels() {
         let post = Request::post("/api/v1/funnels")
             .header("content-type", "application/json")

@@ -24,10 +24,21 @@ use views::{ReadModel, Status};
 
 pub use error::ApiError;
 
+/// Writes more Prometheus text into `/metrics` (components the API does not know: the
+/// collector, the Slack bot).
+pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct AppState {
     pub read_model: Arc<ReadModel>,
     pub status: Arc<Status>,
+    pub extra_metrics: Vec<MetricsSource>,
+}
+
+impl AppState {
+    pub fn new(read_model: Arc<ReadModel>, status: Arc<Status>) -> AppState {
+        AppState { read_model, status, extra_metrics: Vec::new() }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -67,5 +67,8 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     if let Some(ms) = clock.as_of_ms {
         let _ = writeln!(out, "# HELP clickflow_as_of_ms Event time up to which views are complete.\n# TYPE clickflow_as_of_ms gauge\nclickflow_as_of_ms {ms}");
     }
+    for source in &s.extra_metrics {
+        source(&mut out);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

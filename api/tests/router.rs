@@ -30,7 +30,7 @@ fn state() -> AppState {
             (Row::Clock { worker: 0, head: HEAD, watermark: HEAD - 300_000, idle: false }, 1),
         ],
     );
-    AppState { read_model: model, status: Arc::new(Status::default()) }
+    AppState::new(model, Arc::new(Status::default()))
 }
 
 async fn get(state: AppState, uri: &str) -> (StatusCode, String) {

@@ -38,6 +38,7 @@ pub struct Delivery {
     source: AlertSource,
     /// Counters for `/metrics`-style reporting in the outbox endpoint.
     pub failures: std::sync::atomic::AtomicU64,
+    pub sent: std::sync::atomic::AtomicU64,
 }
 
 impl Delivery {
@@ -68,6 +69,7 @@ impl Delivery {
             wake: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
             failures: Default::default(),
+            sent: Default::default(),
         }))
     }
 
@@ -236,6 +238,7 @@ impl Delivery {
         self.record(channel, &call, result.as_ref().ok().cloned().flatten().map(|(ts, _)| ts), status.clone());
         match result {
             Ok(ts) => {
+                self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if self.transport.is_dry_run() {
                     tracing::info!(channel, text = %call.message().text, "bot dry run: would post");
                 }

@@ -80,6 +80,17 @@ impl Bot {
         Arc::new(Bot { delivery: bot.delivery.with_source(source), ..bot })
     }
 
+    /// Delivery in the Prometheus text format.
+    pub fn write_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let state = self.delivery.state();
+        let failures = self.delivery.failures.load(std::sync::atomic::Ordering::Relaxed);
+        let sent = self.delivery.sent.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP clickflow_bot_pending Slack calls waiting to be sent (all channels).\n# TYPE clickflow_bot_pending gauge\nclickflow_bot_pending {}", state.pending());
+        let _ = writeln!(out, "# HELP clickflow_bot_sent_total Slack calls accepted (or logged, in a dry run).\n# TYPE clickflow_bot_sent_total counter\nclickflow_bot_sent_total {sent}");
+        let _ = writeln!(out, "# HELP clickflow_bot_refused_total Slack calls refused for good (wrong channel, bad blocks) and skipped.\n# TYPE clickflow_bot_refused_total counter\nclickflow_bot_refused_total {failures}");
+    }
+
     pub fn is_dry_run(&self) -> bool {
         self.delivery.transport.is_dry_run()
     }

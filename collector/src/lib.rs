@@ -84,6 +84,26 @@ impl Collector {
     pub fn config(&self) -> &CollectorConfig {
         &self.config
     }
+
+    /// The collector's counters in the Prometheus text format.
+    pub fn write_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let c = &self.counters;
+        let counters = [
+            ("requests", "Requests to POST /v1/collect.", &c.requests),
+            ("events_accepted", "Events written to Kafka and acknowledged.", &c.accepted),
+            ("events_invalid", "Events refused by validation (reported per index).", &c.invalid),
+            ("unavailable", "Requests answered 503: Kafka slow or down, or too much in flight.", &c.unavailable),
+            ("rate_limited", "Requests answered 429.", &c.rate_limited),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP clickflow_collector_{name}_total {help}\n# TYPE clickflow_collector_{name}_total counter\nclickflow_collector_{name}_total {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
 }
 
 /// `POST /v1/collect` with CORS for browser senders.

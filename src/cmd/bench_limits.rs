@@ -20,7 +20,7 @@ pub fn main(config: &Config, count: u64) -> Result<()> {
     if engine.read_model.alerts.get(RULE).is_none() {
         bail!("bench limits asks about the built-in rule `{RULE}`; keep views.alerts.builtin = true");
     }
-    let state = api::AppState { read_model: engine.read_model.clone(), status: engine.status.clone() };
+    let state = api::AppState::new(engine.read_model.clone(), engine.status.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let address = listener.local_addr()?;

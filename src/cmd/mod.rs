@@ -34,11 +34,19 @@ pub struct Extras {
 
 /// Serves the API (with the bot's endpoints and delivery, and the collector on the same or its own
 /// listener) until `stop` is set.
-pub async fn serve(listen: &str, engine_state: api::AppState, extras: Extras, stop: Arc<AtomicBool>) -> Result<()> {
+pub async fn serve(listen: &str, mut engine_state: api::AppState, extras: Extras, stop: Arc<AtomicBool>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; is another process using it? pick one with --listen"))?;
     tracing::info!(address = %listener.local_addr()?, "API listening");
+    if let Some(bot) = &extras.bot {
+        let bot = bot.clone();
+        engine_state.extra_metrics.push(Arc::new(move |out: &mut String| bot.write_metrics(out)));
+    }
+    if let Some(collector) = &extras.collector {
+        let collector = collector.clone();
+        engine_state.extra_metrics.push(Arc::new(move |out: &mut String| collector.write_metrics(out)));
+    }
     let mut app = api::app(engine_state);
     if let Some(bot) = &extras.bot {
         bot.start()?;
@@ -113,7 +121,7 @@ pub fn engine(config: &crate::config::Config) -> Result<Engine> {
 }
 
 pub fn app_state(engine: &Engine) -> api::AppState {
-    api::AppState { read_model: engine.read_model.clone(), status: engine.status.clone() }
+    api::AppState::new(engine.read_model.clone(), engine.status.clone())
 }
 
 /// Sets `stop` on Ctrl-C / SIGTERM.
