@@ -136,11 +136,16 @@ fn concurrent_batches_arrive_exactly_once_and_a_down_broker_is_refused_not_ackno
         Err(ureq::Error::Status(503, response)) => {
             assert_eq!(response.header("Retry-After"), Some("1"));
             let body: serde_json::Value = response.into_json().unwrap();
-            assert!(body["error"].as_str().unwrap().contains("Kafka did not acknowledge"), "{body}");
+            // librdkafka's own timeout report, or ours a second later: either way, refused.
+            assert!(body["error"].as_str().unwrap().contains("Kafka did not"), "{body}");
         }
         other => panic!("expected 503 while Kafka is down, got {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(5), "answered within the ack timeout: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered within the ack timeout (+1 s): {:?}",
+        started.elapsed()
+    );
     mock.broker_up(1).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let again = serde_json::json!({"user_id": "late", "event": "click", "ts": START, "event_id": "up-1"});

@@ -36,6 +36,7 @@ impl Proxies {
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
         self.0.iter().any(|(net, len)| match (net, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => prefix(u32::from(*n) as u128, u32::from(a) as u128, *len, 32),
             (IpAddr::V6(n), IpAddr::V6(a)) => prefix(u128::from(*n), u128::from(a), *len, 128),
@@ -45,19 +46,35 @@ impl Proxies {
 
     /// The client's address for a request from `peer`.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        // An IPv4 peer on a dual-stack listener arrives as ::ffff:a.b.c.d.
+        let peer = peer.to_canonical();
         if !self.trusts(peer) {
             return peer;
         }
         let forwarded =
             headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
-        // Right to left: the first hop not added by one of our proxies is the client.
-        forwarded
-            .split(',')
-            .rev()
-            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-            .find(|a| !self.trusts(*a))
-            .unwrap_or(peer)
+        // Right to left: the first hop not added by one of our proxies is the client. An entry that
+        // does not parse ends the walk there: skipping it would hand the choice to whatever the
+        // client wrote further left.
+        let mut client = peer;
+        for hop in forwarded.split(',').rev() {
+            let Some(ip) = parse_hop(hop) else { break };
+            client = ip;
+            if !self.trusts(ip) {
+                break;
+            }
+        }
+        client
     }
+}
+
+/// `1.2.3.4`, `1.2.3.4:5555`, `2001:db8::1` or `[2001:db8::1]:443`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip().to_canonical())
 }
 
 fn prefix(net: u128, addr: u128, len: u8, bits: u32) -> bool {
@@ -67,6 +84,8 @@ fn prefix(net: u128, addr: u128, len: u8, bits: u32) -> bool {
     let shift = bits - len as u32;
     (net >> shift) == (addr >> shift)
 }
+
+const MAX_CLIENTS: usize = 100_000;
 
 /// Token buckets per client; idle clients are forgotten when the map grows.
 pub struct RateLimiter {
@@ -85,10 +104,20 @@ impl RateLimiter {
         if self.rate <= 0.0 {
             return true;
         }
+        // One IPv6 host usually holds a whole /64: it is one client here.
+        let client = match client {
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & (u128::MAX << 64)).into()),
+            v4 => v4,
+        };
         let mut buckets = self.buckets.lock();
-        if buckets.len() > 100_000 {
+        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
+            // Forget the clients whose bucket has refilled (they lose nothing); if that frees too
+            // little, start over rather than let the map (and this scan) grow without bound.
             let (rate, burst) = (self.rate, self.burst);
             buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+            if buckets.len() >= MAX_CLIENTS / 2 {
+                buckets.clear();
+            }
         }
         let (tokens, at) = buckets.entry(client).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
@@ -117,6 +146,16 @@ mod tests {
         assert_eq!(proxies.client(proxy, &headers), "203.0.113.9".parse::<IpAddr>().unwrap());
         assert_eq!(proxies.client(proxy, &HeaderMap::new()), proxy);
         assert!(Proxies::parse(&["nope".into()]).is_err());
+        // A hop the proxy wrote with a port, and an entry that is not an address: the walk stops
+        // there instead of skipping to what the client wrote further left.
+        headers.insert("x-forwarded-for", "1.2.3.4, 203.0.113.9:5555".parse().unwrap());
+        assert_eq!(proxies.client(proxy, &headers), "203.0.113.9".parse::<IpAddr>().unwrap());
+        headers.insert("x-forwarded-for", "1.2.3.4, unknown".parse().unwrap());
+        assert_eq!(proxies.client(proxy, &headers), proxy);
+        // An IPv4 proxy seen through a dual-stack listener is still the trusted proxy.
+        let mapped: IpAddr = "::ffff:10.2.2.2".parse().unwrap();
+        headers.insert("x-forwarded-for", "198.51.100.7".parse().unwrap());
+        assert_eq!(proxies.client(mapped, &headers), "198.51.100.7".parse::<IpAddr>().unwrap());
     }
 
     #[test]

@@ -254,7 +254,9 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
             use std::io::Read;
             let mut out = Vec::new();
             // One byte over the limit tells a bomb from a body that fits exactly.
-            let read = flate2::read::GzDecoder::new(&bytes[..]).take(limit as u64 + 1).read_to_end(&mut out);
+            // Every member (streaming compressors emit several); trailing bytes that are not gzip
+            // are an error, not silently ignored events.
+            let read = flate2::read::MultiGzDecoder::new(&bytes[..]).take(limit as u64 + 1).read_to_end(&mut out);
             match read {
                 Ok(n) if n > limit => Err(too_large()),
                 Ok(_) => Ok(Bytes::from(out)),

@@ -75,6 +75,21 @@ async fn batches_are_validated_per_index_and_limits_are_enforced() {
     assert!(bomb.len() < 4096);
     let (status, _, _) = send(&c, post().header("content-encoding", "gzip").body(Body::from(bomb)).unwrap()).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Two gzip members (as streaming compressors write): both decoded, nothing silently cut.
+    let gzip = |text: &str| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).unwrap();
+        gz.finish().unwrap()
+    };
+    let mut members = gzip(&format!("[{},", event("a")));
+    members.extend(gzip(&format!("{}]", event("b"))));
+    let (status, _, body) =
+        send(&c, post().header("content-encoding", "gzip").body(Body::from(members)).unwrap()).await;
+    assert_eq!((status, body["accepted"].as_i64()), (StatusCode::OK, Some(2)), "{body}");
+    let mut trailing = gzip(&format!("[{}]", event("a")));
+    trailing.extend(b"garbage");
+    let (status, _, _) = send(&c, post().header("content-encoding", "gzip").body(Body::from(trailing)).unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "bytes after the gzip data are an error");
     let (status, _, _) = send(&c, post().header("content-encoding", "br").body(Body::from("{}")).unwrap()).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }

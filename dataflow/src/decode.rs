@@ -14,7 +14,7 @@ use crate::reject::{Reason, Rejection};
 
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 const MAX_USER_ID: usize = 256;
-const MAX_EVENT_NAME: usize = 128;
+pub const MAX_EVENT_NAME: usize = 128;
 /// 2000-01-01T00:00:00Z
 pub const MIN_TS_MS: i64 = 946_684_800_000;
 pub const MAX_FUTURE_MS: i64 = 24 * 3600 * 1000;

@@ -73,6 +73,13 @@ pub fn collector_producer(config: &KafkaConfig, delivery_timeout_ms: u64) -> Res
     // A request waits for its records' acks, not for a batch to fill.
     client.set("linger.ms", "1");
     apply_user_properties(&mut client, config);
+    // What the collector promises (2xx = stored on every in-sync replica, once, in bounded time)
+    // is not a matter of taste: `[kafka.properties]` (shared with the dead-letter producer) cannot
+    // weaken it here.
+    client
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", delivery_timeout_ms.to_string());
     client
         .create()
         .map_err(|e| SourceError::Kafka(format!("cannot create the collector's producer for {}: {e}", config.brokers)))

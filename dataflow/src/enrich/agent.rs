@@ -37,9 +37,16 @@ pub struct AgentCache {
 }
 
 const CACHE_ENTRIES: usize = 20_000;
+const MAX_AGENT_BYTES: usize = 512;
 
 impl AgentCache {
     pub fn get(&mut self, user_agent: &str) -> Arc<Agent> {
+        // Real agents are a few hundred bytes; a huge one costs woothee a millisecond each time.
+        let mut cut = user_agent.len().min(MAX_AGENT_BYTES);
+        while !user_agent.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let user_agent = &user_agent[..cut];
         let key = xxhash_rust::xxh3::xxh3_64(user_agent.as_bytes());
         if let Some(a) = self.parsed.get(&key) {
             return a.clone();

@@ -19,7 +19,9 @@ pub struct Place {
 /// One loaded table: per prefix length (IPv4 mapped into IPv6), masked address → place.
 #[derive(Default)]
 pub struct IpTable {
-    by_len: Vec<(u8, HashMap<u128, Place>)>,
+    /// `(is IPv4, prefix length, masked address → place)`, longest prefix first. IPv4 rows only
+    /// match IPv4 addresses (an IPv6 `::/0` row must not catch them through the mapped range).
+    by_len: Vec<(bool, u8, HashMap<u128, Place>)>,
     pub entries: usize,
 }
 
@@ -40,7 +42,7 @@ fn mask(addr: u128, len: u8) -> u128 {
 
 impl IpTable {
     pub fn parse(text: &str) -> Result<IpTable, String> {
-        let mut maps: HashMap<u8, HashMap<u128, Place>> = HashMap::new();
+        let mut maps: HashMap<(bool, u8), HashMap<u128, Place>> = HashMap::new();
         let mut entries = 0;
         for (n, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
@@ -62,18 +64,22 @@ impl IpTable {
             }
             let len = if ip.is_ipv4() { len + 96 } else { len };
             let region = fields.get(2).filter(|r| !r.is_empty()).map(|r| Arc::from(*r));
-            maps.entry(len).or_default().insert(mask(to_u128(ip), len), Place { country: Arc::from(country), region });
+            maps.entry((ip.is_ipv4(), len))
+                .or_default()
+                .insert(mask(to_u128(ip), len), Place { country: Arc::from(country), region });
             entries += 1;
         }
-        let mut by_len: Vec<(u8, HashMap<u128, Place>)> = maps.into_iter().collect();
-        by_len.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
+        let mut by_len: Vec<(bool, u8, HashMap<u128, Place>)> =
+            maps.into_iter().map(|((v4, len), map)| (v4, len, map)).collect();
+        by_len.sort_by_key(|(_, len, _)| std::cmp::Reverse(*len));
         Ok(IpTable { by_len, entries })
     }
 
     /// The most specific entry containing `ip` (`None` for no entry or not an address).
     pub fn lookup(&self, ip: &str) -> Option<&Place> {
-        let addr = to_u128(ip.trim().parse().ok()?);
-        self.by_len.iter().find_map(|(len, map)| map.get(&mask(addr, *len)))
+        let ip: IpAddr = ip.trim().parse::<IpAddr>().ok()?.to_canonical();
+        let (v4, addr) = (ip.is_ipv4(), to_u128(ip));
+        self.by_len.iter().filter(|(kind, _, _)| *kind == v4).find_map(|(_, len, map)| map.get(&mask(addr, *len)))
     }
 }
 
@@ -82,6 +88,9 @@ pub struct GeoTable {
     path: PathBuf,
     table: RwLock<Arc<IpTable>>,
     seen: RwLock<Option<(SystemTime, u64)>>,
+    /// A change seen by the last poll: loaded once it has stayed the same for a whole period,
+    /// so a file still being written is not taken half-way.
+    pending: RwLock<Option<(SystemTime, u64)>>,
 }
 
 fn stamp(path: &Path) -> std::io::Result<(SystemTime, u64)> {
@@ -92,7 +101,12 @@ fn stamp(path: &Path) -> std::io::Result<(SystemTime, u64)> {
 impl GeoTable {
     /// Loads `path`; a start without a usable table is an error (the config names it).
     pub fn open(path: &Path) -> Result<GeoTable, String> {
-        let geo = GeoTable { path: path.to_path_buf(), table: RwLock::default(), seen: RwLock::new(None) };
+        let geo = GeoTable {
+            path: path.to_path_buf(),
+            table: RwLock::default(),
+            seen: RwLock::new(None),
+            pending: RwLock::new(None),
+        };
         geo.reload()?;
         Ok(geo)
     }
@@ -101,11 +115,19 @@ impl GeoTable {
         self.table.read().clone()
     }
 
-    /// Loads the file again if it changed since the last load; `Ok(true)` when a new table is in use.
+    /// Loads the file again if it changed since the last load and has not changed since the
+    /// previous call (a writer has finished); `Ok(true)` when a new table is in use.
     pub fn reload_if_changed(&self) -> Result<bool, String> {
         let now = stamp(&self.path).map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
         if *self.seen.read() == Some(now) {
             return Ok(false);
+        }
+        {
+            let mut pending = self.pending.write();
+            if *pending != Some(now) {
+                *pending = Some(now);
+                return Ok(false);
+            }
         }
         self.reload().map(|_| true)
     }
@@ -115,6 +137,12 @@ impl GeoTable {
         let text =
             std::fs::read_to_string(&self.path).map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
         let table = IpTable::parse(&text).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        if table.entries == 0 {
+            return Err(format!(
+                "{}: no entries (a file being rewritten?); keeping the table in use",
+                self.path.display()
+            ));
+        }
         tracing::info!(path = %self.path.display(), entries = table.entries, "IP table loaded");
         *self.table.write() = Arc::new(table);
         *self.seen.write() = Some(before);
@@ -141,6 +169,9 @@ mod tests {
         assert_eq!(table.lookup("2001:db8:1::5").unwrap().country.as_ref(), "US");
         assert!(table.lookup("not an ip").is_none());
         assert!(table.lookup("11.0.0.1").is_none());
+        let catch_all = IpTable::parse("::/0,ZZ\n").unwrap();
+        assert!(catch_all.lookup("8.8.8.8").is_none(), "an IPv6 row does not catch IPv4 addresses");
+        assert_eq!(catch_all.lookup("2001:db8::1").unwrap().country.as_ref(), "ZZ");
     }
 
     #[test]

@@ -122,9 +122,10 @@ impl Enricher {
     /// Enriches one event; a filter's drop is a `filtered` rejection naming the rule.
     pub fn apply<'a>(&self, mut d: Decoded<'a>, agents: &mut AgentCache) -> Result<Decoded<'a>, Rejection> {
         // Props go straight into the event; static texts are borrowed, not allocated.
-        d.prop_texts.reserve(7);
         let add = |d: &mut Decoded<'a>, key: &'static str, value: Cow<'a, str>| {
-            d.prop_texts.push((Cow::Borrowed(key), value))
+            // Ours replaces a prop of the same name the sender set (a client cannot pose as a browser).
+            d.prop_texts.retain(|(k, _)| k != key);
+            d.prop_texts.push((Cow::Borrowed(key), value));
         };
         if self.config.traffic_source {
             let s = classify(
@@ -172,6 +173,24 @@ impl Enricher {
                 }
                 rule.transform(&mut d);
             }
+        }
+        // Transforms may have emptied a field or made a name the decoder would refuse.
+        for field in
+            [&mut d.page, &mut d.utm_source, &mut d.device, &mut d.country, &mut d.utm_campaign, &mut d.partner]
+        {
+            if field.as_deref().is_some_and(str::is_empty) {
+                *field = None;
+            }
+        }
+        if d.name.is_empty() || d.name.len() > crate::decode::MAX_EVENT_NAME {
+            return Err(Rejection::new(
+                Reason::InvalidField,
+                format!(
+                    "enrich rules made the event name {} bytes long; it must be 1..{}",
+                    d.name.len(),
+                    crate::decode::MAX_EVENT_NAME
+                ),
+            ));
         }
         resym(&mut d);
         Ok(d)

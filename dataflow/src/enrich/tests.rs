@@ -55,6 +55,16 @@ fn sources_agents_and_places_fill_the_fields_the_views_break_down_by() {
     )
     .unwrap();
     assert_eq!(fields, "click - direct tv AT");
+    // A sender's own `bot` prop does not survive next to ours.
+    let (_, props) = enrich(
+        &e,
+        r#"{"user_id":"u1","event":"click","ts":1795132800000,"props":{"bot":"false","plan":"pro"},
+        "user_agent":"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"}"#,
+    )
+    .unwrap();
+    let bots: Vec<&str> = props.iter().filter(|(k, _)| k == "bot").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(bots, vec!["true"]);
+    assert!(props.iter().any(|(k, v)| k == "plan" && v == "pro"));
 }
 
 #[test]
@@ -129,9 +139,14 @@ fn the_ip_table_reloads_when_its_file_changes_and_a_broken_file_keeps_the_old_on
     assert_eq!(geo.current().lookup("192.0.2.1").unwrap().country.as_ref(), "DE");
     assert!(!geo.reload_if_changed().unwrap(), "unchanged");
     std::fs::write(&path, "192.0.2.0/24,FR\n192.0.3.0/24,ES\n").unwrap();
+    assert!(!geo.reload_if_changed().unwrap(), "a change is taken once it has held for a period");
     assert!(geo.reload_if_changed().unwrap());
     assert_eq!(geo.current().lookup("192.0.2.1").unwrap().country.as_ref(), "FR");
     std::fs::write(&path, "192.0.2.0/24\n").unwrap();
+    assert!(!geo.reload_if_changed().unwrap());
     assert!(geo.reload_if_changed().unwrap_err().contains("line 1"));
+    std::fs::write(&path, "").unwrap();
+    assert!(!geo.reload_if_changed().unwrap());
+    assert!(geo.reload_if_changed().unwrap_err().contains("no entries"), "a truncated file is not a table");
     assert_eq!(geo.current().lookup("192.0.3.1").unwrap().country.as_ref(), "ES", "the old table stays");
 }
