@@ -172,27 +172,14 @@ async fn command(State(bot): State<Arc<Bot>>, headers: HeaderMap, body: Body) ->
     let answer =
         tokio::task::spawn_blocking(move || commands::answer(&model, &text, &user, views::alert_engine::now_ms()));
     let deadline = Duration::from_millis(bot.config.reply_deadline_ms);
-    let mut answer = Box::pin(answer);
-    // 0: always acknowledge first (for proxies that add their own delay).
-    let answered =
-        if deadline.is_zero() { Err(()) } else { tokio::time::timeout(deadline, &mut answer).await.map_err(|_| ()) };
-    match answered {
-        Ok(Ok(reply)) => Json(reply.json()).into_response(),
-        Ok(Err(e)) => {
+    match respond::by_deadline(answer, deadline, event.response_url.0.to_string()).await {
+        Some(Ok(reply)) => Json(reply.json()).into_response(),
+        Some(Err(e)) => {
             tracing::error!(error = %e, "a slash command failed");
             Json(serde_json::json!({"response_type": "ephemeral", "text": "Sorry, that command failed inside clickflow; the server log has the details."})).into_response()
         }
-        Err(_) => {
-            let url = event.response_url.0.to_string();
-            tokio::spawn(async move {
-                if let Ok(reply) = answer.await {
-                    if let Err(e) = respond::post_json(&url, &reply.json()).await {
-                        tracing::warn!(error = %e, "cannot deliver a delayed reply to response_url");
-                    }
-                }
-            });
-            Json(serde_json::json!({"response_type": "ephemeral", "text": "Working on it…"})).into_response()
-        }
+        // 0 acknowledges every command first (for proxies that add their own delay).
+        None => Json(serde_json::json!({"response_type": "ephemeral", "text": "Working on it…"})).into_response(),
     }
 }
 

@@ -19,3 +19,26 @@ pub async fn post_json(url: &str, body: &serde_json::Value) -> Result<(), String
         Err(format!("POST {url}: HTTP {}", response.status()))
     }
 }
+
+/// The answer if `answer` finishes within `deadline` (0: never waits); otherwise `None`, and the
+/// answer goes to `response_url` when it is ready. Shared by HTTP and Socket Mode.
+pub async fn by_deadline(
+    answer: tokio::task::JoinHandle<crate::commands::Reply>,
+    deadline: std::time::Duration,
+    response_url: String,
+) -> Option<Result<crate::commands::Reply, tokio::task::JoinError>> {
+    let mut answer = Box::pin(answer);
+    if !deadline.is_zero() {
+        if let Ok(done) = tokio::time::timeout(deadline, &mut answer).await {
+            return Some(done);
+        }
+    }
+    tokio::spawn(async move {
+        if let Ok(reply) = answer.await {
+            if let Err(e) = post_json(&response_url, &reply.json()).await {
+                tracing::warn!(error = %e, "cannot deliver a delayed reply to response_url");
+            }
+        }
+    });
+    None
+}

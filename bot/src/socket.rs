@@ -54,21 +54,12 @@ async fn on_command(
 ) -> Result<SlackCommandEventResponse, Box<dyn std::error::Error + Send + Sync>> {
     let bot = bot_of(&states).await.ok_or("bot state missing")?;
     let (model, text, user) = (bot.model.clone(), event.text.unwrap_or_default(), event.user_id.to_string());
-    let mut answer = Box::pin(tokio::task::spawn_blocking(move || {
+    let answer = tokio::task::spawn_blocking(move || {
         crate::commands::answer(&model, &text, &user, views::alert_engine::now_ms())
-    }));
+    });
     // As over HTTP: past the deadline, acknowledge now and answer through `response_url`.
     let deadline = std::time::Duration::from_millis(bot.config.reply_deadline_ms);
-    let answered = if deadline.is_zero() { None } else { tokio::time::timeout(deadline, &mut answer).await.ok() };
-    let Some(reply) = answered else {
-        let url = event.response_url.0.to_string();
-        tokio::spawn(async move {
-            if let Ok(reply) = answer.await {
-                if let Err(e) = crate::respond::post_json(&url, &reply.json()).await {
-                    tracing::warn!(error = %e, "cannot deliver a delayed reply to response_url");
-                }
-            }
-        });
+    let Some(reply) = crate::respond::by_deadline(answer, deadline, event.response_url.0.to_string()).await else {
         return Ok(SlackCommandEventResponse::new(SlackMessageContent::new().with_text("Working on it…".into())));
     };
     let reply = reply?;

@@ -6,42 +6,20 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use axum::http::HeaderMap;
+use dataflow::enrich::IpTable;
 use parking_lot::Mutex;
 
-pub struct Proxies(Vec<(IpAddr, u8)>);
+/// Trusted proxy blocks: the enrichment's CIDR table (longest prefix, IPv4 and IPv6 apart).
+pub struct Proxies(IpTable);
 
 impl Proxies {
     pub fn parse(cidrs: &[String]) -> Result<Proxies, String> {
-        cidrs
-            .iter()
-            .map(|c| {
-                let (addr, len) = c.split_once('/').unwrap_or((c, ""));
-                let ip: IpAddr = addr
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("[collector] trusted_proxies: `{c}` is not a CIDR block"))?;
-                let max = if ip.is_ipv4() { 32 } else { 128 };
-                let len = if len.is_empty() {
-                    max
-                } else {
-                    len.parse().map_err(|_| format!("[collector] trusted_proxies: `{c}`: bad prefix"))?
-                };
-                if len > max {
-                    return Err(format!("[collector] trusted_proxies: `{c}`: prefix too long"));
-                }
-                Ok((ip, len))
-            })
-            .collect::<Result<_, _>>()
-            .map(Proxies)
+        let rows: String = cidrs.iter().map(|c| format!("{c},proxy\n")).collect();
+        IpTable::parse(&rows).map(Proxies).map_err(|e| format!("[collector] trusted_proxies: {e}"))
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.0.iter().any(|(net, len)| match (net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => prefix(u32::from(*n) as u128, u32::from(a) as u128, *len, 32),
-            (IpAddr::V6(n), IpAddr::V6(a)) => prefix(u128::from(*n), u128::from(a), *len, 128),
-            _ => false,
-        })
+        self.0.lookup_addr(ip).is_some()
     }
 
     /// The client's address for a request from `peer`.
@@ -75,14 +53,6 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         return Some(ip.to_canonical());
     }
     hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip().to_canonical())
-}
-
-fn prefix(net: u128, addr: u128, len: u8, bits: u32) -> bool {
-    if len == 0 {
-        return true;
-    }
-    let shift = bits - len as u32;
-    (net >> shift) == (addr >> shift)
 }
 
 const MAX_CLIENTS: usize = 100_000;

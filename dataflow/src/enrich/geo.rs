@@ -77,7 +77,11 @@ impl IpTable {
 
     /// The most specific entry containing `ip` (`None` for no entry or not an address).
     pub fn lookup(&self, ip: &str) -> Option<&Place> {
-        let ip: IpAddr = ip.trim().parse::<IpAddr>().ok()?.to_canonical();
+        self.lookup_addr(ip.trim().parse().ok()?)
+    }
+
+    pub fn lookup_addr(&self, ip: IpAddr) -> Option<&Place> {
+        let ip = ip.to_canonical();
         let (v4, addr) = (ip.is_ipv4(), to_u128(ip));
         self.by_len.iter().filter(|(kind, _, _)| *kind == v4).find_map(|(_, len, map)| map.get(&mask(addr, *len)))
     }
