@@ -6,14 +6,18 @@ use dataflow::clock::PartitionClock;
 use dataflow::deadletter::Discard;
 use dataflow::decode::decode;
 use dataflow::ingest::Ingest;
-use dataflow::{Generator, GeneratorConfig};
+use generator::{Generator, GeneratorConfig};
 use std::sync::Arc;
 
-use views::funnels::{Funnel, FunnelCell, FunnelDef, LogEvent};
-use views::query::TimeseriesQuery;
-use views::sessions::{Hit, SessionConfig, Sessionizer};
-use views::userlog::{LogSink, UserLogs};
-use views::{Fact, ReadModel, Row, ViewConfig};
+use read::query::TimeseriesQuery;
+use read::ReadModel;
+use schema::funnels::FunnelDef;
+use schema::registry::Definitions;
+use schema::sessions::SessionConfig;
+use schema::{Fact, Row, ViewConfig};
+use views::funnels::{Funnel, FunnelCell};
+use views::sessions::{Hit, Sessionizer};
+use views::userlog::{LogEvent, LogSink, UserLogs};
 
 const START: i64 = 1_795_132_800_000;
 const N: usize = 100_000;
@@ -67,15 +71,15 @@ fn stages(c: &mut Criterion) {
 
 /// A read model holding a day of per-minute counts for 500 pages and an hour of user-minutes.
 fn populated() -> std::sync::Arc<ReadModel> {
-    let model = ReadModel::new(ViewConfig::default());
+    let model = ReadModel::new(ViewConfig::default(), &Definitions::new(&ViewConfig::default()).unwrap());
     let first = (START / 60_000) as u32;
     let mut rows: Vec<(Row, isize)> = Vec::new();
     for p in 0..500u64 {
-        let key = views::event::sym(&format!("/products/{p}"));
+        let key = schema::event::sym(&format!("/products/{p}"));
         rows.push((Row::Name { sym: key, text: format!("/products/{p}") }, 1));
         for m in 0..1440 {
             rows.push((
-                Row::Count { dim: views::Dim::PageView, key, minute: first + m },
+                Row::Count { dim: schema::Dim::PageView, key, minute: first + m },
                 ((p * 7 + m as u64) % 50) as isize,
             ));
         }
@@ -108,7 +112,7 @@ fn bot_after(history: i64) -> (Sessionizer, UserLogs, Vec<Arc<Funnel>>) {
     let config = SessionConfig::default();
     let funnels: Vec<Arc<Funnel>> = bot_funnels().into_iter().map(|d| Arc::new(Funnel::new(d).unwrap())).collect();
     let (mut sessions, mut logs) = (Sessionizer::default(), UserLogs::default());
-    logs.note_page(views::event::sym("/products/1"), "/products/1");
+    logs.note_page(schema::event::sym("/products/1"), "/products/1");
     let mut sink = Vec::new();
     for i in 0..history {
         let ts = START + i * 100;
@@ -131,11 +135,11 @@ fn bot_hit(ts: i64) -> Hit {
 fn bot_event(ts: i64) -> LogEvent {
     LogEvent {
         ts,
-        name: views::event::PAGE_VIEW,
-        page: views::event::sym("/products/1"),
+        name: schema::event::PAGE_VIEW,
+        page: schema::event::sym("/products/1"),
         source: [1, 2, 3],
         props: None,
-        node: views::event::sym("/products/:id"),
+        node: schema::event::sym("/products/:id"),
     }
 }
 

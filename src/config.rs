@@ -12,12 +12,12 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub engine: dataflow::EngineConfig,
     pub kafka: dataflow::KafkaConfig,
-    pub views: views::ViewConfig,
+    pub views: schema::ViewConfig,
     pub api: api::ApiConfig,
     pub bot: bot::BotConfig,
     pub enrich: dataflow::EnrichConfig,
     pub collector: collector::CollectorConfig,
-    pub generator: dataflow::GeneratorConfig,
+    pub generator: generator::GeneratorConfig,
 }
 
 const ENV_PREFIX: &str = "CLICKFLOW__";

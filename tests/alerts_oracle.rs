@@ -12,7 +12,7 @@ use common::alert_oracle::{self, Fired, Settings};
 use common::oracle::Accepted;
 use common::{small_windows, Harness};
 use proptest::prelude::*;
-use views::alert_rules::{AlertConfig, AlertRuleDef};
+use schema::alert_rules::{AlertConfig, AlertRuleDef};
 
 const LATENESS: i64 = 3 * 60_000;
 /// Two hours ago, on a minute: the streams end in the past.
@@ -46,7 +46,7 @@ fn rules() -> Vec<AlertRuleDef> {
     .unwrap()
 }
 
-fn views() -> views::ViewConfig {
+fn views() -> schema::ViewConfig {
     let mut views = small_windows();
     views.funnels.push(
         serde_json::from_value(serde_json::json!({"name": "shop", "window_minutes": 30,
@@ -135,7 +135,7 @@ fn accepted(e: &Ev) -> Accepted {
 }
 
 fn engine_alerts(harness: &Harness) -> Fired {
-    let (_, history) = harness.read_model.alert_history();
+    let (_, history) = harness.alerting.history();
     history.into_iter().map(|a| (a.id, a.started_ms, a.fired_ms, a.resolved_ms)).collect()
 }
 

@@ -16,11 +16,11 @@ use bot::{Bot, BotConfig, Secrets};
 use common::e2e::generated;
 use common::Harness;
 use http_body_util::BodyExt;
+use read::path_query::NextQuery;
+use read::query::TimeseriesQuery;
+use read::ReadModel;
 use sign::*;
 use tower::ServiceExt;
-use views::path_query::NextQuery;
-use views::query::TimeseriesQuery;
-use views::ReadModel;
 
 const HAMMER: &str = "10.5.0.1";
 
@@ -39,9 +39,9 @@ fn engine() -> Harness {
     harness
 }
 
-fn bot(model: Arc<ReadModel>, config: BotConfig) -> Arc<Bot> {
+fn bot((model, alerts): (Arc<ReadModel>, Arc<alerting::Alerting>), config: BotConfig) -> Arc<Bot> {
     let secrets = Secrets { signing_secret: Some(SECRET.into()), ..Secrets::default() };
-    Bot::new(config, secrets, model, None).unwrap()
+    Bot::new(config, secrets, model, alerts, None).unwrap()
 }
 
 async fn send(bot: &Arc<Bot>, request: Request<Body>) -> (StatusCode, serde_json::Value) {
@@ -68,7 +68,10 @@ fn the_signing_matches_slacks_published_example() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_stale_unsigned_and_oversized_requests_are_refused() {
-    let bot = bot(ReadModel::new(views::ViewConfig::default()), BotConfig::default());
+    let config = schema::ViewConfig::default();
+    let defs = schema::registry::Definitions::new(&config).unwrap();
+    let model = ReadModel::new(config, &defs);
+    let bot = bot((model.clone(), alerting::Alerting::new(model.clone(), &defs)), BotConfig::default());
     let form = command_form("live", "https://hooks.slack.com/commands/T0001/1/x");
     let (status, body) = send(&bot, signed_at("/slack/commands", &form, "not-the-secret", now_s())).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -91,7 +94,8 @@ async fn forged_stale_unsigned_and_oversized_requests_are_refused() {
     assert_eq!(send(&bot, chunked).await.0, StatusCode::PAYLOAD_TOO_LARGE);
     // Without a signing secret configured, nothing is accepted.
     let open =
-        Bot::new(BotConfig::default(), Secrets::default(), ReadModel::new(views::ViewConfig::default()), None).unwrap();
+        Bot::new(BotConfig::default(), Secrets::default(), model.clone(), alerting::Alerting::new(model, &defs), None)
+            .unwrap();
     let (status, body) = send(&open, signed("/slack/commands", &form)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body["error"].as_str().unwrap().contains("SLACK_SIGNING_SECRET is not set"), "{body}");
@@ -100,8 +104,8 @@ async fn forged_stale_unsigned_and_oversized_requests_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_answers_with_the_read_models_numbers() {
     let harness = engine();
-    let model = harness.read_model.clone();
-    let bot = bot(model.clone(), BotConfig::default());
+    let (model, alerts) = (harness.read_model.clone(), harness.alerting.clone());
+    let bot = bot((model.clone(), alerts.clone()), BotConfig::default());
 
     let (text, reply) = ask(&bot, "live").await;
     assert_eq!(reply["response_type"], "ephemeral");
@@ -169,7 +173,7 @@ async fn every_command_answers_with_the_read_models_numbers() {
     assert!(text.contains("Paths from /") && text.contains(" → "), "{text}");
 
     let (text, _) = ask(&bot, &format!("limit page_view_rate_limit {HAMMER}")).await;
-    let status = model.limit("page_view_rate_limit", HAMMER).unwrap();
+    let status = alerts.limit("page_view_rate_limit", HAMMER).unwrap();
     assert!(status.over);
     assert!(text.contains("is *over* `page_view_rate_limit`"), "{text}");
     assert!(text.contains(&format!("{} of {} events", status.count, status.limit)), "{text}");
@@ -177,7 +181,7 @@ async fn every_command_answers_with_the_read_models_numbers() {
     assert!(text.contains(":warning:") && text.contains("page_view_rate_limit"), "{text}");
 
     let (text, _) = ask(&bot, "alerts").await;
-    let (_, active) = model.alerts();
+    let (_, active) = alerts.active();
     if active.is_empty() {
         assert!(text.contains("No alerts firing"), "{text}");
     } else {
@@ -186,8 +190,8 @@ async fn every_command_answers_with_the_read_models_numbers() {
 
     let (text, _) = ask(&bot, "silence crowded_ip 2h").await;
     assert!(text.contains("`crowded_ip` silenced for 2h") && text.contains("<@U2147483697>"), "{text}");
-    let silence = model.silences().into_iter().find(|s| s.matcher == "crowded_ip").expect("silenced");
-    let left = silence.until_ms - views::alert_engine::now_ms();
+    let silence = alerts.silences().into_iter().find(|s| s.matcher == "crowded_ip").expect("silenced");
+    let left = silence.until_ms - schema::time::now_ms();
     assert!((7_100_000..=7_200_000).contains(&left), "{left}");
     let (text, _) = ask(&bot, "silence crowdedip 2h").await;
     assert!(text.contains("did you mean `crowded_ip`"), "{text}");
@@ -205,7 +209,10 @@ async fn an_answer_past_the_deadline_is_acknowledged_and_sent_to_response_url() 
     let harness = engine();
     let slack = fake_slack::FakeSlack::start();
     // A zero deadline: every answer is "slow".
-    let slow = bot(harness.read_model.clone(), BotConfig { reply_deadline_ms: 0, ..BotConfig::default() });
+    let slow = bot(
+        (harness.read_model.clone(), harness.alerting.clone()),
+        BotConfig { reply_deadline_ms: 0, ..BotConfig::default() },
+    );
     let form = command_form("funnels public", &format!("{}/response/1", slack.base));
     let (status, ack) = send(&slow, signed("/slack/commands", &form)).await;
     assert_eq!(status, StatusCode::OK);
@@ -221,7 +228,7 @@ async fn an_answer_past_the_deadline_is_acknowledged_and_sent_to_response_url() 
     .await
     .unwrap();
     assert_eq!(responses.len(), 1, "one delayed reply");
-    let direct = bot(harness.read_model.clone(), BotConfig::default());
+    let direct = bot((harness.read_model.clone(), harness.alerting.clone()), BotConfig::default());
     let (_, expected) = ask(&direct, "funnels public").await;
     assert_eq!(responses[0].1, expected, "the same answer, in_channel as asked");
 }

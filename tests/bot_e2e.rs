@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::e2e::START;
 use common::kafka::*;
-use dataflow::{Generator, GeneratorConfig};
 use fake_slack::{Call, FakeSlack, Fault};
+use generator::{Generator, GeneratorConfig};
 use rdkafka::mocking::MockCluster;
 
 const MINUTE: i64 = 60_000;

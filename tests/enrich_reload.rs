@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::e2e::START;
 use common::Harness;
 use dataflow::{EnrichConfig, Enricher};
-use views::query::TimeseriesQuery;
+use read::query::TimeseriesQuery;
 
 fn events(from: usize, n: usize, user_prefix: &str) -> Vec<Vec<u8>> {
     (from..from + n)

@@ -13,12 +13,13 @@ use common::e2e::generated;
 use common::oracle::{self, Spec};
 use common::Harness;
 use http_body_util::BodyExt;
+use read::Status;
+use schema::ViewConfig;
 use tower::ServiceExt;
-use views::{Status, ViewConfig};
 
 const LATENESS: i64 = 300_000;
 
-fn shop_funnels() -> Vec<views::funnels::FunnelDef> {
+fn shop_funnels() -> Vec<schema::funnels::FunnelDef> {
     serde_json::from_value(serde_json::json!([
         {"name": "checkout", "breakdown": "utm_source", "window_minutes": 60,
          "steps": [{"event": "page_view", "page_prefix": "/products/"}, {"event": "add_to_cart"},
@@ -34,7 +35,7 @@ fn shop_funnels() -> Vec<views::funnels::FunnelDef> {
 
 /// Events that bots (the only users beyond `max_events_per_user`) never send: the retained logs a
 /// run-time definition is built from hold every such event.
-fn shop_retention() -> Vec<views::retention::RetentionDef> {
+fn shop_retention() -> Vec<schema::retention::RetentionDef> {
     serde_json::from_value(serde_json::json!([
         {"name": "buyers", "breakdown": "utm_source", "start": {"event": "add_to_cart"}, "return": {"event": "purchase"}},
         {"name": "weekly_searchers", "period": "week", "cohort": "recurring", "periods": 3,
@@ -43,7 +44,7 @@ fn shop_retention() -> Vec<views::retention::RetentionDef> {
     .unwrap()
 }
 
-fn views_with(funnels: Vec<views::funnels::FunnelDef>, retention: Vec<views::retention::RetentionDef>) -> ViewConfig {
+fn views_with(funnels: Vec<schema::funnels::FunnelDef>, retention: Vec<schema::retention::RetentionDef>) -> ViewConfig {
     ViewConfig { window_minutes: 90, max_events_per_user: 50, funnels, retention, ..ViewConfig::default() }
 }
 
@@ -67,7 +68,7 @@ fn a_funnel_created_at_run_time_equals_the_same_funnel_defined_from_the_start() 
     let mut later = Harness::start(2, LATENESS, views_with(Vec::new(), Vec::new()));
     later.push(first.to_vec());
     later.settle();
-    let state = api::AppState::new(later.read_model.clone(), Arc::new(Status::default()));
+    let state = api::AppState::new(later.read_model.clone(), later.alerting.clone(), Arc::new(Status::default()));
     for def in shop_funnels() {
         let post = Request::post("/api/v1/funnels")
             .header("content-type", "application/json")
@@ -88,7 +89,7 @@ fn a_funnel_created_at_run_time_equals_the_same_funnel_defined_from_the_start() 
     later.settle();
     // The new funnels are picked up at the next epoch: wait for them, not for a fixed time.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let same = |d: &views::model::Dump| d.funnels == expected.funnels && d.retention == expected.retention;
+    let same = |d: &read::model::Dump| d.funnels == expected.funnels && d.retention == expected.retention;
     while !same(&later.read_model.dump()) {
         assert!(Instant::now() < deadline, "run-time definitions never matched the ones from the start");
         std::thread::sleep(Duration::from_millis(20));

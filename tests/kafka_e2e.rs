@@ -127,7 +127,7 @@ fn a_snapshot_that_no_longer_matches_the_topic_is_refused_and_the_engine_exits()
 
 /// Step match counts (what funnel-drop alerts read) of a funnel created at run time start at its
 /// creation; the reference counts them from the first event.
-fn without_steps_of(mut dump: views::model::Dump, funnel: &str) -> views::model::Dump {
+fn without_steps_of(mut dump: read::model::Dump, funnel: &str) -> read::model::Dump {
     if let Some(steps) = dump.counts.get_mut("step") {
         steps.retain(|key, _| !key.starts_with(&format!("{funnel}#")));
     }

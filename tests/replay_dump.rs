@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::oracle::{self, comparable, Spec};
-use views::model::Dump;
+use read::model::Dump;
 
 fn events() -> usize {
     std::env::var("CLICKFLOW_ORACLE_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)

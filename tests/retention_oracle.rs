@@ -70,7 +70,7 @@ proptest! {
         let expected = check_after_every_batch(LATENESS, workers, &lines, cuts)?;
         // The streams are meant to fill cohorts: guard the generator.
         if lines.len() > 150 {
-            let sizes = |m: &views::model::RetentionMatrix| m.cohorts.iter().filter(|c| c.size > 0).count();
+            let sizes = |m: &read::model::RetentionMatrix| m.cohorts.iter().filter(|c| c.size > 0).count();
             prop_assert!(sizes(&expected.retention["daily_return"][0]) >= 1);
         }
     }

@@ -5,9 +5,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use views::funnel_query::{self, StuckQuery};
-use views::funnels::{FunnelDef, RegistryError};
-use views::model::{FunnelList, FunnelReport, StuckUsers};
+use read::funnel_query::{self, StuckQuery};
+use read::model::{FunnelList, FunnelReport, StuckUsers};
+use schema::funnels::{FunnelDef, RegistryError};
 
 use crate::{bad_query, ApiError, AppState};
 
@@ -52,7 +52,7 @@ pub async fn create(
     let body = serde_json::json!({
         "name": name,
         "url": url,
-        "definition": funnel.def,
+        "definition": *funnel,
         "message": "computing over the events still retained; the numbers are live within a second",
     });
     Ok((StatusCode::CREATED, [(axum::http::header::LOCATION, url)], Json(body)))

@@ -1,5 +1,5 @@
 //! The HTTP API over the read model: REST JSON, a server-sent change stream, health and metrics.
-//! It reads `views::ReadModel` and `views::Status` only; it never touches timely or Kafka.
+//! It reads `read::ReadModel` and `views::Status` only; it never touches timely or Kafka.
 
 mod alerts;
 mod error;
@@ -17,10 +17,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
+use read::query::TimeseriesQuery;
+use read::session_query::SessionsQuery;
+use read::{ReadModel, Status};
 use serde::{Deserialize, Serialize};
-use views::query::TimeseriesQuery;
-use views::session_query::SessionsQuery;
-use views::{ReadModel, Status};
 
 pub use error::ApiError;
 
@@ -31,13 +31,14 @@ pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
 #[derive(Clone)]
 pub struct AppState {
     pub read_model: Arc<ReadModel>,
+    pub alerting: Arc<alerting::Alerting>,
     pub status: Arc<Status>,
     pub extra_metrics: Vec<MetricsSource>,
 }
 
 impl AppState {
-    pub fn new(read_model: Arc<ReadModel>, status: Arc<Status>) -> AppState {
-        AppState { read_model, status, extra_metrics: Vec::new() }
+    pub fn new(read_model: Arc<ReadModel>, alerting: Arc<alerting::Alerting>, status: Arc<Status>) -> AppState {
+        AppState { read_model, alerting, status, extra_metrics: Vec::new() }
     }
 }
 
@@ -122,14 +123,14 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn live(State(s): State<AppState>) -> Json<views::model::Live> {
+async fn live(State(s): State<AppState>) -> Json<read::model::Live> {
     Json(s.read_model.live())
 }
 
 async fn timeseries(
     State(s): State<AppState>,
     query: Result<Query<TimeseriesQuery>, QueryRejection>,
-) -> Result<Json<views::model::Timeseries>, ApiError> {
+) -> Result<Json<read::model::Timeseries>, ApiError> {
     let Query(q) = query.map_err(bad_query)?;
     s.read_model.timeseries(&q).map(Json).map_err(|e| ApiError::bad_request(e.0))
 }
@@ -137,7 +138,7 @@ async fn timeseries(
 async fn sessions(
     State(s): State<AppState>,
     query: Result<Query<SessionsQuery>, QueryRejection>,
-) -> Result<Json<views::model::Sessions>, ApiError> {
+) -> Result<Json<read::model::Sessions>, ApiError> {
     let Query(q) = query.map_err(bad_query)?;
     s.read_model.sessions(&q).map(Json).map_err(|e| ApiError::bad_request(e.0))
 }
@@ -151,7 +152,7 @@ async fn rejects(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({"as_of": clock.as_of, "as_of_ms": clock.as_of_ms, "rejects": s.read_model.rejects()}))
 }
 
-async fn dump(State(s): State<AppState>) -> Json<views::model::Dump> {
+async fn dump(State(s): State<AppState>) -> Json<read::model::Dump> {
     Json(s.read_model.dump())
 }
 

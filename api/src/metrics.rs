@@ -5,7 +5,7 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use views::status::LATENCY_BUCKETS_MS;
+use read::status::LATENCY_BUCKETS_MS;
 
 use crate::AppState;
 
@@ -49,7 +49,7 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "# HELP clickflow_user_events_capped_total Events dropped from user logs beyond views.max_events_per_user.\n# TYPE clickflow_user_events_capped_total counter\nclickflow_user_events_capped_total {}", users.capped_events);
     let _ = writeln!(out, "# HELP clickflow_session_approximate_recuts_total Late-event session re-cuts done without the run's events (clocks far ahead).\n# TYPE clickflow_session_approximate_recuts_total counter\nclickflow_session_approximate_recuts_total {}", users.approximate_recuts);
     let _ = writeln!(out, "# HELP clickflow_retention_users Users with retention state, summed over definitions.\n# TYPE clickflow_retention_users gauge\nclickflow_retention_users {}", users.retention_users);
-    let (_, alerts) = s.read_model.alerts();
+    let (_, alerts) = s.alerting.active();
     let _ = writeln!(out, "# HELP clickflow_alerts_firing Alerts firing now, by rule and severity (silenced ones too).\n# TYPE clickflow_alerts_firing gauge");
     let mut firing: std::collections::BTreeMap<(String, String), usize> = std::collections::BTreeMap::new();
     for a in &alerts {

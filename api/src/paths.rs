@@ -6,8 +6,8 @@ use axum::extract::{Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use views::path_query::{ConversionQuery, ExitsQuery, GraphQuery, NextQuery, PathExits, PathNext, TopPaths, TopQuery};
-use views::query::QueryError;
+use read::path_query::{ConversionQuery, ExitsQuery, GraphQuery, NextQuery, PathExits, PathNext, TopPaths, TopQuery};
+use read::query::QueryError;
 
 use crate::{bad_query, ApiError, AppState};
 
@@ -15,7 +15,7 @@ use crate::{bad_query, ApiError, AppState};
 /// async workers, so they never stall other requests or the change stream.
 async fn blocking<T: Send + 'static>(
     s: AppState,
-    query: impl FnOnce(&views::ReadModel) -> Result<T, QueryError> + Send + 'static,
+    query: impl FnOnce(&read::ReadModel) -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let joined = tokio::task::spawn_blocking(move || query(&s.read_model)).await;
     let result = joined

@@ -5,10 +5,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use views::funnel_query::unknown;
-use views::model::{RetentionList, RetentionReport};
-use views::retention::RetentionDef;
-use views::retention_query::RetentionQuery;
+use read::funnel_query::unknown;
+use read::model::{RetentionList, RetentionReport};
+use read::retention_query::RetentionQuery;
+use schema::retention::RetentionDef;
 
 use crate::funnels::registry_error;
 use crate::{bad_query, ApiError, AppState};
@@ -43,7 +43,7 @@ pub async fn create(
     let body = serde_json::json!({
         "name": name,
         "url": url,
-        "definition": added.def,
+        "definition": *added,
         "message": "computing over the events still retained; the matrix is live within a second",
     });
     Ok((StatusCode::CREATED, [(axum::http::header::LOCATION, url)], Json(body)))

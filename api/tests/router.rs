@@ -6,14 +6,18 @@ use api::{app, AppState};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use read::{ReadModel, Status};
+use schema::event::{minute_of, sym};
+use schema::registry::Definitions;
+use schema::{Dim, Row, ViewConfig};
 use tower::ServiceExt;
-use views::event::{minute_of, sym};
-use views::{Dim, ReadModel, Row, Status, ViewConfig};
 
 const HEAD: i64 = 1_795_132_800_000 + 30 * 60_000;
 
 fn state() -> AppState {
-    let model = ReadModel::new(ViewConfig::default());
+    let defs = Definitions::new(&ViewConfig::default()).unwrap();
+    let model = ReadModel::new(ViewConfig::default(), &defs);
+    let alerting = alerting::Alerting::new(model.clone(), &defs);
     let m = minute_of(HEAD);
     let home = sym("/");
     model.publish(
@@ -30,7 +34,7 @@ fn state() -> AppState {
             (Row::Clock { worker: 0, head: HEAD, watermark: HEAD - 300_000, idle: false }, 1),
         ],
     );
-    AppState::new(model, Arc::new(Status::default()))
+    AppState::new(model, alerting, Arc::new(Status::default()))
 }
 
 async fn get(state: AppState, uri: &str) -> (StatusCode, String) {
@@ -107,7 +111,7 @@ async fn readiness_follows_the_engine_status() {
 async fn metrics_are_prometheus_text() {
     let s = state();
     s.status.observe_epoch_latency(120);
-    let state = |users, capped| views::status::UserState {
+    let state = |users, capped| read::status::UserState {
         session_keys: users,
         logged_users: users,
         capped_events: capped,
@@ -137,7 +141,9 @@ async fn metrics_are_prometheus_text() {
 
 #[tokio::test]
 async fn sessions_answer_for_a_segment_and_refuse_ranges_that_cannot_be_answered() {
-    use views::sessions::{cells_of, hour_of, SessionConfig, Summary};
+    use schema::sessions::SessionConfig;
+    use schema::time::hour_of;
+    use views::sessions::{cells_of, Summary};
     let s = state();
     let (google, mobile) = (sym("google"), sym("mobile"));
     let session = |start: i64, end: i64, source: [u64; 3]| Summary {
@@ -251,7 +257,7 @@ async fn path_queries_answer_from_the_live_graph_with_actionable_errors() {
 
 #[tokio::test]
 async fn retention_can_be_created_and_read_and_errors_say_what_to_fix() {
-    use views::retention::{period_of, Period, RetentionStat};
+    use schema::retention::{period_of, Period, RetentionStat};
     let s = state();
     let post = |body: serde_json::Value| {
         Request::post("/api/v1/retention")
@@ -325,8 +331,8 @@ async fn alert_rules_silences_and_limits_answer_and_refuse_what_cannot_work() {
         assert!(String::from_utf8_lossy(&body).contains(says), "{}", String::from_utf8_lossy(&body));
     }
     // Counts as ingestion sends them: user u1 did 3 events in the head minute.
-    let kind = views::alert_rules::KeyKind { field: views::alert_rules::KeyField::User, event: 0 };
-    let user = views::alert_rules::KeyField::User.sym("u1");
+    let kind = schema::alert_rules::KeyKind { field: schema::alert_rules::KeyField::User, event: 0 };
+    let user = schema::alert_rules::KeyField::User.sym("u1");
     let m = minute_of(HEAD);
     s.read_model.publish(
         4,

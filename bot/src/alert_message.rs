@@ -1,10 +1,10 @@
 //! How alerts look in Slack: one message per group (updated as alerts resolve), thread replies,
 //! and digests.
 
+use read::model::{Alert, AlertState};
+use read::ReadModel;
+use schema::alert_rules::Severity;
 use slack_morphism::prelude::SlackBlockButtonStyle;
-use views::alert_engine::{Alert, AlertState};
-use views::alert_rules::Severity;
-use views::ReadModel;
 
 use crate::render::{self, Builder, Message};
 use crate::state::{Group, ReplyKind, Tracked};
@@ -108,11 +108,11 @@ pub fn reply(tracked: &Tracked, kind: ReplyKind) -> Message {
 }
 
 /// The key numbers, funnels and firing alerts.
-pub fn digest(model: &ReadModel, every: crate::config::Every) -> Message {
+pub fn digest(model: &ReadModel, alerting: &alerting::Alerting, every: crate::config::Every) -> Message {
     let live = model.live();
     let sessions = model.sessions(&Default::default()).ok();
     let funnels = model.funnel_list();
-    let (_, active) = model.alerts();
+    let (_, active) = alerting.active();
     let title = match every {
         crate::config::Every::Hourly => "Hourly digest",
         crate::config::Every::Daily => "Daily digest",

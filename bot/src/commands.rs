@@ -1,11 +1,12 @@
 //! `/clickflow <subcommand>`: parsed from the command text, answered from the read model.
 //! Every path ends in a reply a person can act on: unknown names come back with what exists.
 
-use views::path_query::{NextQuery, TopQuery};
-use views::query::TimeseriesQuery;
-use views::retention_query::RetentionQuery;
-use views::session_query::SessionsQuery;
-use views::ReadModel;
+use alerting::Alerting;
+use read::path_query::{NextQuery, TopQuery};
+use read::query::TimeseriesQuery;
+use read::retention_query::RetentionQuery;
+use read::session_query::SessionsQuery;
+use read::ReadModel;
 
 use crate::render::{self, percent, Builder, Message};
 use crate::suggest::did_you_mean;
@@ -45,13 +46,13 @@ pub const HELP: &[(&str, &str)] = &[
 const PUBLIC: &[&str] = &["public", "in_channel", "--public"];
 
 /// Answers `text` (what follows `/clickflow`) for `user` at wall-clock `now_ms`.
-pub fn answer(model: &ReadModel, text: &str, user: &str, now_ms: i64) -> Reply {
+pub fn answer(model: &ReadModel, alerting: &Alerting, text: &str, user: &str, now_ms: i64) -> Reply {
     let mut words: Vec<&str> = text.split_whitespace().collect();
     let in_channel = words.last().is_some_and(|w| PUBLIC.contains(&w.to_ascii_lowercase().as_str()));
     if in_channel {
         words.pop();
     }
-    let message = match run(model, &words, user, now_ms) {
+    let message = match run(model, alerting, &words, user, now_ms) {
         Ok(m) => m,
         // Problems quote what was typed: escaped, so they cannot ping or link.
         Err(problem) => Builder::new().section(&format!(":warning: {}", render::escape(&problem))).build(),
@@ -61,7 +62,7 @@ pub fn answer(model: &ReadModel, text: &str, user: &str, now_ms: i64) -> Reply {
 
 type Answer = Result<Message, String>;
 
-fn run(model: &ReadModel, words: &[&str], user: &str, now_ms: i64) -> Answer {
+fn run(model: &ReadModel, alerting: &Alerting, words: &[&str], user: &str, now_ms: i64) -> Answer {
     let Some((command, args)) = words.split_first() else { return Ok(help()) };
     match command.to_ascii_lowercase().as_str() {
         "help" => Ok(help()),
@@ -72,9 +73,9 @@ fn run(model: &ReadModel, words: &[&str], user: &str, now_ms: i64) -> Answer {
         "funnel" => funnel(model, args),
         "retention" => retention(model, args),
         "path" | "paths" => path(model, args),
-        "alerts" => alerts(model),
-        "limit" => limit(model, args),
-        "silence" => silence(model, args, user, now_ms),
+        "alerts" => alerts(model, alerting),
+        "limit" => limit(model, alerting, args),
+        "silence" => silence(alerting, args, user, now_ms),
         other => {
             let names: Vec<&str> = HELP.iter().map(|(usage, _)| usage.split(' ').next().unwrap()).collect();
             Err(format!(
@@ -168,7 +169,7 @@ fn top(model: &ReadModel, args: &[&str]) -> Answer {
         return Err(problem);
     }
     let head = model.clock().head_ms.expect("checked above");
-    let from = views::event::minute_start_ms(views::event::minute_of(head)) - (window - 1) * 60_000;
+    let from = schema::event::minute_start_ms(schema::event::minute_of(head)) - (window - 1) * 60_000;
     let q = TimeseriesQuery {
         metric: Some(metric.into()),
         breakdown: Some(breakdown.into()),
@@ -351,8 +352,8 @@ fn path(model: &ReadModel, args: &[&str]) -> Answer {
     }
 }
 
-fn alerts(model: &ReadModel) -> Answer {
-    let (_, active) = model.alerts();
+fn alerts(model: &ReadModel, alerting: &Alerting) -> Answer {
+    let (_, active) = alerting.active();
     if active.is_empty() {
         return Ok(Builder::new().section(":white_check_mark: No alerts firing.").context(&clock_note(model)).build());
     }
@@ -363,14 +364,14 @@ fn alerts(model: &ReadModel) -> Answer {
     Ok(b.context(&clock_note(model)).build())
 }
 
-fn limit(model: &ReadModel, args: &[&str]) -> Answer {
+fn limit(model: &ReadModel, alerting: &Alerting, args: &[&str]) -> Answer {
     let [rule, key, ..] = args else {
         return Err(format!(
             "give a rule and a key: `/clickflow limit <rule> <key>`; rules: {}",
-            listing(&model.alerts.names())
+            listing(&alerting.rules.names())
         ));
     };
-    let status = model.limit(rule, key).map_err(|e| e.0)?;
+    let status = alerting.limit(rule, key).map_err(|e| e.0)?;
     let verdict = if status.over {
         let until = status.until_ms.map(|u| format!(", back under at {}", render::time(u))).unwrap_or_default();
         format!(":no_entry: `{}` is *over* `{}`{until}", render::escape(key), render::escape(rule))
@@ -383,15 +384,15 @@ fn limit(model: &ReadModel, args: &[&str]) -> Answer {
         .build())
 }
 
-fn silence(model: &ReadModel, args: &[&str], user: &str, now_ms: i64) -> Answer {
+fn silence(alerting: &Alerting, args: &[&str], user: &str, now_ms: i64) -> Answer {
     let [target, duration, ..] = args else {
         return Err(
             "give what and how long: `/clickflow silence <alert|rule> <duration>`, e.g. `silence ip_burst 2h`".into()
         );
     };
     let minutes = parse_minutes(duration)?;
-    let rules = model.alerts.names();
-    let (_, history) = model.alert_history();
+    let rules = alerting.rules.names();
+    let (_, history) = alerting.history();
     let known = rules.iter().any(|r| r == target) || history.iter().any(|a| a.id == *target);
     if !known {
         let ids: Vec<&str> = history.iter().map(|a| a.id.as_str()).collect();
@@ -402,7 +403,7 @@ fn silence(model: &ReadModel, args: &[&str], user: &str, now_ms: i64) -> Answer 
         ));
     }
     let until = now_ms + minutes * 60_000;
-    let silence = model.silence(target.to_string(), until, Some(format!("from Slack by <@{user}>")))?;
+    let silence = alerting.silence(target.to_string(), until, Some(format!("from Slack by <@{user}>")))?;
     Ok(Builder::new()
         .section(&format!(
             ":mute: `{target}` silenced for {} (until {}) by <@{user}>; silence id {}",
@@ -463,8 +464,10 @@ mod tests {
 
     #[test]
     fn what_users_typed_is_quoted_as_text() {
-        let model = ReadModel::new(views::ViewConfig::default());
-        let reply = answer(&model, "funnel <!channel>", "U1", 0);
+        let defs = schema::registry::Definitions::new(&schema::ViewConfig::default()).unwrap();
+        let model = ReadModel::new(schema::ViewConfig::default(), &defs);
+        let alerting = Alerting::new(model.clone(), &defs);
+        let reply = answer(&model, &alerting, "funnel <!channel>", "U1", 0);
         assert!(reply.message.text.contains("&lt;!channel&gt;"), "{}", reply.message.text);
         assert!(!reply.message.text.contains("<!channel>"));
     }

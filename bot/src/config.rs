@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use read::model::Alert;
 use serde::{Deserialize, Serialize};
-use views::alert_engine::Alert;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -84,7 +84,7 @@ pub struct Route {
     pub rule: Option<String>,
     /// `info`, `warning` or `critical`: matches that severity and above.
     #[serde(default)]
-    pub severity: Option<views::alert_rules::Severity>,
+    pub severity: Option<schema::alert_rules::Severity>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use read::ReadModel;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use views::ReadModel;
 
 use crate::alert_message;
 use crate::config::BotConfig;
@@ -21,7 +21,7 @@ use crate::slack::{SendError, Transport};
 use crate::state::{Op, State, Store};
 
 /// Where the planner reads alerts: `(engine head ms, alerts)`. The read model by default.
-pub type AlertSource = Box<dyn Fn() -> (Option<i64>, Vec<views::alert_engine::Alert>) + Send + Sync>;
+pub type AlertSource = Box<dyn Fn() -> (Option<i64>, Vec<read::model::Alert>) + Send + Sync>;
 
 /// Delivered resolved alerts are forgotten after this long.
 const KEEP_MS: i64 = 14 * 86_400_000;
@@ -29,6 +29,7 @@ const KEEP_MS: i64 = 14 * 86_400_000;
 pub struct Delivery {
     pub config: BotConfig,
     pub model: Arc<ReadModel>,
+    pub alerting: Arc<alerting::Alerting>,
     pub transport: Transport,
     pub outbox: Outbox,
     state: Mutex<State>,
@@ -45,6 +46,7 @@ impl Delivery {
     pub fn new(
         config: BotConfig,
         model: Arc<ReadModel>,
+        alerting: Arc<alerting::Alerting>,
         transport: Transport,
         store: Store,
     ) -> Result<Arc<Delivery>, String> {
@@ -52,10 +54,10 @@ impl Delivery {
             Some(path) => State::load(path)?,
             None => State::default(),
         };
-        let from = model.clone();
+        let from = alerting.clone();
         let source: AlertSource = Box::new(move || {
-            let (_, active) = from.alerts();
-            let (clock, history) = from.alert_history();
+            let (_, active) = from.active();
+            let (clock, history) = from.history();
             (clock.head_ms, plan::occurrences(active, history))
         });
         Ok(Arc::new(Delivery {
@@ -63,6 +65,7 @@ impl Delivery {
             outbox: Outbox::new(config.outbox_size),
             config,
             model,
+            alerting,
             transport,
             state: Mutex::new(state),
             store,
@@ -89,7 +92,7 @@ impl Delivery {
         let me = self.clone();
         let planner = tokio::spawn(async move {
             loop {
-                me.tick(views::alert_engine::now_ms());
+                me.tick(alerting::now_ms());
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
@@ -139,7 +142,7 @@ impl Delivery {
             g.alerts.iter().filter_map(|k| state.alerts.get(k)).map(|t| t.alert.id.clone()).collect()
         };
         for id in ids {
-            self.model.silence(id, until, Some(format!("snoozed from Slack by <@{user}>")))?;
+            self.alerting.silence(id, until, Some(format!("snoozed from Slack by <@{user}>")))?;
         }
         self.change_group(group, |g| {
             g.snoozed_until_ms = Some(until);
@@ -192,7 +195,7 @@ impl Delivery {
                 continue;
             };
             if let Op::Post { not_before_ms, .. } = op {
-                let wait = not_before_ms - views::alert_engine::now_ms();
+                let wait = not_before_ms - alerting::now_ms();
                 if wait > 0 {
                     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
                     continue;
@@ -218,7 +221,7 @@ impl Delivery {
 
     /// Sends the front op of `channel`; on success it leaves the queue.
     async fn send(&self, channel: &str, op: &Op) -> Result<(), SendError> {
-        let now = views::alert_engine::now_ms();
+        let now = alerting::now_ms();
         let Some(call) = self.render(channel, op, now) else {
             self.finish(channel, op, None);
             return Ok(());
@@ -273,7 +276,7 @@ impl Delivery {
     fn render(&self, channel: &str, op: &Op, now_ms: i64) -> Option<Call> {
         if let Op::Digest { every } = op {
             // Read-model queries: not under the state lock.
-            let message = alert_message::digest(&self.model, *every);
+            let message = alert_message::digest(&self.model, &self.alerting, *every);
             return Some(Call::Post { to: channel.to_string(), thread_ts: None, message });
         }
         let mut state = self.state.lock();
@@ -319,7 +322,7 @@ impl Delivery {
             Call::Post { .. } => None,
         });
         self.outbox.record(Entry {
-            at_ms: views::alert_engine::now_ms(),
+            at_ms: alerting::now_ms(),
             method,
             channel: channel.to_string(),
             thread_ts,

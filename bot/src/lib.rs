@@ -1,5 +1,5 @@
 //! The Slack bot: slash commands answered from the read model, and alert delivery into channels.
-//! Mounted into the same axum server as the API; it reads `views::ReadModel` only.
+//! Mounted into the same axum server as the API; it reads `read::ReadModel` and `alerting::Alerting` only.
 
 pub mod alert_message;
 pub mod commands;
@@ -24,8 +24,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use read::ReadModel;
 use slack_morphism::events::SlackCommandEvent;
-use views::ReadModel;
 
 pub use config::{BotConfig, Secrets};
 pub use delivery::Delivery;
@@ -46,6 +46,7 @@ pub struct Bot {
     pub config: BotConfig,
     secrets: Secrets,
     pub model: Arc<ReadModel>,
+    pub alerting: Arc<alerting::Alerting>,
     pub delivery: Arc<Delivery>,
     /// The Socket Mode task and what tells it to close its connections.
     socket: parking_lot::Mutex<Option<(tokio::task::JoinHandle<()>, Arc<tokio::sync::Notify>)>>,
@@ -58,6 +59,7 @@ impl Bot {
         config: BotConfig,
         secrets: Secrets,
         model: Arc<ReadModel>,
+        alerting: Arc<alerting::Alerting>,
         state: Option<std::path::PathBuf>,
     ) -> Result<Arc<Bot>, BotError> {
         config.validate().map_err(BotError::Config)?;
@@ -69,9 +71,9 @@ impl Bot {
             }
             None => Transport::dry_run(),
         };
-        let delivery =
-            Delivery::new(config.clone(), model.clone(), transport, Store(state)).map_err(BotError::Config)?;
-        Ok(Arc::new(Bot { config, secrets, model, delivery, socket: Default::default() }))
+        let delivery = Delivery::new(config.clone(), model.clone(), alerting.clone(), transport, Store(state))
+            .map_err(BotError::Config)?;
+        Ok(Arc::new(Bot { config, secrets, model, alerting, delivery, socket: Default::default() }))
     }
 
     /// Reads alerts from `source` instead of the read model (tests script incidents with it).
@@ -138,7 +140,7 @@ pub fn router(bot: Arc<Bot>) -> Router {
 }
 
 fn now_s() -> i64 {
-    views::alert_engine::now_ms() / 1000
+    alerting::now_ms() / 1000
 }
 
 fn refuse(refusal: Refusal) -> Response {
@@ -168,9 +170,9 @@ async fn command(State(bot): State<Arc<Bot>>, headers: HeaderMap, body: Body) ->
     };
     let text = event.text.clone().unwrap_or_default();
     let user = event.user_id.to_string();
-    let model = bot.model.clone();
+    let (model, alerts) = (bot.model.clone(), bot.alerting.clone());
     let answer =
-        tokio::task::spawn_blocking(move || commands::answer(&model, &text, &user, views::alert_engine::now_ms()));
+        tokio::task::spawn_blocking(move || commands::answer(&model, &alerts, &text, &user, alerting::now_ms()));
     let deadline = Duration::from_millis(bot.config.reply_deadline_ms);
     match respond::by_deadline(answer, deadline, event.response_url.0.to_string()).await {
         Some(Ok(reply)) => Json(reply.json()).into_response(),
@@ -221,7 +223,7 @@ fn apply_actions(bot: &Arc<Bot>, payload: &serde_json::Value) -> Result<(), Stri
             .as_str()
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| "a button without an alert message id".to_string())?;
-        let now = views::alert_engine::now_ms();
+        let now = alerting::now_ms();
         match action["action_id"].as_str() {
             Some(alert_message::ACK) => bot.delivery.acknowledge(group, &user)?,
             Some(alert_message::SNOOZE_1H) => bot.delivery.snooze(group, 60, &user, now)?,
@@ -273,6 +275,6 @@ async fn preview(State(bot): State<Arc<Bot>>, Query(q): Query<PreviewQuery>) -> 
             "`silence` changes state: use the signed Slack command or POST /api/v1/alerts/silences".into(),
         );
     }
-    let reply = commands::answer(&bot.model, &text, "preview", views::alert_engine::now_ms());
+    let reply = commands::answer(&bot.model, &bot.alerting, &text, "preview", alerting::now_ms());
     Json(reply.json()).into_response()
 }

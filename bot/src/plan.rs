@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use views::alert_engine::{Alert, AlertState};
+use read::model::{Alert, AlertState};
 
 use crate::config::BotConfig;
 use crate::state::{alert_key, Group, Op, ReplyKind, State, Tracked};
@@ -152,7 +152,7 @@ fn plan_digests(state: &mut State, config: &BotConfig, now_ms: i64) -> bool {
 mod tests {
     use super::*;
     use crate::config::{Digest, Every};
-    use views::alert_rules::Severity;
+    use schema::alert_rules::Severity;
 
     const NOW: i64 = 1_795_132_800_000;
 

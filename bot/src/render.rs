@@ -175,7 +175,7 @@ pub fn duration(ms: i64) -> String {
 
 /// A UTC time as Slack shows dates to each reader in their own time zone, with a fallback.
 pub fn time(ms: i64) -> String {
-    let fallback = views::query::rfc3339(ms);
+    let fallback = schema::time::rfc3339(ms);
     format!("<!date^{}^{{date_short_pretty}} {{time}}|{fallback}>", ms.div_euclid(1000))
 }
 

@@ -53,10 +53,10 @@ async fn on_command(
     states: SlackClientEventsUserState,
 ) -> Result<SlackCommandEventResponse, Box<dyn std::error::Error + Send + Sync>> {
     let bot = bot_of(&states).await.ok_or("bot state missing")?;
-    let (model, text, user) = (bot.model.clone(), event.text.unwrap_or_default(), event.user_id.to_string());
-    let answer = tokio::task::spawn_blocking(move || {
-        crate::commands::answer(&model, &text, &user, views::alert_engine::now_ms())
-    });
+    let (model, alerts) = (bot.model.clone(), bot.alerting.clone());
+    let (text, user) = (event.text.unwrap_or_default(), event.user_id.to_string());
+    let answer =
+        tokio::task::spawn_blocking(move || crate::commands::answer(&model, &alerts, &text, &user, alerting::now_ms()));
     // As over HTTP: past the deadline, acknowledge now and answer through `response_url`.
     let deadline = std::time::Duration::from_millis(bot.config.reply_deadline_ms);
     let Some(reply) = crate::respond::by_deadline(answer, deadline, event.response_url.0.to_string()).await else {

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
+use read::model::Alert;
 use serde::{Deserialize, Serialize};
-use views::alert_engine::Alert;
 
 use crate::config::Every;
 
@@ -108,7 +108,7 @@ impl State {
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        views::registry::save(path, &serde_json::to_vec(self).expect("serialisable"))
+        schema::registry::save(path, &serde_json::to_vec(self).expect("serialisable"))
     }
 
     pub fn push(&mut self, channel: &str, op: Op) {

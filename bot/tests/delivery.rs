@@ -4,6 +4,8 @@
 
 #[path = "support/fake_slack.rs"]
 mod fake_slack;
+#[path = "support/sign.rs"]
+mod sign;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,9 +16,8 @@ use bot::delivery::Delivery;
 use bot::slack::{SlackApi, Transport};
 use bot::state::Store;
 use fake_slack::{Call, FakeSlack, Fault};
-use views::alert_engine::{Alert, AlertState};
-use views::alert_rules::Severity;
-use views::{ReadModel, ViewConfig};
+use read::model::{Alert, AlertState};
+use schema::alert_rules::Severity;
 
 const T0: i64 = 1_795_132_800_000;
 
@@ -69,9 +70,9 @@ fn delivery(slack: &FakeSlack, config: BotConfig, script: &Script, state: &std::
     let mut api = SlackApi::new(&slack.api_url, "xoxb-test").unwrap();
     api.timeout = Duration::from_secs(config.call_timeout_seconds);
     let transport = Transport::Slack(Arc::new(api));
-    let model = ReadModel::new(ViewConfig::default());
+    let (model, alerts) = sign::empty_views();
     let script = script.clone();
-    let d = Delivery::new(config, model, transport, Store(Some(state.to_path_buf()))).unwrap();
+    let d = Delivery::new(config, model, alerts, transport, Store(Some(state.to_path_buf()))).unwrap();
     let d = d.with_source(Box::new(move || (Some(T0 + 1_000_000), script.lock().unwrap().clone())));
     d.start();
     d

@@ -13,17 +13,16 @@ use axum::http::StatusCode;
 use bot::{Bot, BotConfig, Secrets};
 use fake_slack::FakeSlack;
 use http_body_util::BodyExt;
+use read::model::{Alert, AlertState};
 use sign::*;
 use tower::ServiceExt;
-use views::alert_engine::{Alert, AlertState};
-use views::{ReadModel, ViewConfig};
 
 fn firing() -> Alert {
     Alert {
         id: "spike".into(),
         rule: "spike".into(),
         key: None,
-        severity: views::alert_rules::Severity::Warning,
+        severity: schema::alert_rules::Severity::Warning,
         labels: BTreeMap::new(),
         state: AlertState::Firing,
         value: 900.0,
@@ -38,7 +37,7 @@ fn firing() -> Alert {
     }
 }
 
-fn bot(slack: &FakeSlack, model: Arc<ReadModel>) -> Arc<Bot> {
+fn bot(slack: &FakeSlack, (model, alerts): (Arc<read::ReadModel>, Arc<alerting::Alerting>)) -> Arc<Bot> {
     let config = BotConfig {
         api_url: slack.api_url.clone(),
         group_wait_seconds: 0,
@@ -46,7 +45,7 @@ fn bot(slack: &FakeSlack, model: Arc<ReadModel>) -> Arc<Bot> {
         ..BotConfig::default()
     };
     let secrets = Secrets { bot_token: Some("xoxb-test".into()), signing_secret: Some(SECRET.into()), app_token: None };
-    Bot::new(config, secrets, model, None)
+    Bot::new(config, secrets, model, alerts, None)
         .unwrap()
         .with_alert_source(Box::new(|| (Some(1_795_133_000_000), vec![firing()])))
 }
@@ -65,8 +64,9 @@ async fn wait(slack: &FakeSlack, what: &'static str, n: usize) -> Vec<fake_slack
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledge_and_snooze_rewrite_the_message_and_silence_the_alert() {
     let slack = FakeSlack::start();
-    let model = ReadModel::new(ViewConfig::default());
-    let bot = bot(&slack, model.clone());
+    let views = empty_views();
+    let alerts = views.1.clone();
+    let bot = bot(&slack, views);
     bot.start().unwrap();
     let posted = wait(&slack, "the alert message", 1).await[0].clone();
 
@@ -84,10 +84,10 @@ async fn acknowledge_and_snooze_rewrite_the_message_and_silence_the_alert() {
     assert_eq!(status, StatusCode::OK);
     let calls = wait(&slack, "the snoozed update", 3).await;
     assert!(calls[2].text.contains("Snoozed by <@U42>"), "{}", calls[2].text);
-    let silences = model.silences();
+    let silences = alerts.silences();
     assert_eq!(silences.len(), 1);
     assert_eq!(silences[0].matcher, "spike");
-    let hour = silences[0].until_ms - views::alert_engine::now_ms();
+    let hour = silences[0].until_ms - alerting::now_ms();
     assert!((3_500_000..=3_600_000).contains(&hour), "snoozed for an hour: {hour} ms");
 
     let (status, body) = call(&bot, signed("/slack/interactivity", &button_form("ack", "99", "U42"))).await;
@@ -98,7 +98,7 @@ async fn acknowledge_and_snooze_rewrite_the_message_and_silence_the_alert() {
 #[tokio::test]
 async fn the_events_url_check_is_answered_and_must_be_signed() {
     let slack = FakeSlack::start();
-    let bot = bot(&slack, ReadModel::new(ViewConfig::default()));
+    let bot = bot(&slack, empty_views());
     let body =
         r#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
     let (status, answer) = call(&bot, signed("/slack/events", body)).await;
@@ -113,7 +113,8 @@ async fn the_events_url_check_is_answered_and_must_be_signed() {
 async fn without_a_token_the_bot_runs_dry_and_the_outbox_shows_what_it_would_post() {
     let config = BotConfig { group_wait_seconds: 0, channel_interval_ms: 50, ..BotConfig::default() };
     let secrets = Secrets { signing_secret: Some(SECRET.into()), ..Secrets::default() };
-    let bot = Bot::new(config, secrets, ReadModel::new(ViewConfig::default()), None)
+    let (model, alerts) = empty_views();
+    let bot = Bot::new(config, secrets, model, alerts, None)
         .unwrap()
         .with_alert_source(Box::new(|| (Some(1_795_133_000_000), vec![firing()])));
     assert!(bot.is_dry_run());
@@ -138,8 +139,8 @@ async fn without_a_token_the_bot_runs_dry_and_the_outbox_shows_what_it_would_pos
 
 #[test]
 fn a_digest_carries_the_key_numbers_funnels_and_alerts() {
-    let model = ReadModel::new(ViewConfig::default());
-    let digest = bot::alert_message::digest(&model, bot::config::Every::Daily);
+    let (model, alerts) = empty_views();
+    let digest = bot::alert_message::digest(&model, &alerts, bot::config::Every::Daily);
     assert!(digest.text.starts_with("Daily digest"), "{}", digest.text);
     assert!(
         digest.text.contains("Active users (5 min): 0") && digest.text.contains("No alerts firing"),

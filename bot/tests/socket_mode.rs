@@ -13,7 +13,6 @@ use bot::{Bot, BotConfig, Secrets};
 use fake_slack::FakeSlack;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-use views::{ReadModel, ViewConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_and_buttons_arrive_over_the_socket() {
@@ -29,13 +28,14 @@ async fn commands_and_buttons_arrive_over_the_socket() {
     };
     let secrets =
         Secrets { bot_token: Some("xoxb-test".into()), signing_secret: None, app_token: Some("xapp-test".into()) };
-    let alert: views::alert_engine::Alert = serde_json::from_value(serde_json::json!({
+    let alert: read::model::Alert = serde_json::from_value(serde_json::json!({
         "id": "spike", "rule": "spike", "severity": "warning", "labels": {}, "state": "firing", "value": 900.0,
         "summary": "events per minute 9x the baseline", "started_ms": 1795132800000i64, "fired_ms": 1795132980000i64,
         "link": "/api/v1/timeseries"
     }))
     .unwrap();
-    let bot = Bot::new(config, secrets, ReadModel::new(ViewConfig::default()), None)
+    let (model, alerts) = sign::empty_views();
+    let bot = Bot::new(config, secrets, model, alerts, None)
         .unwrap()
         .with_alert_source(Box::new(move || (Some(1_795_133_000_000), vec![alert.clone()])));
     bot.start().unwrap();

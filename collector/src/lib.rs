@@ -205,7 +205,7 @@ async fn collect(
             format!("{} events; send at most {} per request", items.len(), c.config.max_events_per_request),
         );
     }
-    let now = views::alert_engine::now_ms();
+    let now = schema::time::now_ms();
     let (valid, rejected) = validate(&items, now, &client_ip.to_string());
     c.counters.invalid.fetch_add(rejected.len() as u64, Ordering::Relaxed);
     if valid.is_empty() {
@@ -227,7 +227,7 @@ async fn collect(
             // A short circuit: the next requests are refused at once instead of each waiting
             // out the timeout; the first after it tries Kafka again.
             let retry_ms = c.config.retry_after_seconds as i64 * 1000;
-            c.unhealthy_until.store(views::alert_engine::now_ms() + retry_ms, Ordering::Relaxed);
+            c.unhealthy_until.store(schema::time::now_ms() + retry_ms, Ordering::Relaxed);
             tracing::warn!(error = %problem, "the collector refused a request: Kafka did not acknowledge it");
             retry_later(&c, format!("{problem}; retry the request (events with an event_id are de-duplicated)"))
         }

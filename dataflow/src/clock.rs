@@ -5,10 +5,10 @@
 
 use std::collections::BTreeMap;
 
+use schema::event::{minute_of, Minute};
+use schema::ids::IdMap;
 use serde::{Deserialize, Serialize};
-use views::cohorts::Cohorts;
-use views::event::{minute_of, Minute};
-use views::ids::IdMap;
+use views::retention::cohorts::Cohorts;
 use views::sessions::Sessionizer;
 use views::userlog::UserLogs;
 
@@ -57,9 +57,9 @@ impl PartitionClock {
                     Reason::TooLate,
                     format!(
                         "ts {} is {} s behind the watermark {}; raise engine.lateness_seconds to accept it",
-                        views::query::rfc3339(ts),
+                        schema::time::rfc3339(ts),
                         (wm - ts + 999) / 1000,
-                        views::query::rfc3339(wm)
+                        schema::time::rfc3339(wm)
                     ),
                 ));
             }

@@ -4,10 +4,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use schema::event::{sym, Event, Sym, NONE};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use smallvec::SmallVec;
-use views::event::{sym, Event, Sym, NONE};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::reject::{Reason, Rejection};
@@ -231,7 +231,7 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Decoded<'_>, Rejection> {
     if ts < MIN_TS_MS || ts > now_ms.saturating_add(MAX_FUTURE_MS) {
         return Err(Rejection::new(
             Reason::TsOutOfRange,
-            format!("ts {ts} ({}) is before 2000-01-01 or more than a day ahead of now", views::query::rfc3339(ts)),
+            format!("ts {ts} ({}) is before 2000-01-01 or more than a day ahead of now", schema::time::rfc3339(ts)),
         ));
     }
     let (page, utm_source, device, country) =

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use read::{ReadModel, Status};
+use schema::{Epoch, Row};
 use timely::dataflow::operators::capture::Event;
 use timely::progress::frontier::MutableAntichain;
-use views::{Epoch, ReadModel, Row, Status};
 
 pub type Captured = Event<Epoch, Vec<(Row, Epoch, isize)>>;
 

@@ -9,24 +9,28 @@ use std::sync::Arc;
 
 use differential_dataflow::input::InputSession;
 use rustc_hash::FxHashMap;
+use schema::alert_rules::{AlertRegistry, AlertRule};
+use schema::cells::Bump;
+use schema::cells::{series_of, Dim, Fact};
+use schema::event::{minute_of, minute_start_ms, Event, Minute, Sym};
+use schema::funnels::step_sym;
+use schema::funnels::{FunnelRegistry, FunnelStat};
+use schema::ids::{IdMap, IdSet};
+use schema::paths::{self, Cleaner};
+use schema::paths::{ENTRY, EXIT};
+use schema::registry::Snapshot;
+use schema::retention::{RetentionCell, RetentionRegistry};
+use schema::sessions::SessionStat;
+use schema::time::Hour;
+use schema::{Epoch, ViewConfig};
 use serde::{Deserialize, Serialize};
-use views::alert_rules::{AlertRegistry, AlertRule};
-use views::alert_series::step_sym;
-use views::cohorts::CohortSink;
-use views::event::{minute_of, minute_start_ms, Event, Minute, Sym};
-use views::facts::{series_of, Dim, Fact};
-use views::funnels::{Funnel, FunnelCell, FunnelRegistry, FunnelStat, LogEvent};
-use views::ids::{IdMap, IdSet};
-use views::path_graph::{ENTRY, EXIT};
-use views::paths::{self, Cleaner};
-use views::registry::Snapshot;
-use views::retention::{Retention, RetentionCell, RetentionRegistry};
-use views::sessions::{
-    cell_changes, cells_of, Hit, Hour, SessionConfig, SessionSink, SessionStat, Sessionizer, Summary,
-};
-use views::tables::Bump;
+use views::compiled::Compiled;
+use views::funnels::{Funnel, FunnelCell};
+use views::retention::cohorts::CohortSink;
+use views::retention::Retention;
+use views::sessions::{cell_changes, cells_of, Hit, SessionConfig, SessionSink, Sessionizer, Summary};
+use views::userlog::LogEvent;
 use views::userlog::LogSink;
-use views::{Epoch, ViewConfig};
 
 use crate::clock::{PartitionClock, MAX_HEAD_SKEW_MS};
 use crate::deadletter::{self, Coords, DeadLetterSink};
@@ -138,10 +142,10 @@ pub struct Ingest {
     /// The funnels to compute (shared with the API, which can add some), and this worker's copy
     /// of the list with its registry version.
     pub funnels: Arc<FunnelRegistry>,
-    funnel_list: Snapshot<Funnel>,
+    funnel_list: Compiled<Funnel>,
     /// Retention definitions, the same way.
     pub retention: Arc<RetentionRegistry>,
-    retention_list: Snapshot<Retention>,
+    retention_list: Compiled<Retention>,
     /// Maps events to path nodes.
     cleaner: Cleaner,
     /// The alert rules, and the per-key counts their per-key rules read.
@@ -152,7 +156,7 @@ pub struct Ingest {
     pub peers: u32,
     /// Funnel step matches per minute, and each funnel's step symbols by fingerprint.
     steps: FxHashMap<(Sym, Minute), i64>,
-    step_funnels: Snapshot<Funnel>,
+    step_funnels: Compiled<Funnel>,
     step_syms: Vec<(u64, Vec<Sym>)>,
     /// The epoch the session changes are reported in (see [`Sessionizer::epoch`]).
     session_epoch: Epoch,
@@ -184,16 +188,16 @@ impl Ingest {
             session_cells: SessionCells::default(),
             per_user: PerUserChanges::default(),
             funnels: Arc::default(),
-            funnel_list: Snapshot::default(),
+            funnel_list: Compiled::default(),
             retention: Arc::default(),
-            retention_list: Snapshot::default(),
+            retention_list: Compiled::default(),
             cleaner,
             alerts: Arc::default(),
             alert_list: Snapshot::default(),
             keys: KeyCounts::default(),
             peers: 1,
             steps: FxHashMap::default(),
-            step_funnels: Snapshot::default(),
+            step_funnels: Compiled::default(),
             step_syms: Vec::new(),
             session_epoch: 0,
             epoch: 0,
@@ -205,7 +209,7 @@ impl Ingest {
         // Nodes that no page names: the pseudo nodes and the conversion events.
         let conversions = ingest.views.paths.conversion_events.iter().map(|e| paths::event_node(e));
         let fixed: Vec<String> = [ENTRY.to_string(), EXIT.to_string()].into_iter().chain(conversions).collect();
-        fixed.iter().for_each(|text| ingest.name(views::event::sym(text), text));
+        fixed.iter().for_each(|text| ingest.name(schema::event::sym(text), text));
         ingest
     }
 
@@ -257,8 +261,8 @@ impl Ingest {
                 Reason::TooLate,
                 format!(
                     "ts {} is before as_of {}, which the views already published as complete",
-                    views::query::rfc3339(d.event.ts),
-                    views::query::rfc3339(as_of)
+                    schema::time::rfc3339(d.event.ts),
+                    schema::time::rfc3339(as_of)
                 ),
             )),
             _ => clock.admit(d.event.ts, d.event_id, self.lateness_ms, now_ms).map(|_| d),
@@ -300,7 +304,7 @@ impl Ingest {
     /// retention state.
     pub fn track(&mut self, partition: &mut PartitionClock, d: &Decoded<'_>) {
         // Before the first event too: definitions from config count from it.
-        self.retention_list.refresh(&self.retention);
+        self.retention_list.refresh(&self.retention, Retention::new);
         let e = &d.event;
         let source = [e.utm_source, e.device, e.country];
         let hit = Hit { ts: e.ts, page: e.page, page_view: e.is_page_view(), source };
@@ -323,18 +327,18 @@ impl Ingest {
     }
 
     /// Counts the funnel steps the event matches, per minute (funnel-drop alerts watch them).
-    fn count_steps(&mut self, logged: &LogEvent, pages: &views::funnels::PageTexts) {
+    fn count_steps(&mut self, logged: &LogEvent, pages: &views::userlog::PageTexts) {
         let minute = minute_of(logged.ts);
         // Its own copy of the list: the user logs take up new funnels at drain time.
         let mut list = std::mem::take(&mut self.step_funnels);
-        for (i, funnel) in list.refresh(&self.funnels).iter().enumerate() {
+        for (i, funnel) in list.refresh(&self.funnels, Funnel::new).iter().enumerate() {
             if self.step_syms.get(i).is_none_or(|(f, _)| *f != funnel.fingerprint) {
                 let texts: Vec<String> = (1..=funnel.steps()).map(|k| format!("{}#{k}", funnel.def.name)).collect();
                 let syms = (1..=funnel.steps()).map(|k| step_sym(&funnel.def.name, k)).collect();
                 self.step_syms.truncate(i);
                 self.step_syms.push((funnel.fingerprint, syms));
                 for text in texts {
-                    let sym = views::event::sym(&text);
+                    let sym = schema::event::sym(&text);
                     if let std::collections::hash_map::Entry::Vacant(e) = self.ledger.names.entry(sym) {
                         e.insert(text.clone());
                         self.new_names.push((sym, text));
@@ -362,7 +366,7 @@ impl Ingest {
         // Restored under other path rules: re-clean the logged pages (names published here).
         let (cleaner, mut named) = (&mut self.cleaner, Vec::new());
         partition.logs.set_path_rules(cleaner.fingerprint, |e, text| {
-            let (node, new) = cleaner.node(e.name, e.name == views::event::PAGE_VIEW, e.page, text);
+            let (node, new) = cleaner.node(e.name, e.name == schema::event::PAGE_VIEW, e.page, text);
             named.extend(new.map(|t| (node, t)));
             node
         });
@@ -380,9 +384,9 @@ impl Ingest {
             let floor = minute_start_ms(self.views.counts_from(minute_of(watermark)));
             partition.logs.prune(floor);
         }
-        let funnels = self.funnel_list.refresh(&self.funnels);
+        let funnels = self.funnel_list.refresh(&self.funnels, Funnel::new);
         partition.logs.drain(funnels, &self.views.sessions, &mut self.per_user);
-        let retention = self.retention_list.refresh(&self.retention);
+        let retention = self.retention_list.refresh(&self.retention, Retention::new);
         partition.retention.drain(retention, &partition.logs, watermark, &mut self.per_user);
     }
 
@@ -482,7 +486,7 @@ impl Ingest {
             }
         }
         // A worker without partitions drains none: it still needs the current list.
-        self.retention_list.refresh(&self.retention);
+        self.retention_list.refresh(&self.retention, Retention::new);
         self.retract_redefined_retention(input, at);
         for ((retention, (key, cohort, stat)), n) in self.per_user.retention.drain() {
             if n != 0 {

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use differential_dataflow::input::InputSession;
 use rustc_hash::{FxHashMap, FxHashSet};
+use schema::alert_rules::{AlertRule, Condition, KeyField, KeyKind};
+use schema::event::{sym, Minute, Sym, UserId, NONE};
+use schema::{Epoch, Fact};
 use serde::{Deserialize, Serialize};
-use views::alert_rules::{AlertRule, Condition, KeyField, KeyKind};
-use views::event::{sym, Minute, Sym, UserId, NONE};
-use views::{Epoch, Fact};
 
 use crate::decode::Decoded;
 

@@ -7,8 +7,7 @@ pub mod deadletter;
 pub mod decode;
 pub mod enrich;
 pub mod export;
-pub mod generator;
-pub mod incidents;
+
 pub mod ingest;
 pub mod kafka;
 pub mod keyed;
@@ -19,6 +18,5 @@ pub mod source;
 
 pub use config::{EngineConfig, KafkaConfig};
 pub use enrich::{EnrichConfig, Enricher};
-pub use generator::{Generator, GeneratorConfig};
-pub use incidents::{Incident, IncidentConfig, IncidentKind};
+
 pub use runtime::{Engine, EngineError, RunReport, SinkFactory, SourceFactory};

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use differential_dataflow::input::Input;
 use hdrhistogram::Histogram;
+use read::status::UserState;
+use read::{ReadModel, Status};
+use schema::registry::Definitions;
+use schema::{Epoch, Fact, ViewConfig};
 use timely::dataflow::operators::capture::Capture;
-use views::status::UserState;
-use views::{Epoch, Fact, ReadModel, Status, ViewConfig};
 
 use crate::config::EngineConfig;
 use crate::deadletter::DeadLetterSink;
@@ -35,6 +37,8 @@ pub enum EngineError {
 pub struct Engine {
     pub config: EngineConfig,
     pub views: ViewConfig,
+    /// Funnels, retention and alert rules: from config, added through the API.
+    pub defs: Arc<Definitions>,
     pub read_model: Arc<ReadModel>,
     pub status: Arc<Status>,
     /// Set to stop reading; the engine then drains and returns.
@@ -56,8 +60,10 @@ impl Engine {
     pub fn new(config: EngineConfig, views: ViewConfig) -> Result<Engine, EngineError> {
         config.validate().map_err(EngineError::Config)?;
         views.validate().map_err(EngineError::Config)?;
+        let defs = Arc::new(Definitions::new(&views).map_err(EngineError::Config)?);
         Ok(Engine {
-            read_model: ReadModel::new(views.clone()),
+            read_model: ReadModel::new(views.clone(), &defs),
+            defs,
             status: Arc::new(Status::default()),
             stop: Arc::new(AtomicBool::new(false)),
             measure_freshness: None,
@@ -90,6 +96,7 @@ impl Engine {
             config: self.config.clone(),
             views: self.views.clone(),
             read_model: self.read_model.clone(),
+            defs: self.defs.clone(),
             status: self.status.clone(),
             stop: self.stop.clone(),
             failed: Arc::new(AtomicBool::new(false)),
@@ -148,6 +155,7 @@ struct WorkerSetup {
     config: EngineConfig,
     views: ViewConfig,
     read_model: Arc<ReadModel>,
+    defs: Arc<Definitions>,
     status: Arc<Status>,
     stop: Arc<AtomicBool>,
     /// A worker failed (error or panic): the others stop without waiting for its progress.
@@ -181,9 +189,9 @@ impl WorkerSetup {
         let mut ingest = Ingest::new(index as u32, self.views.clone(), lateness, sinks(index));
         ingest.freshness = self.measure_freshness.map(|from| (from, Vec::new()));
         ingest.enrich = self.enrich.clone().map(|e| (e, crate::enrich::AgentCache::default()));
-        ingest.funnels = self.read_model.funnels.clone();
-        ingest.retention = self.read_model.retention.clone();
-        ingest.alerts = self.read_model.alerts.clone();
+        ingest.funnels = self.defs.funnels.clone();
+        ingest.retention = self.defs.retention.clone();
+        ingest.alerts = self.defs.alerts.clone();
         ingest.peers = peers as u32;
         // Only a source that can resume reads or writes snapshots (a replay must not clobber them).
         let state_dir = self.config.state_dir.as_ref().filter(|_| source.resumable());

@@ -11,7 +11,8 @@ use dataflow::ingest::{Ingest, WorkerClock};
 use dataflow::source::file::SharedFile;
 use dataflow::source::kafka::KafkaSource;
 use dataflow::source::{worker_clock, Poll, Source, SourceError};
-use dataflow::{Generator, SourceFactory};
+use dataflow::SourceFactory;
+use generator::Generator;
 use rdkafka::mocking::MockCluster;
 
 use crate::config::Config;
@@ -226,7 +227,7 @@ fn file_bench(config: &Config, count: u64) -> Result<()> {
 }
 
 /// Generates `count` records into a file and replays it through every view; reports the rate.
-pub(super) fn replay_generated(config: &Config, count: u64) -> Result<Arc<views::ReadModel>> {
+pub(super) fn replay_generated(config: &Config, count: u64) -> Result<Arc<read::ReadModel>> {
     let dir = tempfile_dir()?;
     let path = dir.join("bench.ndjson");
     {
@@ -292,7 +293,7 @@ fn fill_kafka(
 }
 
 /// Runs the engine on Kafka until `count` records are counted; returns the time it took.
-fn consume(config: &Config, count: u64) -> Result<(Duration, Arc<views::ReadModel>)> {
+fn consume(config: &Config, count: u64) -> Result<(Duration, Arc<read::ReadModel>)> {
     let engine = Arc::new(super::engine(config)?);
     let kafka = config.kafka.clone();
     let sources: SourceFactory = KafkaSource::factory(&kafka, Duration::from_secs(1))?;

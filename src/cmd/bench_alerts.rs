@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use dataflow::clock::PartitionClock;
-use dataflow::incidents::{self, Incident};
 use dataflow::ingest::{Ingest, WorkerClock};
 use dataflow::source::synthetic::SyntheticSource;
 use dataflow::source::{NoPartitions, Poll, Source, SourceError};
 use dataflow::SourceFactory;
-use views::alert_engine::Alert;
+use generator::incidents::{self, Incident};
+use read::model::Alert;
 
 use crate::config::Config;
 
@@ -53,6 +53,7 @@ pub fn main(config: &Config, args: &Args) -> Result<()> {
     let start = (chrono::Utc::now().timestamp_millis() / day - 2) * day - span * 3 / 2;
     let count = (args.rate * span as f64 / 1000.0) as u64;
     let engine = Arc::new(super::engine(&config)?);
+    let alerts = super::alerting(&engine);
     let done = Arc::new(AtomicBool::new(false));
     let sources: SourceFactory = {
         let (generator, done) = (generator.clone(), done.clone());
@@ -69,17 +70,13 @@ pub fn main(config: &Config, args: &Args) -> Result<()> {
     eprintln!("bench alerts: {count} events, about {} days of event time at {}/s", args.days, args.rate);
     let started = Instant::now();
     let progress = {
-        let (model, done) = (engine.read_model.clone(), done.clone());
+        let (model, alerts, done) = (engine.read_model.clone(), alerts.clone(), done.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_secs(5));
                 if let Some(as_of) = model.as_of_ms() {
                     let share = (as_of - start) as f64 / span as f64;
-                    eprintln!(
-                        "  {:>5.1}% of event time, {} alerts so far",
-                        100.0 * share,
-                        model.alert_history().1.len()
-                    );
+                    eprintln!("  {:>5.1}% of event time, {} alerts so far", 100.0 * share, alerts.history().1.len());
                 }
             }
         })
@@ -88,7 +85,7 @@ pub fn main(config: &Config, args: &Args) -> Result<()> {
     done.store(true, Ordering::Relaxed);
     let _ = progress.join();
     let elapsed = started.elapsed();
-    let (clock, alerts) = engine.read_model.alert_history();
+    let (clock, alerts) = alerts.history();
     // The labels for the span generated (the rate varies, so the span is known only now).
     let end = clock.as_of_ms.unwrap_or(start);
     let plan: Vec<Incident> = incidents::plan(&generator.incidents, generator.seed, start, end);
@@ -170,7 +167,7 @@ fn report(plan: &[Incident], alerts: &[Alert], args: &Args, start: i64, end: i64
     let true_alerts = alerts.iter().filter(|a| plan.iter().any(|i| matches(i, a))).count();
     let mut false_by_rule: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for a in alerts.iter().filter(|a| !plan.iter().any(|i| matches(i, a))) {
-        let at = views::query::rfc3339(a.fired_ms);
+        let at = schema::time::rfc3339(a.fired_ms);
         false_by_rule.entry(&a.rule).or_default().push(format!("{} at {at} ({})", a.id, a.summary));
     }
     println!(

@@ -17,10 +17,10 @@ const RULE: &str = "ip_rate_limit";
 pub fn main(config: &Config, count: u64) -> Result<()> {
     let (sources, n) = super::bench::predecoded(config, count);
     let engine = Arc::new(super::engine(config)?);
-    if engine.read_model.alerts.get(RULE).is_none() {
+    if engine.defs.alerts.get(RULE).is_none() {
         bail!("bench limits asks about the built-in rule `{RULE}`; keep views.alerts.builtin = true");
     }
-    let state = api::AppState::new(engine.read_model.clone(), engine.status.clone());
+    let state = super::app_state(&engine, &super::alerting(&engine));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let address = listener.local_addr()?;

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use views::path_query::{ConversionQuery, ExitsQuery, GraphQuery, NextQuery, TopQuery};
-use views::ReadModel;
+use read::path_query::{ConversionQuery, ExitsQuery, GraphQuery, NextQuery, TopQuery};
+use read::ReadModel;
 
 use crate::config::Config;
 
@@ -38,7 +38,7 @@ fn time(mut f: impl FnMut() -> Result<(), String>) -> Result<(Duration, Duration
     Ok((times[RUNS / 2], times[RUNS * 99 / 100]))
 }
 
-fn ok<T>(r: Result<T, views::query::QueryError>) -> Result<(), String> {
+fn ok<T>(r: Result<T, read::query::QueryError>) -> Result<(), String> {
     r.map(|_| ()).map_err(|e| e.0)
 }
 
@@ -75,7 +75,7 @@ fn queries(label: &str, model: &ReadModel) -> Result<()> {
     // What the first query after an edge count moved pays on top: the rebuild.
     let edges = model.dump().paths;
     let (median, p99) = time(|| {
-        let graph = views::path_graph::PathGraph::from_edges(edges.iter().map(|(f, t, n)| (f, t, *n as u64)));
+        let graph = read::path_graph::PathGraph::from_edges(edges.iter().map(|(f, t, n)| (f, t, *n as u64)));
         std::hint::black_box(graph);
         Ok(())
     })?;

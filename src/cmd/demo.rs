@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use dataflow::source::kafka::KafkaSource;
-use dataflow::{Engine, Generator, SourceFactory};
+use dataflow::{Engine, SourceFactory};
+use generator::Generator;
 use rdkafka::mocking::MockCluster;
 
 use crate::config::Config;
@@ -42,7 +43,7 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     if config.generator.incidents.every_minutes == 0.0 {
         let incidents = &mut config.generator.incidents;
         (incidents.every_minutes, incidents.warmup_minutes, incidents.min_gap_minutes) = (10.0, 3, 5);
-        incidents.kinds = vec![dataflow::incidents::IncidentKind::BotBurst];
+        incidents.kinds = vec![generator::incidents::IncidentKind::BotBurst];
     }
     tracing::info!(brokers = %config.kafka.brokers, %topic, partitions = args.partitions, "embedded Kafka started");
 
@@ -61,10 +62,13 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
             }
         })?
     };
-    let state = super::app_state(&engine);
-    let extras =
-        super::Extras { bot: super::slack_bot(&config, &engine)?, collector: super::event_collector(&config)? };
-    let engine_thread = spawn_kafka_engine(engine, &config)?;
+    let alerts = super::alerting(&engine);
+    let state = super::app_state(&engine, &alerts);
+    let extras = super::Extras {
+        bot: super::slack_bot(&config, &engine, &alerts)?,
+        collector: super::event_collector(&config)?,
+    };
+    let engine_thread = spawn_kafka_engine(engine, &alerts, &config)?;
     let port = args.listen.rsplit(':').next().unwrap_or("8080");
     println!(
         "\nclickflow demo: {} synthetic events/s into embedded Kafka at {}, topic `{topic}`.\n\
@@ -88,7 +92,11 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
 }
 
 /// Runs the engine on Kafka in a thread; `engine.stop` stops it, and is set when it ends.
-pub fn spawn_kafka_engine(engine: Arc<Engine>, config: &Config) -> Result<std::thread::JoinHandle<Result<()>>> {
+pub fn spawn_kafka_engine(
+    engine: Arc<Engine>,
+    alerts: &alerting::Alerting,
+    config: &Config,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
     let stop = engine.stop.clone();
     let kafka = config.kafka.clone();
     let idle = std::time::Duration::from_secs(config.engine.idle_seconds);
@@ -98,12 +106,18 @@ pub fn spawn_kafka_engine(engine: Arc<Engine>, config: &Config) -> Result<std::t
         // Funnels, retention and alert rules added through the API come back after a restart, in the order
         // the snapshot's results refer to.
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let restored = engine.read_model.funnels.persist(dir.join("funnels.json")).map_err(anyhow::Error::msg)?;
-        let retention = engine.read_model.retention.persist(dir.join("retention.json")).map_err(anyhow::Error::msg)?;
-        let alerts = engine.read_model.alerts.persist(dir.join("alerts.json")).map_err(anyhow::Error::msg)?;
-        let silences = engine.read_model.persist_silences(dir.join("silences.json")).map_err(anyhow::Error::msg)?;
-        if restored + retention + alerts + silences > 0 {
-            tracing::info!(funnels = restored, retention, alerts, silences, "definitions added at run time restored");
+        let restored = engine.defs.funnels.persist(dir.join("funnels.json")).map_err(anyhow::Error::msg)?;
+        let retention = engine.defs.retention.persist(dir.join("retention.json")).map_err(anyhow::Error::msg)?;
+        let rules = engine.defs.alerts.persist(dir.join("alerts.json")).map_err(anyhow::Error::msg)?;
+        let silences = alerts.persist_silences(dir.join("silences.json")).map_err(anyhow::Error::msg)?;
+        if restored + retention + rules + silences > 0 {
+            tracing::info!(
+                funnels = restored,
+                retention,
+                alerts = rules,
+                silences,
+                "definitions added at run time restored"
+            );
         }
     }
     let handle = std::thread::Builder::new().name("engine".into()).spawn(move || {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use dataflow::generator::Generated;
-use dataflow::{Generator, KafkaConfig};
+use dataflow::KafkaConfig;
+use generator::generator::Generated;
+use generator::Generator;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 

@@ -98,12 +98,17 @@ pub fn event_collector(config: &crate::config::Config) -> Result<Option<Arc<coll
 
 /// The Slack bot over the engine's read model (none when `[bot] enabled = false`). Without
 /// `SLACK_BOT_TOKEN` it runs dry: `/api/v1/bot/outbox` shows what it would post.
-pub fn slack_bot(config: &crate::config::Config, engine: &Engine) -> Result<Option<Arc<bot::Bot>>> {
+pub fn slack_bot(
+    config: &crate::config::Config,
+    engine: &Engine,
+    alerts: &Arc<alerting::Alerting>,
+) -> Result<Option<Arc<bot::Bot>>> {
     if !config.bot.enabled {
         return Ok(None);
     }
     let state = config.engine.state_dir.as_ref().map(|d| d.join("slack.json"));
-    let bot = bot::Bot::new(config.bot.clone(), bot::Secrets::from_env(), engine.read_model.clone(), state)?;
+    let bot =
+        bot::Bot::new(config.bot.clone(), bot::Secrets::from_env(), engine.read_model.clone(), alerts.clone(), state)?;
     if bot.is_dry_run() {
         tracing::info!("SLACK_BOT_TOKEN is not set: the Slack bot runs dry; see /api/v1/bot/outbox");
     }
@@ -120,8 +125,13 @@ pub fn engine(config: &crate::config::Config) -> Result<Engine> {
     Ok(engine)
 }
 
-pub fn app_state(engine: &Engine) -> api::AppState {
-    api::AppState::new(engine.read_model.clone(), engine.status.clone())
+/// Alerting over the engine's read model: its rules are judged on every publish.
+pub fn alerting(engine: &Engine) -> Arc<alerting::Alerting> {
+    alerting::Alerting::new(engine.read_model.clone(), &engine.defs)
+}
+
+pub fn app_state(engine: &Engine, alerts: &Arc<alerting::Alerting>) -> api::AppState {
+    api::AppState::new(engine.read_model.clone(), alerts.clone(), engine.status.clone())
 }
 
 /// Sets `stop` on Ctrl-C / SIGTERM.
@@ -167,7 +177,7 @@ pub fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Funnels over the generator's shop, for the demo and the benchmarks when the config has none.
-pub fn shop_funnels() -> Vec<views::funnels::FunnelDef> {
+pub fn shop_funnels() -> Vec<schema::funnels::FunnelDef> {
     serde_json::from_value(serde_json::json!([
         {"name": "checkout", "breakdown": "utm_source",
          "steps": [{"event": "page_view", "page_prefix": "/products/"}, {"event": "add_to_cart"},
@@ -182,7 +192,7 @@ pub fn shop_funnels() -> Vec<views::funnels::FunnelDef> {
 }
 
 /// Retention of the generated shop: returning visitors by device, and weekly repeat buyers.
-pub fn shop_retention() -> Vec<views::retention::RetentionDef> {
+pub fn shop_retention() -> Vec<schema::retention::RetentionDef> {
     serde_json::from_value(serde_json::json!([
         {"name": "returning_visitors", "breakdown": "device",
          "start": {"event": "page_view"}, "return": {"event": "page_view"}},
@@ -193,7 +203,7 @@ pub fn shop_retention() -> Vec<views::retention::RetentionDef> {
 }
 
 /// The shop's pages by template (product and category ids collapse into one node each).
-pub fn shop_paths() -> views::paths::PathConfig {
+pub fn shop_paths() -> schema::paths::PathConfig {
     serde_json::from_value(serde_json::json!({
         "rules": [{"pattern": "^/products/\\d+", "name": "/products/:id"},
                   {"pattern": "^/category/[^/]+", "name": "/category/:name"}],
@@ -203,7 +213,7 @@ pub fn shop_paths() -> views::paths::PathConfig {
 }
 
 /// Alert rules that need the shop's funnels: checkout conversion falling (payment failures).
-pub fn shop_alerts() -> Vec<views::alert_rules::AlertRuleDef> {
+pub fn shop_alerts() -> Vec<schema::alert_rules::AlertRuleDef> {
     serde_json::from_value(serde_json::json!([
         {"name": "checkout_conversion_drop", "severity": "critical", "labels": {"team": "payments"},
          "when": {"kind": "funnel_drop", "funnel": "checkout", "window_minutes": 30, "drop": 0.5,
@@ -214,7 +224,7 @@ pub fn shop_alerts() -> Vec<views::alert_rules::AlertRuleDef> {
 
 /// The shop's analyses where the config defines none: funnels, retention, path cleaning, and
 /// the alert rules on them.
-pub fn shop_defaults(views: &mut views::ViewConfig) {
+pub fn shop_defaults(views: &mut schema::ViewConfig) {
     if views.funnels.is_empty() && views.alerts.rules.is_empty() {
         views.alerts.rules = shop_alerts();
     }

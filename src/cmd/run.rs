@@ -44,10 +44,13 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     let engine = Arc::new(super::engine(&config)?);
     let stop = engine.stop.clone();
     super::stop_on_signal(stop.clone());
-    let state = super::app_state(&engine);
-    let extras =
-        super::Extras { bot: super::slack_bot(&config, &engine)?, collector: super::event_collector(&config)? };
-    let engine_thread = super::demo::spawn_kafka_engine(engine, &config)?;
+    let alerts = super::alerting(&engine);
+    let state = super::app_state(&engine, &alerts);
+    let extras = super::Extras {
+        bot: super::slack_bot(&config, &engine, &alerts)?,
+        collector: super::event_collector(&config)?,
+    };
+    let engine_thread = super::demo::spawn_kafka_engine(engine, &alerts, &config)?;
     let served = super::tokio_runtime()?.block_on(super::serve(&config.api.listen, state, extras, stop.clone()));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let ran = engine_thread.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;

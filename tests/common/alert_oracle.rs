@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use views::alert_rules::{AlertRuleDef, Condition, Detector, Direction, KeyField, Metric, Seasonal, SeriesDef};
-use views::funnels::FunnelDef;
+use schema::alert_rules::{AlertRuleDef, Condition, Detector, Direction, KeyField, Metric, Seasonal, SeriesDef};
+use schema::funnels::FunnelDef;
 
 use super::funnel_oracle::matches;
 use super::oracle::Accepted;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use dataflow::deadletter::payload_text;
-use dataflow::{Generator, GeneratorConfig};
-use views::model::Dump;
+use generator::{Generator, GeneratorConfig};
+use read::model::Dump;
 
 use super::kafka::*;
 use super::oracle::{self, comparable, Spec};

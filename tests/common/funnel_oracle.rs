@@ -1,13 +1,14 @@
 //! From-scratch funnels for the reference: every user's events as strings, every possible start,
 //! with no user logs, masks, registry or dataflow. Only the final aggregation into report numbers
-//! is shared with the engine (`views::funnel_query::numbers`).
+//! is shared with the engine (`read::funnel_query::numbers`).
 
 use std::collections::{BTreeMap, HashMap};
 
-use views::event::sym;
-use views::funnel_query::{numbers, FunnelCells};
-use views::funnels::{cells_of, Attempt, Funnel, FunnelDef, Order, StepDef, Unit};
-use views::model::FunnelDump;
+use read::funnel_query::{numbers, FunnelCells};
+use read::model::FunnelDump;
+use schema::event::sym;
+use schema::funnels::{FunnelDef, Order, StepDef, Unit};
+use views::funnels::{cells_of, Attempt};
 
 use super::oracle::{Accepted, Spec};
 
@@ -132,7 +133,7 @@ fn search(def: &FunnelDef, events: &[&Accepted], end: i64, chain: &mut Vec<usize
 
 /// A user's events (sorted) cut into sessions: a new one after a gap over the timeout, or every
 /// `max` from the first event of a gap-free run.
-pub fn sessions<'a>(events: &[&'a Accepted], cfg: &views::ViewConfig) -> Vec<Vec<&'a Accepted>> {
+pub fn sessions<'a>(events: &[&'a Accepted], cfg: &schema::ViewConfig) -> Vec<Vec<&'a Accepted>> {
     let timeout = cfg.sessions.inactivity_minutes as i64 * 60_000;
     let max = cfg.sessions.max_hours as i64 * 3_600_000;
     let mut out: Vec<Vec<&Accepted>> = Vec::new();
@@ -181,7 +182,6 @@ pub fn dump(spec: &Spec, accepted: &[Accepted], partition_heads: &[Option<i64>])
     let users = retained(spec, accepted, partition_heads);
     let mut out = BTreeMap::new();
     for (index, def) in cfg.funnels.iter().enumerate() {
-        let funnel = Funnel::new(def.clone()).unwrap();
         let mut cells = FunnelCells::new();
         let mut open = Vec::new();
         let mut names: HashMap<u64, String> = HashMap::new();
@@ -225,7 +225,7 @@ pub fn dump(spec: &Spec, accepted: &[Accepted], partition_heads: &[Option<i64>])
         }
         open.sort();
         let name = |k: u64| names.get(&k).cloned().unwrap_or_else(|| "(none)".to_string());
-        out.insert(def.name.clone(), FunnelDump { numbers: numbers(&funnel, &cells, &name), open_attempts: open });
+        out.insert(def.name.clone(), FunnelDump { numbers: numbers(def, &cells, &name), open_attempts: open });
     }
     out
 }

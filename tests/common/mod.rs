@@ -23,9 +23,10 @@ use dataflow::deadletter::{Coords, DeadLetterSink, MemorySink};
 use dataflow::ingest::{Ingest, WorkerClock};
 use dataflow::source::{now_ms, worker_clock, Poll, Source, SourceError};
 use dataflow::{Engine, EngineConfig, SourceFactory};
-use views::model::Dump;
-use views::sessions::SessionConfig;
-use views::{ReadModel, ViewConfig};
+use read::model::Dump;
+use read::ReadModel;
+use schema::sessions::SessionConfig;
+use schema::ViewConfig;
 
 /// Small windows so that retention and expiry happen within a few hours of event time.
 pub fn small_windows() -> ViewConfig {
@@ -50,12 +51,12 @@ pub fn small_windows() -> ViewConfig {
         .unwrap(),
         retention: test_retention(),
         // The alert tests bring their own rules (tests/alerts_oracle.rs).
-        alerts: views::alert_rules::AlertConfig { builtin: false, ..Default::default() },
+        alerts: schema::alert_rules::AlertConfig { builtin: false, ..Default::default() },
     }
 }
 
 /// One definition per cohort type, both with predicates, one with a breakdown.
-pub fn test_retention() -> Vec<views::retention::RetentionDef> {
+pub fn test_retention() -> Vec<schema::retention::RetentionDef> {
     serde_json::from_value(serde_json::json!([
         {"name": "daily_return", "period": "day", "periods": 4, "breakdown": "utm_source",
          "start": {"event": "page_view", "page_prefix": "/products"}, "return": {"event": "click"}},
@@ -76,7 +77,7 @@ pub fn example_views() -> ViewConfig {
 
 /// One funnel per ordering mode and one over sessions, with breakdowns, page conditions of each
 /// kind, props and an exclusion.
-pub fn test_funnels() -> Vec<views::funnels::FunnelDef> {
+pub fn test_funnels() -> Vec<schema::funnels::FunnelDef> {
     serde_json::from_value(serde_json::json!([
         {"name": "home_to_purchase", "window_minutes": 20, "breakdown": "utm_source",
          "steps": [{"event": "page_view", "page": "/"}, {"event": "click"}, {"event": "purchase", "props": {"plan": "pro"}}],
@@ -149,6 +150,7 @@ pub fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
 /// The real engine (ingestion, dataflow, exporter, read model) fed batch by batch.
 pub struct Harness {
     pub read_model: Arc<ReadModel>,
+    pub alerting: Arc<alerting::Alerting>,
     pub dead_letters: MemorySink,
     batches: Option<Sender<Vec<Vec<u8>>>>,
     stop: Arc<AtomicBool>,
@@ -197,13 +199,14 @@ impl Harness {
         let dead_letters = MemorySink::default();
         let sink = dead_letters.clone();
         let read_model = engine.read_model.clone();
+        let alerting = alerting::Alerting::new(read_model.clone(), &engine.defs);
         let stop = engine.stop.clone();
         let handle = std::thread::spawn(move || {
             engine
                 .run(sources, Arc::new(move |_| Box::new(sink.clone()) as Box<dyn DeadLetterSink>))
                 .expect("engine runs");
         });
-        Harness { read_model, dead_letters, batches: Some(tx), stop, engine: Some(handle), offered: 0 }
+        Harness { read_model, alerting, dead_letters, batches: Some(tx), stop, engine: Some(handle), offered: 0 }
     }
 
     pub fn push(&mut self, batch: Vec<Vec<u8>>) {

@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use read::model::*;
+use schema::ViewConfig;
 use serde_json::Value;
-use views::model::*;
-use views::ViewConfig;
 
 pub struct Spec {
     pub lateness_ms: i64,
@@ -180,9 +180,9 @@ fn views_of(
         rows
     };
     let clock = Clock {
-        as_of: as_of.map(views::query::rfc3339),
+        as_of: as_of.map(schema::time::rfc3339),
         as_of_ms: as_of,
-        head: head.map(views::query::rfc3339),
+        head: head.map(schema::time::rfc3339),
         head_ms: head,
         epoch: 0,
     };

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use views::model::PathEdges;
+use read::model::PathEdges;
 
 use super::funnel_oracle::{retained, sessions};
 use super::oracle::{Accepted, Spec};

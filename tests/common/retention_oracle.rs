@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use views::event::sym;
-use views::model::{Cohort, RetentionMatrix, RetentionPoint, RetentionValue};
-use views::retention::{period_label, period_of, CohortType, RetentionDef, ReturnMode};
+use read::model::{Cohort, RetentionMatrix, RetentionPoint, RetentionValue};
+use schema::event::sym;
+use schema::retention::{period_label, period_of, CohortType, RetentionDef, ReturnMode};
 
 use super::funnel_oracle::{field, matches};
 use super::oracle::{Accepted, Spec};

@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use views::event::sym;
-use views::model::{SessionCells, SessionTotals, SessionsDump};
-use views::ViewConfig;
+use read::model::{SessionCells, SessionTotals, SessionsDump};
+use schema::event::sym;
+use schema::ViewConfig;
 
 use super::oracle::Accepted;
 

@@ -68,3 +68,12 @@ pub fn button_form(action_id: &str, value: &str, user: &str) -> String {
     });
     serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
 }
+
+/// An empty read model and its alerting, as the engine would hand them to the bot.
+pub fn empty_views() -> (std::sync::Arc<read::ReadModel>, std::sync::Arc<alerting::Alerting>) {
+    let config = schema::ViewConfig::default();
+    let defs = schema::registry::Definitions::new(&config).unwrap();
+    let model = read::ReadModel::new(config, &defs);
+    let alerts = alerting::Alerting::new(model.clone(), &defs);
+    (model, alerts)
+}

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use schema::event::{sym, NONE};
 use serde::{Deserialize, Serialize};
-use views::event::{sym, NONE};
 
 pub use agent::{parse as parse_agent, Agent, AgentCache};
 pub use geo::{GeoTable, IpTable, Place};

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
-use views::status::PartitionProgress;
-use views::Status;
+use read::status::PartitionProgress;
+use read::Status;
 
 use super::{now_ms, worker_clock, Poll, Source, SourceError};
 use crate::clock::PartitionClock;

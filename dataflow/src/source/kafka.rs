@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use views::status::PartitionProgress;
-use views::Status;
+use read::status::PartitionProgress;
+use read::Status;
 
 use super::{now_ms, worker_clock, Checkpoint, Poll, Source, SourceError};
 use crate::clock::PartitionClock;

@@ -8,8 +8,8 @@ pub mod synthetic;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use read::Status;
 use serde::{Deserialize, Serialize};
-use views::Status;
 
 use crate::clock::PartitionClock;
 use crate::ingest::{Ingest, WorkerClock};
@@ -75,7 +75,7 @@ pub trait Source {
 }
 
 /// Head and watermark of a worker with a partition that has not delivered its first record yet.
-pub const PENDING: i64 = views::tables::PENDING;
+pub const PENDING: i64 = read::tables::PENDING;
 
 /// Combines partition clocks into a worker clock: idle partitions do not hold back the watermark;
 /// a worker whose partitions are all idle reports its most advanced one, flagged idle.

@@ -3,15 +3,15 @@
 
 use std::time::Instant;
 
-use views::status::PartitionProgress;
-use views::Status;
+use read::status::PartitionProgress;
+use read::Status;
 
 use super::{now_ms, worker_clock, Poll, Source, SourceError};
 use crate::clock::PartitionClock;
 use crate::deadletter::Coords;
 use crate::decode::decode;
-use crate::generator::{Generated, Generator, GeneratorConfig};
 use crate::ingest::{Ingest, WorkerClock};
+use generator::{Generated, Generator, GeneratorConfig};
 
 pub struct SyntheticSource {
     worker: u32,

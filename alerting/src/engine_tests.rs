@@ -1,0 +1,83 @@
+//! The alert engine's lifecycle on hand-made tables: hourly series that settle, hysteresis,
+//! resolves and silences.
+use super::*;
+use schema::alert_rules::{AlertRuleDef, Severity};
+use schema::cells::Row;
+use schema::event::{sym, NONE};
+use schema::sessions::SessionStat;
+
+fn rule(json: serde_json::Value) -> AlertRegistry {
+    let def: AlertRuleDef = serde_json::from_value(json).unwrap();
+    AlertRegistry::new(&[def]).unwrap()
+}
+
+/// Sessions per hour with `bounces` of `sessions` bounced, from `utm_source`.
+fn hour(t: &mut Tables, h: u32, source: &str, sessions: isize, bounces: isize) {
+    let src = [sym(source), NONE, NONE];
+    t.apply(Row::Session { hour: h, source: src, stat: SessionStat::Sessions }, sessions);
+    t.apply(Row::Session { hour: h, source: src, stat: SessionStat::Bounces }, bounces);
+    t.apply(Row::Count { dim: Dim::All, key: NONE, minute: h * 60 }, 1);
+}
+
+#[test]
+fn an_hourly_rate_is_judged_once_its_sessions_have_settled_with_hysteresis() {
+    let registry = rule(serde_json::json!({"name": "bouncy", "fire_after": 2, "resolve_after": 1,
+        "when": {"kind": "threshold", "series": {"metric": "bounce_rate", "dim": "utm_source", "key": "ads"},
+                 "above": 50.0, "smooth": 1, "min_baseline": 10.0}}));
+    let funnels = FunnelRegistry::default();
+    let mut t = Tables::default();
+    // Hours 100..104: ads bounce 20%, 80%, 90%, 30%, 85%; other sources never matter.
+    for (h, bounced) in [(100, 4), (101, 16), (102, 18), (103, 6), (104, 17)] {
+        hour(&mut t, h, "ads", 20, bounced);
+        hour(&mut t, h, "mail", 20, 20);
+    }
+    let mut engine = AlertEngine::new(AlertConfig::default(), 30, 1440);
+    let hour_ms = 3_600_000;
+    // Hour 102 ends at 103 h, but its sessions settle 30 minutes later.
+    engine.evaluate(&t, &registry, &funnels, 103 * hour_ms + 29 * 60_000, 0);
+    assert!(engine.active(0).is_empty(), "hour 102 is not final yet: one bad hour only");
+    engine.evaluate(&t, &registry, &funnels, 103 * hour_ms + 30 * 60_000, 0);
+    let firing = engine.active(0);
+    assert_eq!(firing.len(), 1);
+    let a = &firing[0];
+    // One watched key: the rule is the id.
+    assert_eq!((a.id.as_str(), a.started_ms, a.fired_ms), ("bouncy", 101 * hour_ms, 103 * hour_ms));
+    assert_eq!(a.value, 90.0);
+    assert_eq!(a.labels.get("rule").map(String::as_str), Some("bouncy"));
+    // Hour 103 is good: resolved after one; hour 104 is bad again: a new run, not yet fired.
+    engine.evaluate(&t, &registry, &funnels, 105 * hour_ms + 30 * 60_000, 0);
+    assert!(engine.active(0).is_empty());
+    let history = engine.history(0);
+    assert_eq!(history.len(), 1);
+    assert_eq!((history[0].ended_ms, history[0].resolved_ms), (Some(103 * hour_ms), Some(104 * hour_ms)));
+    let changes = engine.take_changes();
+    assert_eq!(changes.iter().map(|c| c.action).collect::<Vec<_>>(), [AlertState::Firing, AlertState::Resolved]);
+}
+
+#[test]
+fn a_silence_marks_alerts_of_its_rule_until_it_expires() {
+    let mut engine = AlertEngine::new(AlertConfig::default(), 30, 1440);
+    let alert = Alert {
+        id: "r:k".into(),
+        rule: "r".into(),
+        key: Some("k".into()),
+        severity: Severity::Warning,
+        labels: BTreeMap::new(),
+        state: AlertState::Firing,
+        value: 1.0,
+        baseline: None,
+        summary: String::new(),
+        started_ms: 0,
+        fired_ms: 0,
+        ended_ms: None,
+        resolved_ms: None,
+        link: String::new(),
+        silenced: false,
+    };
+    engine.active.insert(("r".into(), 1), alert);
+    let s = engine.silence("r".into(), 1_000, None);
+    assert!(engine.active(999)[0].silenced);
+    assert!(!engine.active(1_000)[0].silenced, "expired");
+    assert!(engine.unsilence(s.id));
+    assert!(!engine.active(0)[0].silenced);
+}
