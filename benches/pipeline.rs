@@ -14,7 +14,7 @@ use read::ReadModel;
 use schema::funnels::FunnelDef;
 use schema::registry::Definitions;
 use schema::sessions::SessionConfig;
-use schema::{Fact, Row, ViewConfig};
+use schema::{Cell, ViewConfig};
 use views::funnels::{Funnel, FunnelCell};
 use views::sessions::{Hit, Sessionizer};
 use views::userlog::{LogEvent, LogSink, UserLogs};
@@ -49,10 +49,13 @@ fn stages(c: &mut Criterion) {
     });
     group.bench_function("ingest add (epoch consolidation)", |b| {
         b.iter_batched(
-            || Ingest::new(0, ViewConfig::default(), 300_000, Box::new(Discard)),
+            || Ingest::new(&ViewConfig::default(), 300_000, Box::new(Discard)),
             |mut ingest| {
-                for d in &decoded {
-                    ingest.add(d);
+                for (i, d) in decoded.iter().enumerate() {
+                    ingest.add(d, i as u64);
+                    if ingest.full() {
+                        ingest.admitted.clear();
+                    }
                 }
                 ingest
             },
@@ -73,25 +76,24 @@ fn stages(c: &mut Criterion) {
 fn populated() -> std::sync::Arc<ReadModel> {
     let model = ReadModel::new(ViewConfig::default(), &Definitions::new(&ViewConfig::default()).unwrap());
     let first = (START / 60_000) as u32;
-    let mut rows: Vec<(Row, isize)> = Vec::new();
+    let mut rows: Vec<(Cell, i64)> = Vec::new();
     for p in 0..500u64 {
         let key = schema::event::sym(&format!("/products/{p}"));
-        rows.push((Row::Name { sym: key, text: format!("/products/{p}") }, 1));
+        rows.push((Cell::Name { sym: key, text: format!("/products/{p}") }, 1));
         for m in 0..1440 {
             rows.push((
-                Row::Count { dim: schema::Dim::PageView, key, minute: first + m },
-                ((p * 7 + m as u64) % 50) as isize,
+                Cell::Count { dim: schema::Dim::PageView, key, minute: first + m },
+                ((p * 7 + m as u64) % 50) as i64,
             ));
         }
     }
     for m in 1380..1440 {
         for u in 0..2000u64 {
-            rows.push((Row::UserMinute { minute: first + m, user: u * 31 + m as u64 }, 1));
+            rows.push((Cell::UserMinute { minute: first + m, user: u * 31 + m as u64 }, 1));
         }
     }
     let head = START + 1439 * 60_000;
-    rows.push((Row::Clock { worker: 0, head, watermark: head - 300_000, idle: false }, 1));
-    let _ = Fact::Accepted;
+    rows.push((Cell::Clock { head: Some(head), as_of: Some(head - 300_000), ready: true }, 1));
     model.publish(1, rows);
     model
 }
@@ -129,12 +131,13 @@ fn bot_after(history: i64) -> (Sessionizer, UserLogs, Vec<Arc<Funnel>>) {
 }
 
 fn bot_hit(ts: i64) -> Hit {
-    Hit { ts, page: 11, page_view: true, source: [1, 2, 3] }
+    Hit { ts, ord: ts as u64, page: 11, page_view: true, source: [1, 2, 3] }
 }
 
 fn bot_event(ts: i64) -> LogEvent {
     LogEvent {
         ts,
+        ord: ts as u64,
         name: schema::event::PAGE_VIEW,
         page: schema::event::sym("/products/1"),
         source: [1, 2, 3],

@@ -2,7 +2,7 @@
 //! resolves and silences.
 use super::*;
 use schema::alert_rules::{AlertRuleDef, Severity};
-use schema::cells::Row;
+use schema::cells::Cell;
 use schema::event::{sym, NONE};
 use schema::sessions::SessionStat;
 
@@ -12,11 +12,11 @@ fn rule(json: serde_json::Value) -> AlertRegistry {
 }
 
 /// Sessions per hour with `bounces` of `sessions` bounced, from `utm_source`.
-fn hour(t: &mut Tables, h: u32, source: &str, sessions: isize, bounces: isize) {
+fn hour(t: &mut Tables, h: u32, source: &str, sessions: i64, bounces: i64) {
     let src = [sym(source), NONE, NONE];
-    t.apply(Row::Session { hour: h, source: src, stat: SessionStat::Sessions }, sessions);
-    t.apply(Row::Session { hour: h, source: src, stat: SessionStat::Bounces }, bounces);
-    t.apply(Row::Count { dim: Dim::All, key: NONE, minute: h * 60 }, 1);
+    t.apply(Cell::Session { hour: h, source: src, stat: SessionStat::Sessions }, sessions);
+    t.apply(Cell::Session { hour: h, source: src, stat: SessionStat::Bounces }, bounces);
+    t.apply(Cell::Count { dim: Dim::All, key: NONE, minute: h * 60 }, 1);
 }
 
 #[test]

@@ -102,7 +102,7 @@ pub fn over(tables: &Tables, rule: &AlertRule, clock: Clock) -> Option<LimitList
 mod tests {
     use super::*;
     use schema::alert_rules::{AlertRuleDef, KeyField};
-    use schema::cells::Row;
+    use schema::cells::Cell;
 
     #[test]
     fn over_until_the_oldest_minutes_leave_the_window() {
@@ -112,17 +112,17 @@ mod tests {
         let rule = AlertRule::new(def).unwrap();
         let kind = KeyKind { field: KeyField::Ip, event: schema::event::NONE };
         let mut t = Tables::default();
-        let at = |m: Minute| Row::Clock { worker: 0, head: minute_start_ms(m) + 5_000, watermark: 0, idle: false };
+        let at = |m: Minute| Cell::Clock { head: Some(minute_start_ms(m) + 5_000), as_of: Some(0), ready: true };
         t.apply(at(102), 1);
         let ip = schema::event::sym("1.2.3.4");
-        t.apply(Row::KeyText { sym: ip, text: "1.2.3.4".into(), minute: 100 }, 1);
+        t.apply(Cell::KeyText { sym: ip, text: "1.2.3.4".into(), minute: 100 }, 1);
         for (minute, n) in [(100, 6), (101, 4), (102, 3)] {
-            t.apply(Row::Keyed { kind, key: ip, minute }, n);
+            t.apply(Cell::Keyed { kind, key: ip, minute }, n);
         }
         let s = status(&t, &rule, "1.2.3.4").unwrap();
         // 13 > 10; minute 100 leaves at 103 (7 left <= 10).
         assert_eq!((s.count, s.over, s.until_ms), (13, true, Some(minute_start_ms(103))));
-        assert_eq!(over(&t, &rule, crate::query::clock(&t)).unwrap().over.len(), 1);
+        assert_eq!(over(&t, &rule, read::query::clock(&t)).unwrap().over.len(), 1);
         let quiet = status(&t, &rule, "5.6.7.8").unwrap();
         assert_eq!((quiet.count, quiet.over, quiet.until_ms), (0, false, None));
     }

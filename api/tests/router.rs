@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use read::{ReadModel, Status};
 use schema::event::{minute_of, sym};
 use schema::registry::Definitions;
-use schema::{Dim, Row, ViewConfig};
+use schema::{Cell, Dim, ViewConfig};
 use tower::ServiceExt;
 
 const HEAD: i64 = 1_795_132_800_000 + 30 * 60_000;
@@ -23,15 +23,15 @@ fn state() -> AppState {
     model.publish(
         3,
         vec![
-            (Row::Name { sym: home, text: "/".into() }, 1),
-            (Row::Count { dim: Dim::PageView, key: home, minute: m }, 7),
-            (Row::Count { dim: Dim::All, key: 0, minute: m - 1 }, 40),
-            (Row::UserMinute { minute: m, user: 1 }, 1),
-            (Row::UserMinute { minute: m - 2, user: 2 }, 1),
-            (Row::UserMinute { minute: m - 9, user: 3 }, 1),
-            (Row::Accepted, 47),
-            (Row::Reject { reason: "invalid_json".into() }, 2),
-            (Row::Clock { worker: 0, head: HEAD, watermark: HEAD - 300_000, idle: false }, 1),
+            (Cell::Name { sym: home, text: "/".into() }, 1),
+            (Cell::Count { dim: Dim::PageView, key: home, minute: m }, 7),
+            (Cell::Count { dim: Dim::All, key: 0, minute: m - 1 }, 40),
+            (Cell::UserMinute { minute: m, user: 1 }, 1),
+            (Cell::UserMinute { minute: m - 2, user: 2 }, 1),
+            (Cell::UserMinute { minute: m - 9, user: 3 }, 1),
+            (Cell::Accepted, 47),
+            (Cell::Reject { reason: "invalid_json".into() }, 2),
+            (Cell::Clock { head: Some(HEAD), as_of: Some(HEAD - 300_000), ready: false }, 1),
         ],
     );
     AppState::new(model, alerting, Arc::new(Status::default()))
@@ -151,19 +151,20 @@ async fn sessions_answer_for_a_segment_and_refuse_ranges_that_cannot_be_answered
         end,
         events: 3,
         page_views: 2,
-        entry: (start, sym("/")),
-        exit: (end, sym("/")),
+        first: (start, 0),
+        entry: (start, 0, sym("/")),
+        exit: (end, 0, sym("/")),
         source,
     };
-    let mut rows: Vec<(Row, isize)> = vec![
-        (Row::Name { sym: google, text: "google".into() }, 1),
-        (Row::Name { sym: mobile, text: "mobile".into() }, 1),
+    let mut rows: Vec<(Cell, i64)> = vec![
+        (Cell::Name { sym: google, text: "google".into() }, 1),
+        (Cell::Name { sym: mobile, text: "mobile".into() }, 1),
     ];
     for summary in
         [session(HEAD - 600_000, HEAD - 60_000, [google, mobile, 0]), session(HEAD - 5_000, HEAD, [0, mobile, 0])]
     {
         for (hour, source, stat, n) in cells_of(&summary, &SessionConfig::default()) {
-            rows.push((Row::Session { hour, source, stat }, n as isize));
+            rows.push((Cell::Session { hour, source, stat }, n));
         }
     }
     s.read_model.publish(4, rows);
@@ -196,8 +197,8 @@ async fn sessions_answer_for_a_segment_and_refuse_ranges_that_cannot_be_answered
 fn with_paths() -> AppState {
     let s = state();
     let names = ["(entry)", "(exit)", "/", "/products/:id", "event:purchase"];
-    let mut rows: Vec<(Row, isize)> =
-        names.iter().map(|n| (Row::Name { sym: sym(n), text: n.to_string() }, 1)).collect();
+    let mut rows: Vec<(Cell, i64)> =
+        names.iter().map(|n| (Cell::Name { sym: sym(n), text: n.to_string() }, 1)).collect();
     for (from, to, n) in [
         ("(entry)", "/", 3),
         ("/", "/products/:id", 2),
@@ -205,7 +206,7 @@ fn with_paths() -> AppState {
         ("/", "event:purchase", 1),
         ("event:purchase", "(exit)", 1),
     ] {
-        rows.push((Row::PathEdge { from: sym(from), to: sym(to) }, n));
+        rows.push((Cell::PathEdge { from: sym(from), to: sym(to) }, n));
     }
     s.read_model.publish(5, rows);
     s
@@ -278,9 +279,9 @@ async fn retention_can_be_created_and_read_and_errors_say_what_to_fix() {
     s.read_model.publish(
         6,
         vec![
-            (Row::Retention { retention: 0, key: 0, cohort: today - 1, stat: RetentionStat::Size }, 4),
-            (Row::Retention { retention: 0, key: 0, cohort: today - 1, stat: RetentionStat::On(1) }, 1),
-            (Row::Retention { retention: 0, key: 0, cohort: today - 5, stat: RetentionStat::Size }, 9),
+            (Cell::Retention { retention: 0, key: 0, cohort: today - 1, stat: RetentionStat::Size }, 4),
+            (Cell::Retention { retention: 0, key: 0, cohort: today - 1, stat: RetentionStat::On(1) }, 1),
+            (Cell::Retention { retention: 0, key: 0, cohort: today - 5, stat: RetentionStat::Size }, 9),
         ],
     );
     let (status, body) = get(s.clone(), "/api/v1/retention/daily").await;
@@ -337,8 +338,8 @@ async fn alert_rules_silences_and_limits_answer_and_refuse_what_cannot_work() {
     s.read_model.publish(
         4,
         vec![
-            (Row::Keyed { kind, key: user, minute: m }, 3),
-            (Row::KeyText { sym: user, text: "u1".into(), minute: m }, 1),
+            (Cell::Keyed { kind, key: user, minute: m }, 3),
+            (Cell::KeyText { sym: user, text: "u1".into(), minute: m }, 1),
         ],
     );
     let (status, body) = get(s.clone(), "/api/v1/limits/api_limit/u1").await;

@@ -8,15 +8,12 @@ use std::collections::BTreeMap;
 use schema::event::{minute_of, Minute};
 use schema::ids::IdMap;
 use serde::{Deserialize, Serialize};
-use views::retention::cohorts::Cohorts;
-use views::sessions::Sessionizer;
-use views::userlog::UserLogs;
 
 use crate::reject::{Reason, Rejection};
 
 /// How far ahead of the wall clock an event may move the watermark: one client with a clock a
 /// day fast must not make everyone else's events late.
-pub const MAX_HEAD_SKEW_MS: i64 = 60_000;
+pub const MAX_HEAD_SKEW_MS: i64 = views::users::MAX_HEAD_SKEW_MS;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PartitionClock {
@@ -27,12 +24,6 @@ pub struct PartitionClock {
     /// so the de-duplication window is the allowed lateness and memory stays bounded.
     seen_ids: IdMap<Minute>,
     ids_by_minute: BTreeMap<Minute, Vec<u64>>,
-    /// Sessions of this partition's users (their events arrive here: producers key by user).
-    pub sessions: Sessionizer,
-    /// Their recent events and funnel results.
-    pub logs: UserLogs,
-    /// Retention state of the partition's users (per definition and period, not events).
-    pub retention: Cohorts,
 }
 
 impl PartitionClock {

@@ -23,6 +23,40 @@ pub struct EngineConfig {
     pub snapshot_seconds: u64,
     /// NDJSON file for rejected inputs (replay; `run` uses `kafka.dead_letter_topic`).
     pub dead_letter_file: Option<PathBuf>,
+    /// A timely cluster of several processes (`[engine.cluster]`); by default this process alone.
+    pub cluster: ClusterConfig,
+}
+
+/// This process's place in a timely cluster. `engine.workers` is the number of workers in each
+/// process; input partitions are spread over the workers of all processes, and process 0 serves
+/// the views (API, bot): the others send it their cells through timely.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `host:port` of every process, in process order (one process: empty).
+    pub hosts: Vec<String>,
+    /// A file with one `host:port` per line instead of `hosts`.
+    pub hosts_file: Option<PathBuf>,
+    /// This process's index in `hosts`.
+    pub process: usize,
+}
+
+impl ClusterConfig {
+    /// The addresses of every process (one process: none).
+    pub fn addresses(&self) -> Result<Vec<String>, String> {
+        let mut hosts = self.hosts.clone();
+        if let Some(path) = &self.hosts_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("engine.cluster.hosts_file {}: {e}", path.display()))?;
+            hosts
+                .extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+        }
+        Ok(hosts)
+    }
+
+    pub fn processes(&self) -> usize {
+        self.addresses().map_or(1, |h| h.len().max(1))
+    }
 }
 
 impl Default for EngineConfig {
@@ -36,6 +70,7 @@ impl Default for EngineConfig {
             state_dir: None,
             snapshot_seconds: 10,
             dead_letter_file: None,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -54,6 +89,18 @@ impl EngineConfig {
         }
         if self.max_epochs_in_flight == 0 {
             return Err("engine.max_epochs_in_flight must be at least 1".into());
+        }
+        let hosts = self.cluster.addresses()?;
+        if hosts.len() > 1 && self.cluster.process >= hosts.len() {
+            return Err(format!(
+                "engine.cluster.process is {}, but the cluster has {} processes (0..{}); give this process's index",
+                self.cluster.process,
+                hosts.len(),
+                hosts.len() - 1
+            ));
+        }
+        if hosts.len() <= 1 && self.cluster.process != 0 {
+            return Err("engine.cluster.process is set, but engine.cluster.hosts lists no other process".into());
         }
         Ok(())
     }

@@ -1,28 +1,47 @@
-//! Moves view updates out of timely into the read model, publishing only epochs that the frontier
-//! of every worker has passed, so each publish is a consistent snapshot of all views.
+//! Moves the cells operator's output out of timely into the read model, publishing only epochs
+//! that the frontier of every serving worker has passed, so each publish is a consistent snapshot
+//! of all views. The cells arrive consolidated (one net change per cell and epoch): the read
+//! model only applies them.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use read::{ReadModel, Status};
-use schema::{Epoch, Row};
-use timely::dataflow::operators::capture::Event;
+use schema::cells::Cell;
+use schema::Epoch;
+use timely::dataflow::operators::capture::{Event, EventPusher};
 use timely::progress::frontier::MutableAntichain;
 
-pub type Captured = Event<Epoch, Vec<(Row, Epoch, isize)>>;
+pub type Captured = Event<Epoch, Vec<(Cell, i64)>>;
+
+/// Where a worker's captured cells go: the exporter of the serving process, through a bounded
+/// channel (a worker whose exporter is behind waits, so a burst cannot queue unbounded cells
+/// between the dataflow and the read model), or nowhere on the other processes (whose workers
+/// hold no cells and only report progress).
+pub enum Capturing {
+    Serving(SyncSender<Captured>),
+    Elsewhere,
+}
+
+impl EventPusher<Epoch, Vec<(Cell, i64)>> for Capturing {
+    fn push(&mut self, event: Captured) {
+        if let Capturing::Serving(sender) = self {
+            // An error means the exporter has gone (the engine is stopping).
+            let _ = sender.send(event);
+        }
+    }
+}
 
 pub struct Exporter {
     pub read_model: Arc<ReadModel>,
     pub status: Arc<Status>,
-    /// Per worker: 1 + the epoch in which it caught up with its input (0: not yet).
-    pub caught_up: Arc<Vec<AtomicU64>>,
     pub start: Instant,
     pub epoch_ms: u64,
-    pub peers: usize,
+    /// Workers whose output is captured here (those of the serving process).
+    pub capturing: usize,
 }
 
 /// Event time of admitted events per epoch, for freshness measurement.
@@ -33,8 +52,8 @@ impl Exporter {
     /// when workers sent event times.
     pub fn run(self, captured: Receiver<Captured>, freshness: Receiver<Freshness>) -> Option<Histogram<u64>> {
         let mut frontier = MutableAntichain::new();
-        let _ = frontier.update_iter(Some((0, self.peers as i64)));
-        let mut pending: BTreeMap<Epoch, Vec<(Row, isize)>> = BTreeMap::new();
+        let _ = frontier.update_iter(Some((0, self.capturing as i64)));
+        let mut pending: BTreeMap<Epoch, Vec<(Cell, i64)>> = BTreeMap::new();
         let mut times: BTreeMap<Epoch, Vec<i64>> = BTreeMap::new();
         let mut histogram: Option<Histogram<u64>> = None;
         let mut open = true;
@@ -49,10 +68,9 @@ impl Exporter {
             };
             while let Some(event) = next {
                 match event {
-                    Event::Messages(_, data) => {
-                        for (row, epoch, diff) in data {
-                            pending.entry(epoch).or_default().push((row, diff));
-                        }
+                    Event::Messages(stamp, mut data) => {
+                        let epoch = *stamp.least().expect("the cells operator sends under a capability");
+                        pending.entry(epoch).or_default().append(&mut data);
                     }
                     Event::Progress(updates) => {
                         let _ = frontier.update_iter(updates);
@@ -73,14 +91,11 @@ impl Exporter {
     fn publish(
         &self,
         before: Option<Epoch>,
-        pending: &mut BTreeMap<Epoch, Vec<(Row, isize)>>,
+        pending: &mut BTreeMap<Epoch, Vec<(Cell, i64)>>,
         times: &mut BTreeMap<Epoch, Vec<i64>>,
         histogram: &mut Option<Histogram<u64>>,
     ) {
         let ready = take_before(pending, before);
-        // Ready once every worker has caught up and the epochs in which it did are published.
-        let caught_up =
-            self.caught_up.iter().map(|c| c.load(Ordering::Relaxed)).all(|c| c > 0 && before.is_none_or(|b| c <= b));
         if let Some(&last) = ready.keys().next_back() {
             let published = before.map_or(last, |b| b.saturating_sub(1).max(last));
             let now = Instant::now();
@@ -89,7 +104,12 @@ impl Exporter {
                 let opened = self.start + Duration::from_millis(epoch.saturating_sub(1) * self.epoch_ms);
                 self.status.observe_epoch_latency(now.saturating_duration_since(opened).as_millis() as u64);
             }
-            self.read_model.publish(published, ready.into_values().flatten());
+            // One publish per epoch, in order: alerting judges every snapshot in which `as_of`
+            // moved, and the cells operator's windows trail `as_of` by exactly one of them.
+            let epochs = ready.len();
+            for (i, (epoch, cells)) in ready.into_iter().enumerate() {
+                self.read_model.publish(if i + 1 == epochs { published } else { epoch }, cells);
+            }
             self.read_model.mark_complete_before(published + 1);
         } else if let Some(b) = before {
             self.read_model.mark_complete_before(b);
@@ -99,11 +119,7 @@ impl Exporter {
             let h = histogram.get_or_insert_with(|| Histogram::new(3).expect("valid histogram"));
             let _ = h.record((now_ms - ts).max(0) as u64);
         }
-        self.mark_ready(caught_up);
-    }
-
-    fn mark_ready(&self, caught_up: bool) {
-        if caught_up && !self.status.is_ready() {
+        if self.read_model.ready() && !self.status.is_ready() {
             tracing::info!("caught up with the input; ready");
             self.status.set_ready(true);
         }

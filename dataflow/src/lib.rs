@@ -1,5 +1,6 @@
-//! Decoding, sources (Kafka, file replay, synthetic traffic), the timely runtime and the export
-//! of view updates into the read model.
+//! The dataflow runtime: decoding, enrichment, sources (Kafka, file replay, synthetic traffic),
+//! admission (watermarks, lateness, duplicates), the engine's clock, epochs, probes, snapshots and
+//! offsets, and the export of the views' cells into the read model.
 
 pub mod clock;
 pub mod config;
@@ -7,14 +8,15 @@ pub mod deadletter;
 pub mod decode;
 pub mod enrich;
 pub mod export;
+pub mod graph;
 
 pub mod ingest;
 pub mod kafka;
-pub mod keyed;
 pub mod reject;
 pub mod runtime;
 pub mod snapshot;
 pub mod source;
+pub mod timekeeper;
 
 pub use config::{EngineConfig, KafkaConfig};
 pub use enrich::{EnrichConfig, Enricher};

@@ -1,27 +1,33 @@
-//! The timely runtime: one dataflow per worker, fed by that worker's source in wall-clock epochs.
+//! The timely runtime: one dataflow per worker (of every process of the cluster), fed by that
+//! worker's source in wall-clock epochs.
 //!
-//! Epoch e collects input until `start + e * epoch_ms`, then the input advances, so an idle source
-//! never stalls the frontier. Ingestion stops when the views fall `max_epochs_in_flight` behind.
+//! Epoch e collects input until `start + e * epoch_ms`, then every input advances, so an idle
+//! source never stalls the frontier. Ingestion waits while the probe is more than
+//! `max_epochs_in_flight` epochs behind. Snapshots are taken at the same labels on every worker
+//! and written per worker; Kafka offsets are committed once a label is durable everywhere.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use differential_dataflow::input::Input;
 use hdrhistogram::Histogram;
 use read::status::UserState;
 use read::{ReadModel, Status};
 use schema::registry::Definitions;
-use schema::{Epoch, Fact, ViewConfig};
-use timely::dataflow::operators::capture::Capture;
+use schema::{Epoch, ViewConfig};
+use views::control::Defs;
+use views::snapshot::{Snapshots, FINAL};
+use views::users::{UserStateSizes, Users, UsersState};
 
 use crate::config::EngineConfig;
 use crate::deadletter::DeadLetterSink;
 use crate::export::{Captured, Exporter, Freshness};
+use crate::graph::{Graph, Restored};
 use crate::ingest::Ingest;
-use crate::snapshot;
+use crate::snapshot::{self, Label, Shape};
 use crate::source::{Checkpoint, Poll, Source, SourceError};
+use crate::timekeeper::{Timekeeper, WorkerClock};
 
 pub type SourceFactory = Arc<dyn Fn(usize, usize) -> Result<Box<dyn Source>, SourceError> + Send + Sync>;
 pub type SinkFactory = Arc<dyn Fn(usize) -> Box<dyn DeadLetterSink> + Send + Sync>;
@@ -34,10 +40,14 @@ pub enum EngineError {
     Worker(String),
 }
 
+/// The parts every worker's snapshot holds.
+const PARTS: [&str; 4] = ["inputs", "users", "cells", "clock"];
+
 pub struct Engine {
     pub config: EngineConfig,
     pub views: ViewConfig,
-    /// Funnels, retention and alert rules: from config, added through the API.
+    /// Funnels, retention and alert rules: from config, added through the API; they enter the
+    /// dataflow as an input at the epoch they change.
     pub defs: Arc<Definitions>,
     pub read_model: Arc<ReadModel>,
     pub status: Arc<Status>,
@@ -73,20 +83,26 @@ impl Engine {
         })
     }
 
+    /// Whether this process serves the views (process 0 of a cluster, or the only one).
+    pub fn serves(&self) -> bool {
+        self.config.cluster.process == 0
+    }
+
     /// Runs until every source is exhausted or `stop` is set.
     pub fn run(&self, sources: SourceFactory, sinks: SinkFactory) -> Result<RunReport, EngineError> {
-        let peers = self.config.workers;
+        let threads = self.config.workers;
+        let hosts = self.config.cluster.addresses().map_err(EngineError::Config)?;
+        let processes = hosts.len().max(1);
         let start = Instant::now();
-        let (capture_tx, capture_rx) = mpsc::channel::<Captured>();
+        // Bounded: a worker whose cells the exporter has not taken yet waits (see `Bounded`).
+        let (capture_tx, capture_rx) = mpsc::sync_channel::<Captured>(256);
         let (fresh_tx, fresh_rx) = mpsc::channel::<Freshness>();
-        let caught_up = Arc::new((0..peers).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
         let exporter = Exporter {
             read_model: self.read_model.clone(),
             status: self.status.clone(),
-            caught_up: caught_up.clone(),
             start,
             epoch_ms: self.config.epoch_ms,
-            peers,
+            capturing: threads,
         };
         let export = std::thread::Builder::new()
             .name("export".into())
@@ -95,25 +111,36 @@ impl Engine {
         let worker = WorkerSetup {
             config: self.config.clone(),
             views: self.views.clone(),
-            read_model: self.read_model.clone(),
             defs: self.defs.clone(),
             status: self.status.clone(),
             stop: self.stop.clone(),
             failed: Arc::new(AtomicBool::new(false)),
-            caught_up,
             start,
             measure_freshness: self.measure_freshness,
             enrich: self.enrich.clone(),
+            processes,
+            serving: self.serves(),
         };
-        let mut timely_config = timely::Config::process(peers);
-        // Keep merging trace batches while input is idle, so retracted (expired) records are
-        // compacted away and memory follows the windows rather than history.
+        let mut timely_config = if processes > 1 {
+            timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads,
+                    process: self.config.cluster.process,
+                    addresses: hosts,
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            }
+        } else {
+            timely::Config::process(threads)
+        };
+        // Keep merging trace batches while input is idle (no arrangement holds state today, but
+        // an operator that arranges must not keep retracted records).
         let merge = differential_dataflow::Config::default().idle_merge_effort(Some(1_000));
         differential_dataflow::configure(&mut timely_config.worker, &merge);
         let guards = timely::execute(timely_config, move |w| {
-            let run = std::panic::AssertUnwindSafe(|| {
-                worker.run(&mut *w, &sources, &sinks, capture_tx.clone(), fresh_tx.clone())
-            });
+            let run = std::panic::AssertUnwindSafe(|| worker.run(&mut *w, &sources, &sinks, &capture_tx, &fresh_tx));
             let result = std::panic::catch_unwind(run);
             if !matches!(result, Ok(Ok(()))) {
                 // The other workers would otherwise go on forever (or wait for this one's
@@ -154,18 +181,21 @@ impl Engine {
 struct WorkerSetup {
     config: EngineConfig,
     views: ViewConfig,
-    read_model: Arc<ReadModel>,
     defs: Arc<Definitions>,
     status: Arc<Status>,
     stop: Arc<AtomicBool>,
     /// A worker failed (error or panic): the others stop without waiting for its progress.
     failed: Arc<AtomicBool>,
-    /// Per worker: 1 + the epoch in which its source had read all it had at start (0: not yet).
-    caught_up: Arc<Vec<AtomicU64>>,
     start: Instant,
     measure_freshness: Option<i64>,
     enrich: Option<Arc<crate::enrich::Enricher>>,
+    processes: usize,
+    /// This process serves the views: its workers' cells go to the exporter.
+    serving: bool,
 }
+
+/// What worker 0 last sent as definitions (registry versions).
+type DefsVersion = (u64, u64, u64);
 
 impl WorkerSetup {
     fn run(
@@ -173,105 +203,145 @@ impl WorkerSetup {
         worker: &mut timely::worker::Worker,
         sources: &SourceFactory,
         sinks: &SinkFactory,
-        capture: mpsc::Sender<Captured>,
-        fresh: mpsc::Sender<Freshness>,
+        capture: &mpsc::SyncSender<Captured>,
+        fresh: &mpsc::Sender<Freshness>,
     ) -> Result<(), String> {
         let (index, peers) = (worker.index(), worker.peers());
-        let (mut input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
-            let (input, facts) = scope.new_collection::<Fact, isize>();
-            let (probe, rows) = views::all_views(facts).probe();
-            rows.inner.capture_into(capture);
-            (input, probe)
-        });
         let fail = |e: &dyn std::fmt::Display| format!("worker {index}: {e}");
         let mut source = sources(index, peers).map_err(|e| fail(&e))?;
         let lateness = self.config.lateness_ms();
-        let mut ingest = Ingest::new(index as u32, self.views.clone(), lateness, sinks(index));
+        // Only a source that can resume reads or writes snapshots (a replay must not clobber them).
+        let state_dir = self.config.state_dir.clone().filter(|_| source.resumable());
+        let shape = Shape { processes: self.processes, workers: peers, assignment: source.assignment() };
+        let restored = match &state_dir {
+            Some(dir) => crate::graph::agree_on_snapshot(worker, dir, &shape).map_err(|e| fail(&e))?,
+            None => None,
+        };
+        let run = restored.as_ref().map_or(0, |s| s.label.run + 1);
+        let mut parts = restored.map(|s| s.parts).unwrap_or_default();
+        let decode = |name: &str, parts: &mut BTreeMap<String, Vec<u8>>| parts.remove(name);
+        let checkpoint: Option<Checkpoint> = decode("inputs", &mut parts)
+            .map(|b| bincode::deserialize(&b).map_err(|e| fail(&format!("snapshot part inputs: {e}"))))
+            .transpose()?;
+        let mut users = Users::new(self.views.clone(), lateness, peers as u32);
+        if let Some(b) = decode("users", &mut parts) {
+            let state: UsersState = bincode::deserialize(&b).map_err(|e| fail(&format!("snapshot part users: {e}")))?;
+            users.restore(state);
+        }
+        let store = match decode("cells", &mut parts) {
+            Some(b) => bincode::deserialize(&b).map_err(|e| fail(&format!("snapshot part cells: {e}")))?,
+            None => Default::default(),
+        };
+        let keeper: Timekeeper = match decode("clock", &mut parts) {
+            Some(b) => bincode::deserialize(&b).map_err(|e| fail(&format!("snapshot part clock: {e}")))?,
+            None => Timekeeper::default(),
+        };
+        if let Some(checkpoint) = checkpoint {
+            tracing::info!(worker = index, partitions = checkpoint.partitions.len(), "resuming from snapshot");
+            source.restore(checkpoint).map_err(|e| fail(&e))?;
+        }
+        let every = match &state_dir {
+            Some(_) => (self.config.snapshot_seconds * 1000 / self.config.epoch_ms).max(1),
+            None => 0,
+        };
+        let snapshots = Snapshots::new(every);
+        let restored = Restored { users, store, keeper };
+        let pusher = match self.serving {
+            true => crate::export::Capturing::Serving(capture.clone()),
+            false => crate::export::Capturing::Elsewhere,
+        };
+        let mut graph = Graph::build(worker, &self.views, restored, snapshots.clone(), self.config.workers, pusher);
+
+        let mut ingest = Ingest::new(&self.views, lateness, sinks(index));
         ingest.freshness = self.measure_freshness.map(|from| (from, Vec::new()));
         ingest.enrich = self.enrich.clone().map(|e| (e, crate::enrich::AgentCache::default()));
-        ingest.funnels = self.defs.funnels.clone();
-        ingest.retention = self.defs.retention.clone();
-        ingest.alerts = self.defs.alerts.clone();
-        ingest.peers = peers as u32;
-        // Only a source that can resume reads or writes snapshots (a replay must not clobber them).
-        let state_dir = self.config.state_dir.as_ref().filter(|_| source.resumable());
-        if let Some(dir) = state_dir {
-            if let Some(snap) = snapshot::load(dir, index, peers).map_err(|e| fail(&e))? {
-                tracing::info!(worker = index, dir = %dir.display(), partitions = snap.checkpoint.partitions.len(), "resuming from snapshot");
-                source.restore(snap.checkpoint).map_err(|e| fail(&e))?;
-                ingest.restore(snap.ledger, &mut input);
-            }
-        }
         let epoch_ms = self.config.epoch_ms;
         let mut epoch: Epoch = 1;
-        input.advance_to(epoch);
-        input.flush();
-        let writer = state_dir.map(|dir| snapshot::Writer::new(dir, index, peers));
-        let mut last_snapshot = Instant::now();
+        graph.advance_to(epoch);
+        let writer = state_dir.as_ref().map(|dir| snapshot::Writer::new(dir, index, shape.clone()));
         let mut last_report = Instant::now() - Duration::from_secs(1);
-        let mut commits: VecDeque<(Epoch, Checkpoint)> = VecDeque::new();
+        // Checkpoints of labels being written, to commit once they are durable everywhere.
+        let mut checkpoints: BTreeMap<u64, Checkpoint> = BTreeMap::new();
+        let (mut taken, mut announced, mut committed) = (0u64, None::<u64>, None::<u64>);
+        let mut sent_clock: Option<WorkerClock> = None;
+        let mut sent_defs: Option<DefsVersion> = None;
+        let mut caught_up = false;
         loop {
             let deadline = self.start + Duration::from_millis(epoch * epoch_ms);
-            ingest.epoch = epoch;
+            ingest.as_of = graph.time().as_of;
             let poll = source.poll(&mut ingest, deadline).map_err(|e| fail(&e))?;
+            graph.send_admitted(&mut ingest.admitted);
             let now = Instant::now();
             let finished = poll == Poll::Done || self.stop.load(Ordering::Relaxed);
             if now >= deadline || finished {
-                source.each_partition(&mut |_, partition| ingest.drain_partition(partition));
-                ingest.flush(&mut input, source.clock(lateness), self.read_model.as_of_ms());
+                graph.send_pages(&mut ingest.pages);
+                graph.send_changes(&mut ingest);
                 if let Some((_, times)) = ingest.freshness.as_mut().filter(|(_, t)| !t.is_empty()) {
                     let _ = fresh.send((epoch, std::mem::take(times)));
                 }
-                if self.caught_up[index].load(Ordering::Relaxed) == 0 && source.caught_up() {
-                    self.caught_up[index].store(epoch + 1, Ordering::Relaxed);
+                caught_up |= source.caught_up();
+                let input = source.clock(lateness, ingest.as_of);
+                let floor = if poll == Poll::Done { i64::MAX } else { input.floor };
+                let clock = WorkerClock {
+                    worker: index as u32,
+                    head: input.head,
+                    watermark: input.watermark,
+                    floor,
+                    caught_up,
+                };
+                if sent_clock != Some(clock) {
+                    graph.send_clock(clock);
+                    sent_clock = Some(clock);
                 }
-                if let Some(writer) = &writer {
-                    if finished || last_snapshot.elapsed() >= Duration::from_secs(self.config.snapshot_seconds) {
-                        let checkpoint = source.checkpoint();
-                        // A write still in progress postpones this snapshot (the last one waits).
-                        if writer.submit(epoch, ingest.ledger(), &checkpoint, finished).map_err(|e| fail(&e))? {
-                            commits.push_back((epoch, checkpoint));
-                            last_snapshot = Instant::now();
-                        }
-                    }
+                if index == 0 {
+                    self.send_defs(&mut graph, &mut sent_defs);
                 }
                 if last_report.elapsed() >= Duration::from_secs(1) || finished {
                     source.report(&self.status);
-                    source.each_partition(&mut |name, p| {
-                        let state = UserState {
-                            session_keys: p.sessions.users() as u64,
-                            logged_users: p.logs.users() as u64,
-                            capped_events: p.logs.capped_events,
-                            approximate_recuts: p.sessions.approximate_recuts,
-                            retention_users: p.retention.users() as u64,
-                        };
-                        self.status.set_user_state(name, state);
-                    });
+                    self.status.set_user_state(&format!("worker {index}"), user_state(graph.sizes()));
                     last_report = Instant::now();
                 }
                 let elapsed = now.saturating_duration_since(self.start).as_millis() as u64;
-                epoch = (elapsed / epoch_ms + 1).max(epoch + 1);
-                input.advance_to(epoch);
-                input.flush();
-            }
-            // Offsets are committed once the snapshot is durable and the views have absorbed
-            // everything it covers.
-            let durable = writer.as_ref().map_or(0, |w| w.durable_before());
-            while commits.front().is_some_and(|(e, _)| *e < durable && !probe.less_equal(e)) {
-                let (_, checkpoint) = commits.pop_front().expect("checked");
-                source.commit(&checkpoint);
-            }
-            if finished {
-                break;
-            }
-            // Bounded work in flight: the exporter publishes an epoch only after the dataflow is
-            // through it, so waiting on the published epochs bounds both.
-            let behind = epoch.saturating_sub(self.config.max_epochs_in_flight);
-            while self.read_model.complete_before() < behind {
-                worker.step_or_park(Some(Duration::from_millis(1)));
-                if self.stop.load(Ordering::Relaxed) {
+                let next = (elapsed / epoch_ms + 1).max(epoch + 1);
+                // The inputs now hold every epoch up to this one: their positions stand for the
+                // labels up to the next.
+                let upto = (!finished).then_some(next);
+                let due = if taken == FINAL { Vec::new() } else { snapshots.labels(taken, upto) };
+                if !due.is_empty() {
+                    let checkpoint = source.checkpoint();
+                    let bytes = bincode::serialize(&checkpoint).expect("serialisable");
+                    for label in due {
+                        snapshots.put(label, "inputs", bytes.clone());
+                        checkpoints.insert(label, checkpoint.clone());
+                    }
+                }
+                taken = upto.unwrap_or(FINAL);
+                if finished {
                     break;
                 }
+                epoch = next;
+                graph.advance_to(epoch);
+            }
+            self.write_snapshots(&snapshots, writer.as_ref(), &shape, run).map_err(|e| fail(&e))?;
+            if let Some(durable) = writer.as_ref().and_then(|w| w.durable()).filter(|d| announced != Some(*d)) {
+                graph.send_durable(index as u32, durable);
+                announced = Some(durable);
+            }
+            if let Some(everywhere) = graph.durable_everywhere().filter(|d| committed != Some(*d)) {
+                // Every worker holds this label: commit its offsets, forget the older ones.
+                if let Some(checkpoint) = checkpoints.get(&everywhere) {
+                    source.commit(checkpoint);
+                }
+                checkpoints = checkpoints.split_off(&everywhere);
+                if let Some(dir) = &state_dir {
+                    snapshot::remove_before(dir, index, peers, Label { run, epoch: everywhere });
+                }
+                committed = Some(everywhere);
+            }
+            // Bounded work in flight: the probe follows the cells the read side receives.
+            let behind = epoch.saturating_sub(self.config.max_epochs_in_flight);
+            while graph.probe.less_than(&behind) && !self.stop.load(Ordering::Relaxed) {
+                worker.step_or_park(Some(Duration::from_millis(1)));
             }
             if poll == Poll::Idle {
                 let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(5));
@@ -280,16 +350,59 @@ impl WorkerSetup {
                 worker.step();
             }
         }
-        drop(input);
-        while !probe.done() && !self.failed.load(Ordering::Relaxed) {
+        graph.close();
+        while !graph.probe.done() && !self.failed.load(Ordering::Relaxed) {
             worker.step_or_park(Some(Duration::from_millis(5)));
         }
+        self.write_snapshots(&snapshots, writer.as_ref(), &shape, run).map_err(|e| fail(&e))?;
         if let Some(writer) = writer {
             writer.finish().map_err(|e| fail(&e))?;
         }
-        while let Some((_, checkpoint)) = commits.pop_front() {
-            source.commit(&checkpoint);
+        // Stopping: the final positions are in this worker's durable snapshot.
+        if let Some(checkpoint) = checkpoints.get(&FINAL) {
+            source.commit(checkpoint);
         }
         Ok(())
+    }
+
+    /// Worker 0 sends the definitions at the first epoch and whenever a registry changed: every
+    /// worker takes them up at that epoch.
+    fn send_defs(&self, graph: &mut Graph, sent: &mut Option<DefsVersion>) {
+        let version = (self.defs.funnels.version(), self.defs.retention.version(), self.defs.alerts.version());
+        if *sent == Some(version) {
+            return;
+        }
+        *sent = Some(version);
+        graph.send_defs(Defs {
+            funnels: self.defs.funnels.all().iter().map(|f| (**f).clone()).collect(),
+            retention: self.defs.retention.all().iter().map(|r| (**r).clone()).collect(),
+            alerts: self.defs.alerts.all().iter().map(|r| r.def.clone()).collect(),
+        });
+    }
+
+    /// Hands every complete snapshot of this worker to its writer.
+    fn write_snapshots(
+        &self,
+        snapshots: &Snapshots,
+        writer: Option<&snapshot::Writer>,
+        shape: &Shape,
+        run: u64,
+    ) -> Result<(), snapshot::SnapshotError> {
+        while let Some((label, parts)) = snapshots.complete(&PARTS) {
+            if let Some(writer) = writer {
+                writer.submit(shape, Label { run, epoch: label }, &parts)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn user_state(s: UserStateSizes) -> UserState {
+    UserState {
+        session_keys: s.session_keys,
+        logged_users: s.logged_users,
+        capped_events: s.capped_events,
+        approximate_recuts: s.approximate_recuts,
+        retention_users: s.retention_users,
     }
 }

@@ -22,7 +22,7 @@ use crate::query::{self, QueryError, TimeseriesQuery};
 use crate::retention_query::{self, RetentionQuery};
 use crate::session_query::{self, SessionsQuery};
 use crate::tables::Tables;
-use schema::cells::Row;
+use schema::cells::Cell;
 use schema::config::ViewConfig;
 use schema::event::minute_start_ms;
 use schema::funnels::FunnelRegistry;
@@ -124,13 +124,13 @@ impl ReadModel {
     }
 
     /// Applies every update of the epochs up to `epoch` and publishes the result.
-    pub fn publish(&self, epoch: u64, updates: impl IntoIterator<Item = (Row, isize)>) {
+    pub fn publish(&self, epoch: u64, updates: impl IntoIterator<Item = (Cell, i64)>) {
         let mut tables = self.tables.write();
         for (row, diff) in updates {
             tables.apply(row, diff);
         }
         tables.epoch = epoch;
-        // Ingestion retracted only what the previous `as_of` let go of.
+        // The dataflow's windows follow `as_of` one publish behind.
         let retracted_before = tables.published_as_of;
         if let Some(as_of) = tables.clock().1 {
             tables.published_as_of = Some(as_of);
@@ -203,6 +203,11 @@ impl ReadModel {
     /// `as_of` of the last publish, if any.
     pub fn as_of_ms(&self) -> Option<i64> {
         Some(self.as_of.load(Ordering::Relaxed)).filter(|v| *v != i64::MIN)
+    }
+
+    /// Every input has read what it held when the engine started (as of the last publish).
+    pub fn ready(&self) -> bool {
+        self.tables.read().ready()
     }
 
     pub fn clock(&self) -> Clock {

@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap;
 
 use schema::alert_rules::KeyKind;
 
-use schema::cells::{Bump, Dim, Row};
+use schema::cells::{Bump, Cell, Dim};
 use schema::event::{Minute, Sym, NONE, NONE_TEXT};
 use schema::funnels::FunnelStat;
 use schema::ids::{IdMap, IdSet};
@@ -17,16 +17,14 @@ use schema::time::Hour;
 /// Session aggregates of one acquisition tuple by start hour.
 pub type SessionHours = BTreeMap<Hour, HashMap<SessionStat, i64>>;
 
-/// Clock value of a worker that is waiting for a partition's first record.
-pub const PENDING: i64 = i64::MIN;
-
 #[derive(Default)]
 pub struct Tables {
     pub(crate) counts: HashMap<(Dim, Sym), BTreeMap<Minute, i64>>,
     /// User ids are already hashes: identity-hashed sets.
     pub(crate) user_minutes: BTreeMap<Minute, IdMap<i64>>,
     pub(crate) names: HashMap<Sym, (String, i64)>,
-    pub(crate) clocks: HashMap<(u32, i64, i64, bool), i64>,
+    /// The engine's clock at this frontier (computed in the dataflow): head, `as_of`, ready.
+    pub(crate) clock: Option<(Option<i64>, Option<i64>, bool)>,
     pub(crate) accepted: i64,
     pub(crate) rejects: BTreeMap<String, i64>,
     pub sessions: HashMap<[Sym; 3], SessionHours>,
@@ -54,17 +52,16 @@ pub struct Tables {
     pub(crate) sessions_touched: bool,
     pub(crate) funnels_touched: bool,
     pub epoch: u64,
-    /// The last published `as_of`: it never goes back (ingestion rejects anything older).
+    /// `as_of` at the last publish.
     pub published_as_of: Option<i64>,
     /// Count cells changed since the last publish, for the change stream.
     pub(crate) touched: Vec<(Dim, Sym, Minute)>,
 }
 
 impl Tables {
-    pub fn apply(&mut self, row: Row, diff: isize) {
-        let diff = diff as i64;
-        match row {
-            Row::Count { dim, key, minute } => {
+    pub fn apply(&mut self, cell: Cell, diff: i64) {
+        match cell {
+            Cell::Count { dim, key, minute } => {
                 let series = self.counts.entry((dim, key)).or_default();
                 series.bump(minute, diff);
                 if series.is_empty() {
@@ -72,24 +69,30 @@ impl Tables {
                 }
                 self.touched.push((dim, key, minute));
             }
-            Row::UserMinute { minute, user } => {
+            Cell::UserMinute { minute, user } => {
                 let users = self.user_minutes.entry(minute).or_default();
                 users.bump(user, diff);
                 if users.is_empty() {
                     self.user_minutes.remove(&minute);
                 }
             }
-            Row::Name { sym, text } => {
+            Cell::Name { sym, text } => {
                 let entry = self.names.entry(sym).or_insert_with(|| (text, 0));
                 entry.1 += diff;
                 if entry.1 <= 0 {
                     self.names.remove(&sym);
                 }
             }
-            Row::Clock { worker, head, watermark, idle } => self.clocks.bump((worker, head, watermark, idle), diff),
-            Row::Accepted => self.accepted += diff,
-            Row::Reject { reason } => self.rejects.bump(reason, diff),
-            Row::Session { hour, source, stat } => {
+            Cell::Clock { head, as_of, ready } => {
+                if diff > 0 {
+                    self.clock = Some((head, as_of, ready));
+                } else if self.clock == Some((head, as_of, ready)) {
+                    self.clock = None;
+                }
+            }
+            Cell::Accepted => self.accepted += diff,
+            Cell::Reject { reason } => self.rejects.bump(reason, diff),
+            Cell::Session { hour, source, stat } => {
                 let hours = self.sessions.entry(source).or_default();
                 let cells = hours.entry(hour).or_default();
                 cells.bump(stat, diff);
@@ -101,7 +104,7 @@ impl Tables {
                 }
                 self.sessions_touched = true;
             }
-            Row::Funnel { funnel, key, day, stat } => {
+            Cell::Funnel { funnel, key, day, stat } => {
                 let cells = self.funnels.entry(funnel).or_default();
                 cells.bump((key, day, stat), diff);
                 if cells.is_empty() {
@@ -109,18 +112,18 @@ impl Tables {
                 }
                 self.funnels_touched = true;
             }
-            Row::FunnelUser { funnel, step, entry_ts, user } => {
+            Cell::FunnelUser { funnel, step, entry_ts, user } => {
                 let users = self.open_attempts.entry(funnel).or_default();
                 users.bump((step, entry_ts, user), diff);
                 if users.is_empty() {
                     self.open_attempts.remove(&funnel);
                 }
             }
-            Row::PathEdge { from, to } => {
+            Cell::PathEdge { from, to } => {
                 self.path_edges.bump((from, to), diff);
                 self.paths_version += 1;
             }
-            Row::Keyed { kind, key, minute } => {
+            Cell::Keyed { kind, key, minute } => {
                 let keys = self.keyed.entry(kind).or_default();
                 let series = keys.entry(key).or_default();
                 series.bump(minute, diff);
@@ -142,7 +145,7 @@ impl Tables {
                     }
                 }
             }
-            Row::IpUser { minute, ip, user } => {
+            Cell::IpUser { minute, ip, user } => {
                 let minutes = self.ip_users.entry(ip).or_default();
                 let users = minutes.entry(minute).or_default();
                 users.bump(user, diff);
@@ -162,14 +165,14 @@ impl Tables {
                     }
                 }
             }
-            Row::KeyText { sym, text, .. } => {
+            Cell::KeyText { sym, text, .. } => {
                 let entry = self.key_texts.entry(sym).or_insert_with(|| (text, 0));
                 entry.1 += diff;
                 if entry.1 <= 0 {
                     self.key_texts.remove(&sym);
                 }
             }
-            Row::Retention { retention, key, cohort, stat } => {
+            Cell::Retention { retention, key, cohort, stat } => {
                 let cells = self.retention.entry(retention).or_default();
                 cells.bump((key, cohort, stat), diff);
                 if cells.is_empty() {
@@ -180,23 +183,15 @@ impl Tables {
         }
     }
 
-    /// `(head, as_of)`: the highest event time seen, and the watermark of the slowest busy worker
-    /// (or of the most advanced one when every worker is idle), never below the last published
-    /// one. While a worker waits for a partition's first record, `as_of` does not advance.
+    /// `(head, as_of)`: the newest event time, and the event time up to which every view is
+    /// complete (the dataflow computes both from every input partition; `as_of` never goes back).
     pub fn clock(&self) -> (Option<i64>, Option<i64>) {
-        let live = self.clocks.iter().filter(|(_, n)| **n > 0).map(|(k, _)| *k);
-        let head = live.clone().map(|(_, head, _, _)| head).filter(|h| *h != PENDING).max();
-        let busy = live.clone().filter(|(_, _, _, idle)| !idle).map(|(_, _, wm, _)| wm).min();
-        let computed = match busy {
-            Some(PENDING) => None,
-            Some(wm) => Some(wm),
-            None => live.map(|(_, _, wm, _)| wm).max(),
-        };
-        let as_of = match (computed, self.published_as_of) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        (head, as_of)
+        self.clock.map_or((None, None), |(head, as_of, _)| (head, as_of))
+    }
+
+    /// Every input has read what it held when the engine started.
+    pub fn ready(&self) -> bool {
+        self.clock.is_some_and(|(_, _, ready)| ready)
     }
 
     pub fn name(&self, sym: Sym) -> String {
@@ -209,9 +204,10 @@ impl Tables {
         }
     }
 
-    /// The text of a per-key symbol, or its hex when no busy minute has sent it.
+    /// The text of a per-key symbol (or of a device, a name), or its hex when no busy minute
+    /// has sent it.
     pub fn key_text(&self, sym: Sym) -> String {
-        match self.key_texts.get(&sym) {
+        match self.key_texts.get(&sym).or_else(|| self.names.get(&sym)) {
             Some((text, _)) => text.clone(),
             None => format!("#{sym:016x}"),
         }
@@ -259,31 +255,4 @@ pub fn window_sum(series: &BTreeMap<Minute, i64>, lo: Minute, hi: Minute) -> i64
         return 0;
     }
     series.range(lo..=hi).map(|(_, v)| *v).sum()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn clock(worker: u32, head: i64, watermark: i64, idle: bool) -> Row {
-        Row::Clock { worker, head, watermark, idle }
-    }
-
-    #[test]
-    fn as_of_waits_for_pending_workers_and_never_goes_back() {
-        let mut t = Tables::default();
-        t.apply(clock(0, 1_000, 700, false), 1);
-        t.apply(clock(1, PENDING, PENDING, false), 1);
-        assert_eq!(t.clock(), (Some(1_000), None), "worker 1 has not delivered yet");
-        t.apply(clock(1, PENDING, PENDING, false), -1);
-        t.apply(clock(1, 900, 600, false), 1);
-        assert_eq!(t.clock(), (Some(1_000), Some(600)), "the slowest busy worker");
-        t.published_as_of = t.clock().1;
-        t.apply(clock(1, 900, 600, false), -1);
-        t.apply(clock(1, 900, 600, true), 1);
-        assert_eq!(t.clock().1, Some(700), "an idle worker does not hold back");
-        t.published_as_of = t.clock().1;
-        t.apply(clock(2, 500, 200, false), 1);
-        assert_eq!(t.clock().1, Some(700), "a late-reporting worker cannot move as_of back");
-    }
 }

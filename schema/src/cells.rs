@@ -75,63 +75,147 @@ pub fn series_of(event: &Event) -> impl Iterator<Item = (Dim, Sym)> {
     .flatten()
 }
 
-/// An input record of the dataflow. Diffs are `isize` multiplicities.
+/// One cell of a view. A cell travels with a count (`(Cell, i64)`): a `Count` cell with 37 means
+/// 37 events, a `Session` cell with `stat: DurationMs` and 5400 means 5.4 s of session time.
+/// Every view's output is defined here once; producers send changes, the dataflow consolidates
+/// them across workers ([`Cell::keep`]) and lets them go with their window ([`Cell::window`]),
+/// and the read model applies the net changes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Fact {
-    /// `diff` events in `(dim, key)` during `minute`.
+pub enum Cell {
+    /// Events in `(dim, key)` during `minute`.
     Count { dim: Dim, key: Sym, minute: Minute },
-    /// The user had at least one event in `minute` (one per ingesting worker).
+    /// The user had at least one event in `minute`.
     UserMinute { minute: Minute, user: UserId },
-    /// The text behind a symbol (one per ingesting worker that saw it).
+    /// The text behind a symbol.
     Name { sym: Sym, text: String },
-    /// A worker's input clock: highest event time seen, its watermark, and whether all of its
-    /// partitions are idle (an idle worker does not hold back `as_of`).
-    Clock { worker: u32, head: i64, watermark: i64, idle: bool },
-    /// `diff` accepted events.
+    /// Accepted events.
     Accepted,
-    /// `diff` rejected inputs with this reason.
+    /// Rejected inputs with this reason.
     Reject { reason: String },
-    /// Sessions that started in `hour` with this acquisition (`utm_source`, `device`,
-    /// `country` of their first event) contribute `diff` to `stat`.
+    /// Sessions that started in `hour` with this acquisition (`utm_source`, `device`, `country`
+    /// of their first event) contribute to `stat`.
     Session { hour: Hour, source: [Sym; 3], stat: SessionStat },
     /// Users of funnel `funnel` (registry index) whose best attempt started on `day` with
-    /// breakdown value `key` contribute `diff` to `stat`.
+    /// breakdown value `key` contribute to `stat`.
     Funnel { funnel: u32, key: Sym, day: u32, stat: FunnelStat },
     /// A user whose best attempt of `funnel` stopped after `step` (0-based), started at `entry_ts`.
     FunnelUser { funnel: u32, step: u8, entry_ts: i64, user: String },
-    /// `diff` transitions from path node `from` to `to` within sessions.
+    /// Transitions from path node `from` to `to` within sessions.
     PathEdge { from: Sym, to: Sym },
     /// Users of retention `retention` (registry index) in the cohort of period `cohort` with
-    /// breakdown value `key` contribute `diff` to `stat`.
+    /// breakdown value `key` contribute to `stat`.
     Retention { retention: u32, key: Sym, cohort: u32, stat: RetentionStat },
-    /// `diff` events of `kind` by `key` (the symbol of an IP, a user id) during `minute`, for the
+    /// Events of `kind` by `key` (the symbol of an IP, a user id) during `minute`, for the
     /// per-key alert rules and rate limits; only the kinds some rule reads are counted.
     Keyed { kind: KeyKind, key: Sym, minute: Minute },
-    /// The IP was used by the user during `minute` (one per ingesting worker).
+    /// The IP was used by the user during `minute`.
     IpUser { minute: Minute, ip: Sym, user: UserId },
-    /// The text of a per-key symbol, sent (and retracted with `minute`) only for keys busy enough
-    /// in that minute that a rule could fire on them: a text per event would cost more than the
-    /// counts.
+    /// The text of a per-key symbol, sent only for keys busy enough in `minute` that a rule
+    /// could fire on them: a text per event would cost more than the counts.
     KeyText { sym: Sym, text: String, minute: Minute },
+    /// The engine's clock, computed in the dataflow from every input partition: the newest event
+    /// time, `as_of` (complete up to), and whether every input has read what it had at start.
+    Clock { head: Option<i64>, as_of: Option<i64>, ready: bool },
 }
 
-/// An output record of the dataflow, read into the read model.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Row {
-    Count { dim: Dim, key: Sym, minute: Minute },
-    UserMinute { minute: Minute, user: UserId },
-    Name { sym: Sym, text: String },
-    Clock { worker: u32, head: i64, watermark: i64, idle: bool },
-    Accepted,
-    Reject { reason: String },
-    Session { hour: Hour, source: [Sym; 3], stat: SessionStat },
-    Funnel { funnel: u32, key: Sym, day: u32, stat: FunnelStat },
-    FunnelUser { funnel: u32, step: u8, entry_ts: i64, user: String },
-    PathEdge { from: Sym, to: Sym },
-    Retention { retention: u32, key: Sym, cohort: u32, stat: RetentionStat },
-    Keyed { kind: KeyKind, key: Sym, minute: Minute },
-    IpUser { minute: Minute, ip: Sym, user: UserId },
-    KeyText { sym: Sym, text: String, minute: Minute },
+/// How contributions to one cell combine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// The counts add up (events, users, seconds).
+    Sum,
+    /// The cell is present while any contribution is (a user seen in a minute, a name).
+    Presence,
+}
+
+/// The window a cell belongs to: it is let go once `as_of` moves that window past it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Window {
+    /// Kept while the engine runs (totals, names, cells whose producers retract them).
+    Forever,
+    /// Per-minute counts: `views.window_minutes` behind `as_of`.
+    Counts(Minute),
+    /// Active users: `active_history_minutes + active_minutes` behind `as_of`.
+    Users(Minute),
+    /// Sessions by start hour: the hour holding the start of the counts window.
+    Sessions(Hour),
+    /// Per-key counts: the longest window a per-key rule reads, behind `as_of`.
+    Keys(Minute),
+    /// A retention definition's cohorts: those its matrix shows at `as_of`.
+    Cohorts { retention: u32, cohort: u32 },
+}
+
+impl Cell {
+    pub fn keep(&self) -> Keep {
+        match self {
+            Cell::UserMinute { .. } | Cell::Name { .. } | Cell::IpUser { .. } | Cell::KeyText { .. } => Keep::Presence,
+            _ => Keep::Sum,
+        }
+    }
+
+    pub fn window(&self) -> Window {
+        match *self {
+            Cell::Count { minute, .. } => Window::Counts(minute),
+            Cell::UserMinute { minute, .. } => Window::Users(minute),
+            Cell::Session { hour, .. } => Window::Sessions(hour),
+            Cell::Keyed { minute, .. } | Cell::IpUser { minute, .. } | Cell::KeyText { minute, .. } => {
+                Window::Keys(minute)
+            }
+            Cell::Retention { retention, cohort, .. } => Window::Cohorts { retention, cohort },
+            Cell::Name { .. }
+            | Cell::Accepted
+            | Cell::Reject { .. }
+            | Cell::Funnel { .. }
+            | Cell::FunnelUser { .. }
+            | Cell::PathEdge { .. }
+            | Cell::Clock { .. } => Window::Forever,
+        }
+    }
+}
+
+/// Where each window starts at one `as_of`: cells before it are let go. `None`: nothing yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Floors {
+    pub counts: Minute,
+    pub users: Minute,
+    pub sessions: Hour,
+    pub keys: Minute,
+    /// By retention definition index: the oldest cohort shown.
+    pub cohorts: Vec<u32>,
+}
+
+impl Floors {
+    /// The floors at `as_of`: what no read can reach any more (see the read side's `visible`).
+    /// `key_window`: the longest window a per-key rule reads (minutes).
+    pub fn at<'a>(
+        as_of: i64,
+        config: &crate::config::ViewConfig,
+        key_window: u32,
+        retention: impl Iterator<Item = &'a crate::retention::RetentionDef>,
+    ) -> Floors {
+        let minute = crate::time::minute_of(as_of);
+        Floors {
+            counts: config.counts_from(minute),
+            users: (minute + 1).saturating_sub(config.user_minutes_kept()),
+            sessions: config.session_hours_from(minute),
+            // Per-key rules read their window behind the bucket being judged, which `as_of` has passed.
+            keys: (minute + 1).saturating_sub(key_window + 2),
+            cohorts: retention.map(|r| r.oldest_cohort(r.period_of(as_of))).collect(),
+        }
+    }
+
+    /// Whether a cell of `window` is still inside.
+    pub fn keeps(&self, window: Window) -> bool {
+        match window {
+            Window::Forever => true,
+            Window::Counts(m) => m >= self.counts,
+            Window::Users(m) => m >= self.users,
+            Window::Sessions(h) => h >= self.sessions,
+            Window::Keys(m) => m >= self.keys,
+            Window::Cohorts { retention, cohort } => {
+                cohort >= self.cohorts.get(retention as usize).copied().unwrap_or(0)
+            }
+        }
+    }
 }
 
 /// Adding to a count that disappears at zero, so state shrinks with retractions.

@@ -15,7 +15,7 @@ pub mod retention;
 pub mod sessions;
 pub mod time;
 
-pub use cells::{Dim, Fact, Row};
+pub use cells::{Cell, Dim};
 pub use config::ViewConfig;
 pub use event::{Event, Sym, UserId};
 pub use time::{Hour, Minute};

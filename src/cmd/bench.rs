@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use dataflow::clock::PartitionClock;
 use dataflow::decode::{decode, Decoded};
-use dataflow::ingest::{Ingest, WorkerClock};
+use dataflow::ingest::Ingest;
 use dataflow::source::file::SharedFile;
 use dataflow::source::kafka::KafkaSource;
-use dataflow::source::{worker_clock, Poll, Source, SourceError};
+use dataflow::source::{worker_clock, InputClock, PartClock, Poll, Source, SourceError};
 use dataflow::SourceFactory;
 use generator::Generator;
 use rdkafka::mocking::MockCluster;
@@ -173,22 +173,18 @@ impl Source for Decodedsource {
                 continue;
             }
             if self.clock.admit(d.event.ts, d.event_id, lateness, i64::MAX / 2).is_ok() {
-                ingest.add(d);
-                ingest.track(&mut self.clock, d);
+                ingest.add(d, views::admitted::ord(self.index as u32, self.next as u64));
             }
             n += 1;
-            if n % 4096 == 0 && Instant::now() >= deadline {
+            if n % 4096 == 0 && (Instant::now() >= deadline || ingest.full()) {
                 return Ok(Poll::Busy);
             }
         }
         Ok(Poll::Done)
     }
-    fn each_partition(&mut self, visit: &mut dyn FnMut(&str, &mut PartitionClock)) {
-        visit("decoded", &mut self.clock);
-    }
-
-    fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
-        worker_clock(std::iter::once((&self.clock, self.next >= self.events.len())), lateness_ms)
+    fn clock(&self, lateness_ms: i64, as_of: Option<i64>) -> InputClock {
+        let done = self.next >= self.events.len();
+        worker_clock(std::iter::once(PartClock { clock: &self.clock, idle: done, finished: done }), lateness_ms, as_of)
     }
 }
 

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use dataflow::clock::PartitionClock;
-use dataflow::ingest::{Ingest, WorkerClock};
+
+use dataflow::ingest::Ingest;
 use dataflow::source::synthetic::SyntheticSource;
-use dataflow::source::{NoPartitions, Poll, Source, SourceError};
+use dataflow::source::{InputClock, NoPartitions, Poll, Source, SourceError};
 use dataflow::SourceFactory;
 use generator::incidents::{self, Incident};
 use read::model::Alert;
@@ -104,11 +104,8 @@ impl Source for Finishing {
         }
         Ok(poll)
     }
-    fn each_partition(&mut self, visit: &mut dyn FnMut(&str, &mut PartitionClock)) {
-        self.0.each_partition(visit)
-    }
-    fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
-        self.0.clock(lateness_ms)
+    fn clock(&self, lateness_ms: i64, as_of: Option<i64>) -> InputClock {
+        self.0.clock(lateness_ms, as_of)
     }
 }
 

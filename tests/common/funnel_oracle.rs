@@ -153,23 +153,19 @@ pub fn sessions<'a>(events: &[&'a Accepted], cfg: &schema::ViewConfig) -> Vec<Ve
     out
 }
 
-/// Each user's last `max_events_per_user` events that are still in the window of their
-/// partition's watermark, sorted by time (equal times in arrival order).
-pub fn retained<'a>(
-    spec: &Spec,
-    accepted: &'a [Accepted],
-    partition_heads: &[Option<i64>],
-) -> BTreeMap<&'a str, Vec<&'a Accepted>> {
+/// Each user's last `max_events_per_user` events that are still in the window of `as_of`, in the
+/// engine's order (time, then partition and position).
+pub fn retained<'a>(spec: &Spec, accepted: &'a [Accepted], as_of: Option<i64>) -> BTreeMap<&'a str, Vec<&'a Accepted>> {
     let cfg = &spec.views;
     let mut users: BTreeMap<&str, Vec<&Accepted>> = BTreeMap::new();
     for e in accepted {
         users.entry(&e.user).or_default().push(e);
     }
     for events in users.values_mut() {
-        events.sort_by_key(|e| e.ts); // stable: equal times keep their arrival order
+        events.sort_by_key(|e| e.ts); // stable: the accepted events are in partition order
         let keep_from = events.len().saturating_sub(cfg.max_events_per_user);
-        let head = partition_heads[events[0].partition].unwrap();
-        let floor_minute = ((head - spec.lateness_ms).div_euclid(60_000) + 1 - cfg.window_minutes as i64).max(0);
+        let as_of = as_of.unwrap();
+        let floor_minute = (as_of.div_euclid(60_000) + 1 - cfg.window_minutes as i64).max(0);
         *events = events[keep_from..].iter().copied().filter(|e| e.ts >= floor_minute * 60_000).collect();
     }
     users.retain(|_, events| !events.is_empty());
@@ -177,9 +173,9 @@ pub fn retained<'a>(
 }
 
 /// Funnels of the spec's views config, over each user's retained events.
-pub fn dump(spec: &Spec, accepted: &[Accepted], partition_heads: &[Option<i64>]) -> BTreeMap<String, FunnelDump> {
+pub fn dump(spec: &Spec, accepted: &[Accepted], as_of: Option<i64>) -> BTreeMap<String, FunnelDump> {
     let cfg = &spec.views;
-    let users = retained(spec, accepted, partition_heads);
+    let users = retained(spec, accepted, as_of);
     let mut out = BTreeMap::new();
     for (index, def) in cfg.funnels.iter().enumerate() {
         let mut cells = FunnelCells::new();

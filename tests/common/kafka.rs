@@ -147,9 +147,15 @@ pub fn wait_for(
 pub fn wait_for_snapshots_from_now(state_dir: &Path) {
     let since = std::time::SystemTime::now();
     let deadline = Instant::now() + Duration::from_secs(60);
+    // One file per worker and snapshot label: `worker-{w}-of-2.{run}-{epoch}.snap`.
     let written = |w: usize| {
-        let file = state_dir.join(format!("worker-{w}-of-2.snap"));
-        std::fs::metadata(file).and_then(|m| m.modified()).is_ok_and(|t| t > since)
+        let prefix = format!("worker-{w}-of-2.");
+        std::fs::read_dir(state_dir).into_iter().flatten().flatten().any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix)
+                && name.ends_with(".snap")
+                && e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t > since)
+        })
     };
     while !(written(0) && written(1)) {
         assert!(Instant::now() < deadline, "no fresh snapshot in {} after 60 s", state_dir.display());

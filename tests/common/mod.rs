@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use dataflow::clock::PartitionClock;
 use dataflow::deadletter::{Coords, DeadLetterSink, MemorySink};
-use dataflow::ingest::{Ingest, WorkerClock};
-use dataflow::source::{now_ms, worker_clock, Poll, Source, SourceError};
+use dataflow::ingest::Ingest;
+use dataflow::source::{now_ms, worker_clock, InputClock, PartClock, Poll, Source, SourceError};
 use dataflow::{Engine, EngineConfig, SourceFactory};
 use read::model::Dump;
 use read::ReadModel;
@@ -124,15 +124,14 @@ impl Source for ScriptedSource {
         while let Some(raw) = self.queue.pop_front() {
             self.line += 1;
             let coords = Coords::File { file: "scripted", line: self.line };
-            ingest.offer(&mut self.clock, dataflow::decode::decode(&raw, now), &coords, &raw, now);
+            let ord = views::admitted::ord(0, self.line);
+            ingest.offer(&mut self.clock, dataflow::decode::decode(&raw, now), &coords, &raw, now, ord);
         }
         Ok(Poll::Busy)
     }
-    fn each_partition(&mut self, visit: &mut dyn FnMut(&str, &mut PartitionClock)) {
-        visit("scripted", &mut self.clock);
-    }
-    fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
-        worker_clock(std::iter::once((&self.clock, self.closed)), lateness_ms)
+    fn clock(&self, lateness_ms: i64, as_of: Option<i64>) -> InputClock {
+        let part = PartClock { clock: &self.clock, idle: self.closed, finished: self.closed };
+        worker_clock(std::iter::once(part), lateness_ms, as_of)
     }
 }
 

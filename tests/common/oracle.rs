@@ -49,7 +49,6 @@ pub fn dump(spec: &Spec, partitions: &[Vec<Vec<u8>>]) -> Dump {
     let mut accepted = Vec::new();
     let mut rejects: BTreeMap<String, i64> = BTreeMap::new();
     let mut heads: Vec<i64> = Vec::new();
-    let mut partition_heads: Vec<Option<i64>> = Vec::new();
     for (partition, records) in partitions.iter().enumerate() {
         let mut head: Option<i64> = None;
         let mut seen: HashMap<String, i64> = HashMap::new();
@@ -98,13 +97,12 @@ pub fn dump(spec: &Spec, partitions: &[Vec<Vec<u8>>]) -> Dump {
             });
         }
         heads.extend(head);
-        partition_heads.push(head);
     }
     let head = heads.iter().max().copied();
     let as_of = head.map(|_| heads.iter().map(|h| h - spec.lateness_ms).max().unwrap());
     let mut dump = views_of(spec, &accepted, head, as_of, rejects);
-    dump.funnels = super::funnel_oracle::dump(spec, &accepted, &partition_heads);
-    dump.paths = super::path_oracle::dump(spec, &accepted, &partition_heads);
+    dump.funnels = super::funnel_oracle::dump(spec, &accepted, as_of);
+    dump.paths = super::path_oracle::dump(spec, &accepted, as_of);
     dump.retention = super::retention_oracle::dump(spec, &accepted, as_of);
     dump
 }

@@ -23,11 +23,11 @@ fn node(spec: &Spec, rules: &[(regex::Regex, &str)], e: &Accepted) -> Option<Str
     Some(if reserved { format!("page:{text}") } else { text })
 }
 
-pub fn dump(spec: &Spec, accepted: &[Accepted], partition_heads: &[Option<i64>]) -> PathEdges {
+pub fn dump(spec: &Spec, accepted: &[Accepted], as_of: Option<i64>) -> PathEdges {
     let rules: Vec<(regex::Regex, &str)> =
         spec.views.paths.rules.iter().map(|r| (regex::Regex::new(&r.pattern).unwrap(), r.name.as_str())).collect();
     let mut edges: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for events in retained(spec, accepted, partition_heads).values() {
+    for events in retained(spec, accepted, as_of).values() {
         for session in sessions(events, &spec.views) {
             let nodes: Vec<String> = session.iter().filter_map(|e| node(spec, &rules, e)).collect();
             if nodes.is_empty() {

@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use read::model::{Cohort, RetentionMatrix, RetentionPoint, RetentionValue};
-use schema::event::sym;
 use schema::retention::{period_label, period_of, CohortType, RetentionDef, ReturnMode};
 
 use super::funnel_oracle::{field, matches};
@@ -13,11 +12,9 @@ use super::oracle::{Accepted, Spec};
 /// One user's membership: `(cohort period, breakdown value)` and the periods with a return.
 fn membership(def: &RetentionDef, events: &[&Accepted]) -> (Vec<(u32, String)>, BTreeSet<u32>) {
     let key = |e: &Accepted| def.breakdown.as_deref().map_or("(none)".to_string(), |b| field(e, b).to_string());
-    // Ties on time go to the smaller symbol, as in the engine (any fixed rule would do).
-    let order = |e: &Accepted| {
-        let k = key(e);
-        (e.ts, if k == "(none)" { 0 } else { sym(&k) })
-    };
+    // `events` are in the engine's order (partition, then position): on equal times the
+    // earlier event decides, as in every view.
+    let order = |e: &Accepted| e.ts;
     let starts: Vec<&Accepted> = events.iter().copied().filter(|e| matches(&def.start, e)).collect();
     let returns = events.iter().filter(|e| matches(&def.returning, e)).map(|e| period_of(def.period, e.ts)).collect();
     let cohorts = match def.cohort {

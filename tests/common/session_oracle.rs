@@ -31,6 +31,7 @@ fn sessions_of<'a>(events: &[&'a Accepted], config: &ViewConfig) -> Vec<Session<
     let timeout = config.sessions.inactivity_minutes as i64 * 60_000;
     let max = config.sessions.max_hours as i64 * 3_600_000;
     let mut sorted = events.to_vec();
+    // Stable: equal times keep the engine's order (the accepted events are in partition order).
     sorted.sort_by_key(|e| e.ts);
     let mut out: Vec<Session> = Vec::new();
     let (mut run_start, mut last, mut piece) = (i64::MIN, i64::MIN, -1);
@@ -53,13 +54,12 @@ fn sessions_of<'a>(events: &[&'a Accepted], config: &ViewConfig) -> Vec<Session<
         let s = out.last_mut().unwrap();
         s.end = e.ts;
         s.events += 1;
+        // In the engine's order (time, then partition and position): the first page view is
+        // the entry, the last the exit, and the session's first event its acquisition.
         if let Some(pv) = pv {
             s.page_views += 1;
-            s.entry = Some(s.entry.map_or(pv, |x| x.min(pv)));
-            s.exit = Some(s.exit.map_or(pv, |x| x.max(pv)));
-        }
-        if first.0 < s.first.0 {
-            s.first = first;
+            s.entry.get_or_insert(pv);
+            s.exit = Some(pv);
         }
     }
     out

@@ -23,7 +23,7 @@ fn reference(hits: &[(u64, Hit)], config: &SessionConfig) -> BTreeMap<Summary, i
     }
     let mut out = BTreeMap::new();
     for (_, mut hits) in by_user {
-        hits.sort_by_key(|h| h.ts);
+        hits.sort_by_key(|h| (h.ts, h.ord));
         let mut sessions: Vec<Summary> = Vec::new();
         let (mut run_start, mut last, mut piece) = (0, i64::MIN, -1);
         for h in hits {
@@ -83,7 +83,8 @@ proptest! {
             if head != i64::MIN && ts < head - LATENESS {
                 continue; // too late, as the partition clock decides
             }
-            let hit = Hit { ts, page, page_view: pv, source: [user, page % 2, 0] };
+            // Arrival position as the engine's order: equal seconds are common here.
+            let hit = Hit { ts, ord: accepted.len() as u64, page, page_view: pv, source: [user, page % 2, 0] };
             sessionizer.add((user, false), hit, &config, LATENESS + MIN);
             accepted.push((user, hit));
             head = head.max(ts);

@@ -1,6 +1,7 @@
 //! NDJSON replay (plain or gzip). The file is one partition in arrival order: workers read and
-//! decode chunks in parallel, then admit them strictly in chunk order, so late-event and duplicate
-//! decisions are the same on any number of workers.
+//! decode chunks in parallel, then admit them strictly in chunk order (only the clock's decision
+//! is taken in turn), so late-event and duplicate decisions are the same on any number of
+//! workers. Admitted events then go to their users' workers like any other.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -13,12 +14,13 @@ use parking_lot::{Condvar, Mutex};
 use read::status::PartitionProgress;
 use read::Status;
 
-use super::{now_ms, worker_clock, Poll, Source, SourceError};
+use super::{now_ms, worker_clock, InputClock, PartClock, Poll, Source, SourceError};
 use crate::clock::PartitionClock;
 use crate::deadletter::Coords;
 use crate::decode::{decode, Decoded};
-use crate::ingest::{Ingest, WorkerClock};
+use crate::ingest::Ingest;
 use crate::reject::Rejection;
+use crate::timekeeper::Watermark;
 
 const CHUNK_BYTES: usize = 1 << 20;
 
@@ -134,7 +136,7 @@ pub struct FileSource {
     last_clock: Option<PartitionClock>,
     /// Recycled allocations for a chunk's decode results and its admitted events.
     decoded: Vec<Result<Decoded<'static>, Rejection>>,
-    admitted: Vec<Decoded<'static>>,
+    admitted: Vec<(u64, Decoded<'static>)>,
 }
 
 impl FileSource {
@@ -148,7 +150,7 @@ impl FileSource {
             .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
             .collect();
         let mut decoded = recycle(std::mem::take(&mut self.decoded));
-        decoded.extend(lines.iter().map(|(_, line)| decode(line, now)));
+        decoded.extend(lines.iter().map(|(_, line)| ingest.prepare(decode(line, now))));
         let mut turn = TurnGuard { turn: self.shared.turn.lock(), changed: &self.shared.turn_changed };
         while turn.turn.0 != chunk.index {
             self.shared.turn_changed.wait(&mut turn.turn);
@@ -157,13 +159,13 @@ impl FileSource {
         let mut admitted = recycle(std::mem::take(&mut self.admitted));
         for ((line, raw), result) in lines.iter().zip(decoded.drain(..)) {
             let coords = Coords::File { file: &self.shared.name, line: *line };
-            admitted.extend(ingest.admit(clock, result, &coords, raw, now));
+            admitted.extend(ingest.admit(clock, result, &coords, raw, now).map(|d| (*line, d)));
         }
         self.last_clock = Some(clock.time_only());
         drop(turn);
         // Counting needs no order: it runs while the next chunk's turn goes on.
-        for d in &admitted {
-            ingest.add(d);
+        for (line, d) in &admitted {
+            ingest.add(d, views::admitted::ord(0, *line));
         }
         self.admitted = recycle(admitted);
         self.shared.lines_done.fetch_add(lines.len() as u64, Ordering::Relaxed);
@@ -210,19 +212,36 @@ impl Source for FileSource {
             };
             self.shared.bytes_read.fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
             self.process(chunk, ingest);
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || ingest.full() {
                 return Ok(Poll::Busy);
             }
         }
         Ok(Poll::Done)
     }
 
-    fn each_partition(&mut self, visit: &mut dyn FnMut(&str, &mut PartitionClock)) {
-        visit(&self.shared.name, &mut self.shared.turn.lock().1);
-    }
-
-    fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
-        worker_clock(self.last_clock.iter().map(|c| (c, self.done)), lateness_ms)
+    /// As `as_of`, the watermark after this worker's own last chunk (its chunk in flight is
+    /// admitted at or after it); until it has admitted one, it holds `as_of` back. As the floor,
+    /// the shared partition's watermark now: every chunk this worker admits from now on is at
+    /// or after it.
+    fn clock(&self, lateness_ms: i64, as_of: Option<i64>) -> InputClock {
+        let mut own = worker_clock(
+            self.last_clock.iter().map(|clock| PartClock { clock, idle: self.done, finished: self.done }),
+            lateness_ms,
+            as_of,
+        );
+        if self.last_clock.is_none() && !self.done {
+            own.watermark = Watermark::Pending;
+        }
+        if !self.done {
+            let now = self.shared.turn.lock().1.time_only();
+            own.floor = worker_clock(
+                std::iter::once(PartClock { clock: &now, idle: false, finished: false }),
+                lateness_ms,
+                as_of,
+            )
+            .floor;
+        }
+        own
     }
 
     fn caught_up(&self) -> bool {

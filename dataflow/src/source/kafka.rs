@@ -11,12 +11,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use read::status::PartitionProgress;
 use read::Status;
 
-use super::{now_ms, worker_clock, Checkpoint, Poll, Source, SourceError};
+use super::{now_ms, worker_clock, Checkpoint, InputClock, PartClock, Poll, Source, SourceError};
 use crate::clock::PartitionClock;
 use crate::config::KafkaConfig;
 use crate::deadletter::Coords;
 use crate::decode::decode;
-use crate::ingest::{Ingest, WorkerClock};
+use crate::ingest::Ingest;
 use crate::runtime::SourceFactory;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,6 +24,8 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 struct Part {
     topic: String,
     partition: i32,
+    /// Its index among all partitions of all topics (sorted): its place in the engine's order.
+    rank: u32,
     clock: PartitionClock,
     /// Next offset to read; `None` until the first message or a restore.
     next_offset: Option<i64>,
@@ -104,6 +106,7 @@ impl KafkaSource {
             parts.push(Part {
                 topic,
                 partition,
+                rank: i as u32,
                 clock: PartitionClock::default(),
                 next_offset: None,
                 start_high: high,
@@ -219,27 +222,27 @@ impl Source for KafkaSource {
             let payload = message.payload().unwrap_or(&[]);
             let part = &mut self.parts[i];
             let coords = Coords::Kafka { topic: &part.topic, partition: part.partition, offset: message.offset() };
-            ingest.offer(&mut part.clock, decode(payload, now), &coords, payload, now);
+            let ord = views::admitted::ord(part.rank, message.offset() as u64);
+            ingest.offer(&mut part.clock, decode(payload, now), &coords, payload, now, ord);
             part.next_offset = Some(message.offset() + 1);
             part.last_message = Instant::now();
             n += 1;
             if n.is_multiple_of(256) {
                 now = now_ms();
-                if part.last_message >= deadline {
+                if part.last_message >= deadline || ingest.full() {
                     return Ok(Poll::Busy);
                 }
             }
         }
     }
 
-    fn each_partition(&mut self, visit: &mut dyn FnMut(&str, &mut PartitionClock)) {
-        for p in &mut self.parts {
-            visit(&p.name(), &mut p.clock);
-        }
+    fn clock(&self, lateness_ms: i64, as_of: Option<i64>) -> InputClock {
+        let parts = self.parts.iter().map(|p| PartClock { clock: &p.clock, idle: self.is_idle(p), finished: false });
+        worker_clock(parts, lateness_ms, as_of)
     }
 
-    fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
-        worker_clock(self.parts.iter().map(|p| (&p.clock, self.is_idle(p))), lateness_ms)
+    fn assignment(&self) -> Vec<String> {
+        self.parts.iter().map(Part::name).collect()
     }
 
     /// Read up to the high watermark seen at start and to the latest one fetch responses carried

@@ -12,7 +12,8 @@ use read::Status;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::PartitionClock;
-use crate::ingest::{Ingest, WorkerClock};
+use crate::ingest::Ingest;
+use crate::timekeeper::Watermark;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Poll {
@@ -41,13 +42,11 @@ pub struct Checkpoint {
 }
 
 pub trait Source {
-    /// Reads what is available until `deadline`, feeding `ingest`.
+    /// Reads what is available until `deadline` (or until a batch of admitted events is ready,
+    /// see [`Ingest::full`]), feeding `ingest`.
     fn poll(&mut self, ingest: &mut Ingest, deadline: Instant) -> Result<Poll, SourceError>;
-    /// Visits every partition this worker reads, by name, with its clock and per-user state (for
-    /// the drain before each flush; a partition shared by workers is visited under its lock).
-    fn each_partition(&mut self, visit: &mut dyn FnMut(&str, &mut PartitionClock));
-    /// The clock this worker reports; `None` until one of its partitions has data.
-    fn clock(&self, lateness_ms: i64) -> Option<WorkerClock>;
+    /// The clock of this worker's partitions; `as_of`: the admission floor in use.
+    fn clock(&self, lateness_ms: i64, as_of: Option<i64>) -> InputClock;
     /// Has read everything that was there when it started (sources without a backlog: always).
     fn caught_up(&self) -> bool {
         true
@@ -60,6 +59,11 @@ pub trait Source {
     /// generator always starts from the beginning, so it neither reads nor writes snapshots).
     fn resumable(&self) -> bool {
         false
+    }
+    /// The partitions this worker reads, by name (recorded in snapshots: a restart with another
+    /// assignment must not resume them).
+    fn assignment(&self) -> Vec<String> {
+        Vec::new()
     }
     /// Resumes from a checkpoint (before the first poll).
     fn restore(&mut self, checkpoint: Checkpoint) -> Result<(), SourceError> {
@@ -74,40 +78,61 @@ pub trait Source {
     fn report(&self, _status: &Status) {}
 }
 
-/// Head and watermark of a worker with a partition that has not delivered its first record yet.
-pub const PENDING: i64 = read::tables::PENDING;
+/// The clock of one worker's input partitions (see [`crate::timekeeper::WorkerClock`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputClock {
+    pub head: Option<i64>,
+    pub watermark: Watermark,
+    pub floor: i64,
+}
+
+/// One partition as the worker clock sees it.
+pub struct PartClock<'a> {
+    pub clock: &'a PartitionClock,
+    /// Quiet for a while (it does not hold back `as_of`).
+    pub idle: bool,
+    /// Read to its end: it admits nothing more.
+    pub finished: bool,
+}
 
 /// Combines partition clocks into a worker clock: idle partitions do not hold back the watermark;
-/// a worker whose partitions are all idle reports its most advanced one, flagged idle.
+/// a worker whose partitions are all idle reports its most advanced one. The floor is the lowest
+/// time a partition can still admit: its watermark, but no less than the admission floor `as_of`
+/// (a partition without data yet can admit anything from `as_of` on).
 pub fn worker_clock<'a>(
-    parts: impl Iterator<Item = (&'a PartitionClock, bool)>,
+    parts: impl Iterator<Item = PartClock<'a>>,
     lateness_ms: i64,
-) -> Option<WorkerClock> {
-    let mut head: Option<i64> = None;
-    let mut busy_wm: Option<i64> = None;
-    let mut idle_wm: Option<i64> = None;
-    let mut pending = false;
-    for (clock, idle) in parts {
-        let (Some(h), Some(wm)) = (clock.head(), clock.watermark(lateness_ms)) else {
+    as_of: Option<i64>,
+) -> InputClock {
+    let admitted_from = as_of.unwrap_or(i64::MIN);
+    let (mut head, mut busy, mut idle, mut pending, mut floor) =
+        (None::<i64>, None::<i64>, None::<i64>, false, i64::MAX);
+    for p in parts {
+        let (Some(h), Some(wm)) = (p.clock.head(), p.clock.watermark(lateness_ms)) else {
             // A busy partition that has not delivered yet: nothing is complete until it has.
-            pending |= !idle;
+            pending |= !p.idle && !p.finished;
+            if !p.finished {
+                floor = floor.min(admitted_from);
+            }
             continue;
         };
         head = Some(head.map_or(h, |x| x.max(h)));
-        if idle {
-            idle_wm = Some(idle_wm.map_or(wm, |x| x.max(wm)));
+        if p.idle || p.finished {
+            idle = Some(idle.map_or(wm, |x| x.max(wm)));
         } else {
-            busy_wm = Some(busy_wm.map_or(wm, |x| x.min(wm)));
+            busy = Some(busy.map_or(wm, |x| x.min(wm)));
+        }
+        if !p.finished {
+            floor = floor.min(wm.max(admitted_from));
         }
     }
-    if pending {
-        return Some(WorkerClock { head: head.unwrap_or(PENDING), watermark: PENDING, idle: false });
-    }
-    let head = head?;
-    Some(match busy_wm {
-        Some(watermark) => WorkerClock { head, watermark, idle: false },
-        None => WorkerClock { head, watermark: idle_wm.unwrap_or(head - lateness_ms), idle: true },
-    })
+    let watermark = match (pending, busy, idle) {
+        (true, _, _) => Watermark::Pending,
+        (false, Some(wm), _) => Watermark::Busy(wm),
+        (false, None, Some(wm)) => Watermark::Idle(wm),
+        (false, None, None) => Watermark::Nothing,
+    };
+    InputClock { head, watermark, floor }
 }
 
 pub fn now_ms() -> i64 {
@@ -121,8 +146,7 @@ impl Source for NoPartitions {
     fn poll(&mut self, _: &mut Ingest, _: Instant) -> Result<Poll, SourceError> {
         Ok(if self.0.load(std::sync::atomic::Ordering::Relaxed) { Poll::Done } else { Poll::Idle })
     }
-    fn each_partition(&mut self, _: &mut dyn FnMut(&str, &mut PartitionClock)) {}
-    fn clock(&self, _: i64) -> Option<WorkerClock> {
-        None
+    fn clock(&self, lateness_ms: i64, as_of: Option<i64>) -> InputClock {
+        worker_clock(std::iter::empty(), lateness_ms, as_of)
     }
 }

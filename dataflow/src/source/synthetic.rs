@@ -6,11 +6,11 @@ use std::time::Instant;
 use read::status::PartitionProgress;
 use read::Status;
 
-use super::{now_ms, worker_clock, Poll, Source, SourceError};
+use super::{now_ms, worker_clock, InputClock, PartClock, Poll, Source, SourceError};
 use crate::clock::PartitionClock;
 use crate::deadletter::Coords;
 use crate::decode::decode;
-use crate::ingest::{Ingest, WorkerClock};
+use crate::ingest::Ingest;
 use generator::{Generated, Generator, GeneratorConfig};
 
 pub struct SyntheticSource {
@@ -57,12 +57,13 @@ impl Source for SyntheticSource {
                 return Ok(Poll::Idle);
             }
             let coords = Coords::Generator { worker: self.worker, seq: self.produced };
-            ingest.offer(&mut self.clock, decode(&record.line, now), &coords, &record.line, now);
+            let ord = views::admitted::ord(self.worker, self.produced);
+            ingest.offer(&mut self.clock, decode(&record.line, now), &coords, &record.line, now, ord);
             self.produced += 1;
             n += 1;
             if n.is_multiple_of(1024) {
                 now = now_ms();
-                if Instant::now() >= deadline {
+                if Instant::now() >= deadline || ingest.full() {
                     return Ok(Poll::Busy);
                 }
             }
@@ -70,12 +71,9 @@ impl Source for SyntheticSource {
         Ok(Poll::Done)
     }
 
-    fn each_partition(&mut self, visit: &mut dyn FnMut(&str, &mut PartitionClock)) {
-        visit("synthetic", &mut self.clock);
-    }
-
-    fn clock(&self, lateness_ms: i64) -> Option<WorkerClock> {
-        worker_clock(std::iter::once((&self.clock, self.done())), lateness_ms)
+    fn clock(&self, lateness_ms: i64, as_of: Option<i64>) -> InputClock {
+        let done = self.done();
+        worker_clock(std::iter::once(PartClock { clock: &self.clock, idle: done, finished: done }), lateness_ms, as_of)
     }
 
     fn report(&self, status: &Status) {

@@ -376,6 +376,7 @@ mod tests {
             .enumerate()
             .map(|(i, n)| LogEvent {
                 ts: i as i64 * 1000,
+                ord: i as u64,
                 name: schema::event::sym(n),
                 page: NONE,
                 source: [NONE; 3],

@@ -63,6 +63,7 @@ mod tests {
     fn edges_follow_sessions_and_diffs_are_minimal() {
         let node = |ts: i64, n: &str| LogEvent {
             ts,
+            ord: 0,
             name: sym("page_view"),
             page: sym(n),
             source: [NONE; 3],

@@ -144,7 +144,7 @@ mod tests {
     }
 
     fn event(ts: i64, name: &str) -> LogEvent {
-        LogEvent { ts, name: sym(name), page: NONE, source: [NONE; 3], props: None, node: NONE }
+        LogEvent { ts, ord: 0, name: sym(name), page: NONE, source: [NONE; 3], props: None, node: NONE }
     }
 
     #[test]

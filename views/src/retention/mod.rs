@@ -60,18 +60,20 @@ impl Retention {
         let period = self.period_of(e.ts);
         if start {
             let key = self.breakdown.map_or(NONE, |i| e.source[i]);
+            // The earliest start in the engine's order decides (and gives the breakdown value).
+            let at = (e.ts, e.ord);
             match self.def.cohort {
                 CohortType::FirstTime => {
-                    if state.first.is_none_or(|f| (e.ts, key) < f) {
-                        state.first = Some((e.ts, key));
+                    if state.first.is_none_or(|(ts, ord, _)| at < (ts, ord)) {
+                        state.first = Some((e.ts, e.ord, key));
                     }
                 }
                 CohortType::Recurring => match state.starts.binary_search_by_key(&period, |s| s.0) {
-                    Ok(i) if (e.ts, key) < (state.starts[i].1, state.starts[i].2) => {
-                        state.starts[i] = (period, e.ts, key)
+                    Ok(i) if at < (state.starts[i].1, state.starts[i].2) => {
+                        state.starts[i] = (period, e.ts, e.ord, key)
                     }
                     Ok(_) => {}
-                    Err(i) => state.starts.insert(i, (period, e.ts, key)),
+                    Err(i) => state.starts.insert(i, (period, e.ts, e.ord, key)),
                 },
             }
         }
@@ -102,11 +104,11 @@ impl Retention {
         };
         match self.def.cohort {
             CohortType::FirstTime => {
-                if let Some((ts, key)) = state.first {
+                if let Some((ts, _, key)) = state.first {
                     cohort(self.period_of(ts), key)
                 }
             }
-            CohortType::Recurring => state.starts.iter().for_each(|(c, _, key)| cohort(*c, *key)),
+            CohortType::Recurring => state.starts.iter().for_each(|(c, _, _, key)| cohort(*c, *key)),
         }
     }
 }
@@ -114,11 +116,11 @@ impl Retention {
 /// What retention keeps of one user for one definition.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRetention {
-    /// First time: the earliest start event `(ts, breakdown value)`, kept for good (it decides
-    /// the user's cohort for ever).
-    pub first: Option<(i64, Sym)>,
-    /// Recurring: per recent period, its earliest start event `(period, ts, breakdown value)`.
-    pub starts: SmallVec<[(u32, i64, Sym); 2]>,
+    /// First time: the earliest start event `(ts, ord, breakdown value)`, kept for good (it
+    /// decides the user's cohort for ever).
+    pub first: Option<(i64, u64, Sym)>,
+    /// Recurring: per recent period, its earliest start event `(period, ts, ord, breakdown value)`.
+    pub starts: SmallVec<[(u32, i64, u64, Sym); 2]>,
     /// Recent periods with a return event, sorted.
     pub returns: SmallVec<[u32; 4]>,
 }
@@ -147,6 +149,7 @@ mod tests {
     fn event(day: i64, name: &str) -> LogEvent {
         LogEvent {
             ts: day * MS_PER_DAY + 1,
+            ord: 0,
             name: schema::event::sym(name),
             page: NONE,
             source: [NONE; 3],

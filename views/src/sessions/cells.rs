@@ -25,8 +25,8 @@ pub fn cells_of(s: &Summary, config: &SessionConfig) -> impl Iterator<Item = Ses
         Some((SessionStat::Events, s.events as i64)),
         Some((SessionStat::PageViews, s.page_views as i64)),
         Some((SessionStat::DurationSecs((duration / 1000) as u32), 1)),
-        pages.then_some((SessionStat::Entry(s.entry.1), 1)),
-        pages.then_some((SessionStat::Exit(s.exit.1), 1)),
+        pages.then_some((SessionStat::Entry(s.entry.2), 1)),
+        pages.then_some((SessionStat::Exit(s.exit.2), 1)),
         Some((SessionStat::EndMinute(schema::time::minute_of(s.end)), 1)),
     ]
     .into_iter()

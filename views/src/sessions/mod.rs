@@ -24,37 +24,45 @@ pub use schema::sessions::{SessionConfig, SessionKey};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Hit {
     pub ts: i64,
+    /// The engine's order among equal times (`crate::admitted::ord`).
+    pub ord: u64,
     pub page: Sym,
     pub page_view: bool,
     /// `utm_source`, `device`, `country`.
     pub source: [Sym; 3],
 }
 
-/// One session. Ties are broken by symbol so that the result does not depend on arrival order.
+/// One session. Events with equal times are taken in the engine's order (`(ts, ord)`), so the
+/// entry and exit page and the acquisition do not depend on arrival order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Summary {
     pub start: i64,
     pub end: i64,
     pub events: u32,
     pub page_views: u32,
-    /// `(ts, page)` of the first page view (`(i64::MAX, NONE)` without one).
-    pub entry: (i64, Sym),
-    /// `(ts, page)` of the last page view (`(i64::MIN, NONE)` without one).
-    pub exit: (i64, Sym),
-    /// `[utm_source, device, country]` of the first event (the smallest on equal times): the
-    /// session's acquisition.
+    /// `(ts, ord)` of the first event, whose `source` is the session's acquisition.
+    pub first: (i64, u64),
+    /// `(ts, ord, page)` of the first page view (`(i64::MAX, 0, NONE)` without one).
+    pub entry: (i64, u64, Sym),
+    /// `(ts, ord, page)` of the last page view (`(i64::MIN, 0, NONE)` without one).
+    pub exit: (i64, u64, Sym),
+    /// `[utm_source, device, country]` of the first event: the session's acquisition.
     pub source: [Sym; 3],
 }
 
 impl Summary {
     pub fn of(hit: &Hit) -> Summary {
-        let (entry, exit) =
-            if hit.page_view { ((hit.ts, hit.page), (hit.ts, hit.page)) } else { ((i64::MAX, NONE), (i64::MIN, NONE)) };
+        let (entry, exit) = if hit.page_view {
+            ((hit.ts, hit.ord, hit.page), (hit.ts, hit.ord, hit.page))
+        } else {
+            ((i64::MAX, 0, NONE), (i64::MIN, 0, NONE))
+        };
         Summary {
             start: hit.ts,
             end: hit.ts,
             events: 1,
             page_views: hit.page_view as u32,
+            first: (hit.ts, hit.ord),
             entry,
             exit,
             source: hit.source,
@@ -62,7 +70,8 @@ impl Summary {
     }
 
     pub fn merge(&mut self, other: &Summary) {
-        if (other.start, other.source) < (self.start, self.source) {
+        if other.first < self.first {
+            self.first = other.first;
             self.source = other.source;
         }
         self.start = self.start.min(other.start);
@@ -193,11 +202,6 @@ pub struct Sessionizer {
     pruned_at: i64,
     /// Re-cuts done from whole pieces because a run's events were not kept (see `Run::absorb`).
     pub approximate_recuts: u64,
-    /// The latest epoch in which changes were reported. Workers that share a partition (file
-    /// replay) report no earlier than this, so a session is never retracted in an epoch before
-    /// the one that added it. Epochs count from the start of each run: not persisted.
-    #[serde(skip)]
-    pub epoch: u64,
 }
 
 /// Whether a run starting at `start` may later have to be re-cut, which needs its events: when a
@@ -378,7 +382,7 @@ mod tests {
     }
 
     fn hit(ts: i64) -> Hit {
-        Hit { ts, page: 7, page_view: true, source: [1, 2, 3] }
+        Hit { ts, ord: ts as u64, page: 7, page_view: true, source: [1, 2, 3] }
     }
 
     /// The sessions the sink holds after consolidation.

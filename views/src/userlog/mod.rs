@@ -25,6 +25,8 @@ pub type PageTexts = IdMap<Box<str>>;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEvent {
     pub ts: i64,
+    /// The engine's order among equal times (`crate::admitted::ord`).
+    pub ord: u64,
     pub name: Sym,
     pub page: Sym,
     /// `utm_source`, `device`, `country`.
@@ -101,7 +103,9 @@ impl UserLogs {
         let log = self.users.entry(user).or_insert_with(|| UserLog { id: id.into(), ..UserLog::default() });
         // Most events are the user's newest.
         let at = match log.events.back() {
-            Some(last) if last.ts > event.ts => log.events.partition_point(|e| e.ts <= event.ts),
+            Some(last) if (last.ts, last.ord) > (event.ts, event.ord) => {
+                log.events.partition_point(|e| (e.ts, e.ord) <= (event.ts, event.ord))
+            }
             _ => log.events.len(),
         };
         // Funnels the caller does not know yet: always.
@@ -260,7 +264,7 @@ mod tests {
     }
 
     fn event(ts: i64, name: &str) -> LogEvent {
-        LogEvent { ts, name: schema::event::sym(name), page: NONE, source: [NONE; 3], props: None, node: NONE }
+        LogEvent { ts, ord: 0, name: schema::event::sym(name), page: NONE, source: [NONE; 3], props: None, node: NONE }
     }
 
     #[derive(Default)]
@@ -282,6 +286,7 @@ mod tests {
         let (mut logs, mut out) = (UserLogs::default(), Edges::default());
         let view = |ts: i64, page: &str| LogEvent {
             ts,
+            ord: ts as u64,
             name: schema::event::PAGE_VIEW,
             page: sym(page),
             source: [NONE; 3],

@@ -1,0 +1,239 @@
+//! The cells of every view, consolidated across workers and let go with their windows: the last
+//! operator before the read side. Cell changes from every worker are exchanged by cell (to the
+//! workers of the serving process), summed per epoch, and only net changes leave: the read model
+//! applies one change per cell and epoch, whatever the number of workers that contributed.
+//!
+//! Windows move with `as_of` (computed in the dataflow): a cell whose window `as_of` has passed
+//! is retracted here, so the state and the read model are bounded by the windows, not by history.
+
+use std::cell::Cell as Shared;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+
+use rustc_hash::FxHashMap;
+use schema::cells::{Cell, Floors, Keep, Window};
+use schema::{Epoch, ViewConfig};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+use crate::control::{Control, Defs, EngineTime};
+use crate::snapshot::Snapshots;
+
+/// The routing hash of a cell: stable across processes (no random seed).
+pub fn cell_hash(cell: &Cell) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    cell.hash(&mut h);
+    h.finish()
+}
+
+/// What one worker holds: its share of the cells, by window.
+#[derive(Default, Serialize, Deserialize)]
+pub struct CellStore {
+    groups: BTreeMap<Window, FxHashMap<Cell, i64>>,
+    floors: Floors,
+    /// Fingerprints of the retention definitions the cohort cells were computed under.
+    cohorts: Vec<u64>,
+    key_window: u32,
+    /// The `as_of` of the previous epoch with a clock: windows follow it one epoch behind, so the
+    /// snapshot that first shows a minute as final still holds its cells (alerting judges it
+    /// there) even when `as_of` moves by more than a window in one epoch (a replay).
+    behind: Option<i64>,
+    #[serde(skip)]
+    retention: Vec<schema::retention::RetentionDef>,
+}
+
+impl CellStore {
+    /// Takes up the definitions from this epoch on: the cells of a retention definition that
+    /// changed (or went) are retracted, its users' cells come again under the new one.
+    pub fn set_defs(&mut self, defs: &Defs, out: &mut Vec<(Cell, i64)>) {
+        let now: Vec<u64> = defs.retention.iter().map(|r| r.fingerprint()).collect();
+        for index in 0..self.cohorts.len().max(now.len()) {
+            let (before, after) = (self.cohorts.get(index), now.get(index));
+            if before.is_some() && before != after {
+                let retention = index as u32;
+                let lo = Window::Cohorts { retention, cohort: 0 };
+                let hi = Window::Cohorts { retention, cohort: u32::MAX };
+                self.retract(lo..=hi, out);
+            }
+        }
+        self.cohorts = now;
+        self.retention = defs.retention.clone();
+        self.key_window = defs.key_window();
+    }
+
+    /// Applies one epoch's consolidated change of a cell; `false` when its window has passed
+    /// (a late change to a session older than the counts window), which changes nothing.
+    pub fn apply(&mut self, cell: Cell, n: i64, out: &mut Vec<(Cell, i64)>) -> bool {
+        if n == 0 {
+            return true;
+        }
+        let window = cell.window();
+        if !self.floors.keeps(window) {
+            return false;
+        }
+        let group = self.groups.entry(window).or_default();
+        let (before, after) = match group.get_mut(&cell) {
+            Some(count) => {
+                *count += n;
+                (*count - n, *count)
+            }
+            None => {
+                group.insert(cell.clone(), n);
+                (0, n)
+            }
+        };
+        if after == 0 {
+            group.remove(&cell);
+            if group.is_empty() {
+                self.groups.remove(&window);
+            }
+        }
+        match cell.keep() {
+            Keep::Sum => out.push((cell, n)),
+            Keep::Presence => match (before > 0, after > 0) {
+                (false, true) => out.push((cell, 1)),
+                (true, false) => out.push((cell, -1)),
+                _ => {}
+            },
+        }
+        true
+    }
+
+    /// Takes up a new `as_of`: the windows move to the previous one, retracting every cell they
+    /// let go.
+    pub fn advance(&mut self, as_of: i64, config: &ViewConfig, out: &mut Vec<(Cell, i64)>) {
+        let Some(behind) = self.behind.replace(as_of) else { return };
+        let floors = Floors::at(behind, config, self.key_window, self.retention.iter());
+        if floors == self.floors {
+            return;
+        }
+        self.retract(Window::Counts(0)..Window::Counts(floors.counts), out);
+        self.retract(Window::Users(0)..Window::Users(floors.users), out);
+        self.retract(Window::Sessions(0)..Window::Sessions(floors.sessions), out);
+        self.retract(Window::Keys(0)..Window::Keys(floors.keys), out);
+        for (retention, oldest) in floors.cohorts.iter().enumerate() {
+            let retention = retention as u32;
+            self.retract(Window::Cohorts { retention, cohort: 0 }..Window::Cohorts { retention, cohort: *oldest }, out);
+        }
+        self.floors = floors;
+    }
+
+    /// Retracts every cell of the windows in `range`.
+    fn retract(&mut self, range: impl std::ops::RangeBounds<Window>, out: &mut Vec<(Cell, i64)>) {
+        let gone: Vec<Window> = self.groups.range(range).map(|(w, _)| *w).collect();
+        for window in gone {
+            for (cell, n) in self.groups.remove(&window).expect("listed") {
+                let n = match cell.keep() {
+                    Keep::Sum => -n,
+                    Keep::Presence => -1,
+                };
+                out.push((cell, n));
+            }
+        }
+    }
+
+    /// Every cell held, as additions (to fill a fresh read model after a restore).
+    pub fn replay(&self, out: &mut Vec<(Cell, i64)>) {
+        for cells in self.groups.values() {
+            for (cell, n) in cells {
+                let n = match cell.keep() {
+                    Keep::Sum => *n,
+                    Keep::Presence => 1,
+                };
+                out.push((cell.clone(), n));
+            }
+        }
+    }
+
+    pub fn cells(&self) -> usize {
+        self.groups.values().map(|g| g.len()).sum()
+    }
+}
+
+/// What the operator received for one epoch.
+struct Epochs {
+    cap: Capability<Epoch>,
+    changes: FxHashMap<Cell, i64>,
+    controls: Vec<Control>,
+}
+
+fn slot<'a>(pending: &'a mut BTreeMap<Epoch, Epochs>, cap: &Capability<Epoch>) -> &'a mut Epochs {
+    let empty = || Epochs { cap: cap.clone(), changes: FxHashMap::default(), controls: Vec::new() };
+    pending.entry(*cap.time()).or_insert_with(empty)
+}
+
+/// Builds the operator on every worker; cells go to the first `serving` workers (those of the
+/// serving process), which hold them. `store` is fresh or restored (its cells are sent again at
+/// the first epoch). `expired` counts changes that arrived after their window had passed.
+pub fn cells<'s>(
+    changes: StreamVec<'s, Epoch, (Cell, i64)>,
+    control: StreamVec<'s, Epoch, Control>,
+    mut store: CellStore,
+    config: ViewConfig,
+    serving: u64,
+    snapshots: Snapshots,
+    expired: Rc<Shared<u64>>,
+) -> StreamVec<'s, Epoch, (Cell, i64)> {
+    let to_serving = Exchange::new(move |(cell, _): &(Cell, i64)| cell_hash(cell) % serving);
+    changes.binary_frontier(control, to_serving, Pipeline, "Cells", move |initial, _| {
+        let mut restored = (store.cells() > 0).then_some(initial);
+        let mut pending: BTreeMap<Epoch, Epochs> = BTreeMap::new();
+        let mut taken = 0u64;
+        let mut out: Vec<(Cell, i64)> = Vec::new();
+        move |(changes, changes_frontier), (control, control_frontier), output| {
+            if let Some(cap) = restored.take() {
+                store.replay(&mut out);
+                output.session(&cap).give_iterator(out.drain(..));
+            }
+            let port = output.output_index();
+            changes.for_each_stamp(|cap, data| {
+                let Some(cap) = cap.retain_least(port) else { return };
+                let epoch = slot(&mut pending, &cap);
+                for batch in data {
+                    for (cell, n) in batch.drain(..) {
+                        *epoch.changes.entry(cell).or_default() += n;
+                    }
+                }
+            });
+            control.for_each_stamp(|cap, data| {
+                let Some(cap) = cap.retain_least(port) else { return };
+                slot(&mut pending, &cap).controls.extend(data.flat_map(|batch| batch.drain(..)));
+            });
+            let complete = |t: &Epoch| !changes_frontier.less_equal(t) && !control_frontier.less_equal(t);
+            while let Some(entry) = pending.first_entry().filter(|e| complete(e.key())) {
+                let (t, epoch) = entry.remove_entry();
+                snapshots.take("cells", &mut taken, Some(t), || bincode::serialize(&store).expect("serialisable"));
+                let mut time: Option<EngineTime> = None;
+                for c in &epoch.controls {
+                    match c {
+                        Control::Defs(defs) => store.set_defs(defs, &mut out),
+                        Control::Time(t) => time = Some(*t),
+                        Control::Page(..) => {}
+                    }
+                }
+                let mut lost = 0;
+                for (cell, n) in epoch.changes {
+                    lost += !store.apply(cell, n, &mut out) as u64;
+                }
+                if lost > 0 {
+                    expired.set(expired.get() + lost);
+                }
+                if let Some(as_of) = time.and_then(|t| t.as_of) {
+                    store.advance(as_of, &config, &mut out);
+                }
+                if !out.is_empty() {
+                    output.session(&epoch.cap).give_iterator(out.drain(..));
+                }
+            }
+            let upto = match (changes_frontier.frontier().first(), control_frontier.frontier().first()) {
+                (None, None) => None,
+                (a, b) => Some(*a.into_iter().chain(b).min().expect("one is open")),
+            };
+            snapshots.take("cells", &mut taken, upto, || bincode::serialize(&store).expect("serialisable"));
+        }
+    })
+}
