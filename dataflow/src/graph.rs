@@ -27,7 +27,7 @@ use timely::dataflow::{InputHandleVec, ProbeHandle};
 use views::admitted::Admitted;
 use views::control::{Control, Defs, EngineTime};
 use views::snapshot::Snapshots;
-use views::store::CellStore;
+use views::store::{CellStore, Hashed};
 use views::users::{UserStateSizes, Users};
 
 use crate::ingest::Ingest;
@@ -43,9 +43,11 @@ pub struct Restored {
 
 struct Inputs {
     admitted: InputHandleVec<Epoch, Admitted>,
-    changes: InputHandleVec<Epoch, (Cell, i64)>,
+    changes: InputHandleVec<Epoch, (Hashed, i64)>,
     clocks: InputHandleVec<Epoch, WorkerClock>,
-    defs: InputHandleVec<Epoch, Defs>,
+    /// JSON: the definitions' serde attributes are for JSON (skipped empty fields, free-form
+    /// property values), which the binary encoding between processes cannot carry.
+    defs: InputHandleVec<Epoch, Vec<u8>>,
     pages: InputHandleVec<Epoch, (Sym, String)>,
     durable: InputHandleVec<Epoch, (u32, u64)>,
 }
@@ -61,6 +63,7 @@ pub struct Graph {
     /// Cell changes that arrived after their window had passed (counted, not applied).
     pub expired: Rc<Shared<u64>>,
     buffer: Vec<(Cell, i64)>,
+    sending: Vec<(Hashed, i64)>,
 }
 
 impl Graph {
@@ -84,9 +87,9 @@ impl Graph {
         let Restored { users, store, keeper } = restored;
         let (admitted, changes, clocks, defs, pages, durable, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
             let (admitted_in, admitted) = scope.new_input::<Vec<Admitted>>();
-            let (changes_in, changes) = scope.new_input::<Vec<(Cell, i64)>>();
+            let (changes_in, changes) = scope.new_input::<Vec<(Hashed, i64)>>();
             let (clocks_in, clocks) = scope.new_input::<Vec<WorkerClock>>();
-            let (defs_in, defs) = scope.new_input::<Vec<Defs>>();
+            let (defs_in, defs) = scope.new_input::<Vec<Vec<u8>>>();
             let (pages_in, pages) = scope.new_input::<Vec<(Sym, String)>>();
             let (durable_in, durable) = scope.new_input::<Vec<(u32, u64)>>();
             let latest = time.clone();
@@ -94,13 +97,20 @@ impl Graph {
             // The read side learns the clock from worker 0's copy, as a cell.
             let mut before = restored_time;
             let clock = engine_time.clone().flat_map(move |t| {
-                let cells: Vec<(Cell, i64)> = if index == 0 { clock_cells(before, t).collect() } else { Vec::new() };
+                let cells: Vec<(Hashed, i64)> = if index == 0 {
+                    clock_cells(before, t).map(|(c, n)| (Hashed::new(c), n)).collect()
+                } else {
+                    Vec::new()
+                };
                 before = Some(t);
                 cells
             });
             let control = engine_time
                 .map(Control::Time)
-                .concat(defs.broadcast().map(|d| Control::Defs(Arc::new(d))))
+                .concat(defs.broadcast().map(|json| {
+                    let defs: Defs = serde_json::from_slice(&json).expect("definitions sent as JSON by worker 0");
+                    Control::Defs(Arc::new(defs))
+                }))
                 .concat(pages.broadcast().map(|(sym, text)| Control::Page(sym, text)));
             let per_user =
                 views::users::operator::users(admitted, control.clone(), users, snapshots.clone(), sizes.clone());
@@ -108,17 +118,23 @@ impl Graph {
             let cells = views::store::cells(all, control, store, views.clone(), serving, snapshots, expired.clone());
             let (probe, cells) = cells.probe();
             cells.capture_into(capture);
+            // Workers may skip different labels: the newest one every worker has made durable.
             let everywhere = durable_everywhere.clone();
-            let mut newest: BTreeMap<u32, u64> = BTreeMap::new();
+            let mut written: BTreeMap<u32, std::collections::BTreeSet<u64>> = BTreeMap::new();
             durable.broadcast().sink(Pipeline, "Durable", move |(input, _)| {
                 input.for_each(|_, data| {
                     for (worker, label) in data.drain(..) {
-                        let entry = newest.entry(worker).or_insert(label);
-                        *entry = (*entry).max(label);
+                        written.entry(worker).or_default().insert(label);
                     }
                 });
-                if newest.len() == peers {
-                    everywhere.set(newest.values().min().copied());
+                if written.len() == peers {
+                    let mut sets = written.values();
+                    let first = sets.next().expect("peers > 0");
+                    let rest: Vec<_> = sets.collect();
+                    if let Some(&label) = first.iter().rev().find(|l| rest.iter().all(|s| s.contains(l))) {
+                        everywhere.set(Some(label));
+                        written.values_mut().for_each(|s| *s = s.split_off(&label));
+                    }
                 }
             });
             (admitted_in, changes_in, clocks_in, defs_in, pages_in, durable_in, probe)
@@ -131,6 +147,7 @@ impl Graph {
             durable_everywhere,
             expired,
             buffer: Vec::new(),
+            sending: Vec::new(),
         }
     }
 
@@ -160,13 +177,14 @@ impl Graph {
     }
 
     pub fn send_changes(&mut self, ingest: &mut Ingest) {
-        let mut buffer = std::mem::take(&mut self.buffer);
+        let (mut buffer, mut sending) = (std::mem::take(&mut self.buffer), std::mem::take(&mut self.sending));
         ingest.flush(&mut buffer);
-        if !buffer.is_empty() {
-            self.inputs().changes.send_batch(&mut buffer);
-            buffer.clear();
+        sending.extend(views::store::hashed(&mut buffer));
+        if !sending.is_empty() {
+            self.inputs().changes.send_batch(&mut sending);
+            sending.clear();
         }
-        self.buffer = buffer;
+        (self.buffer, self.sending) = (buffer, sending);
     }
 
     pub fn send_pages(&mut self, pages: &mut Vec<(Sym, String)>) {
@@ -181,7 +199,7 @@ impl Graph {
     }
 
     pub fn send_defs(&mut self, defs: Defs) {
-        self.inputs().defs.send(defs);
+        self.inputs().defs.send(serde_json::to_vec(&defs).expect("definitions serialise"));
     }
 
     pub fn send_durable(&mut self, worker: u32, label: u64) {

@@ -101,8 +101,8 @@ impl Ingest {
         ord: u64,
     ) {
         let decoded = self.prepare(decoded);
-        if let Some(d) = self.admit(clock, decoded, source, raw, now_ms) {
-            self.add(&d, ord);
+        if self.admit(clock, &decoded, source, raw, now_ms) {
+            self.add(decoded.as_ref().expect("admitted"), ord);
         }
     }
 
@@ -116,16 +116,22 @@ impl Ingest {
 
     /// The part that must follow the partition's order: the clock's decision, or the rejection.
     /// The caller then counts an admitted event with [`Self::add`] (in any order).
-    pub fn admit<'a>(
+    pub fn admit(
         &mut self,
         clock: &mut PartitionClock,
-        decoded: Result<Decoded<'a>, Rejection>,
+        decoded: &Result<Decoded<'_>, Rejection>,
         source: &Coords<'_>,
         raw: &[u8],
         now_ms: i64,
-    ) -> Option<Decoded<'a>> {
-        let floor = self.as_of;
-        let admitted = decoded.and_then(|d| match floor {
+    ) -> bool {
+        let d = match decoded {
+            Ok(d) => d,
+            Err(rejection) => {
+                self.reject(rejection, source, raw, now_ms);
+                return false;
+            }
+        };
+        let verdict = match self.as_of {
             // Published as complete: an older event may no longer change the views.
             Some(as_of) if d.event.ts < as_of => Err(Rejection::new(
                 Reason::TooLate,
@@ -135,13 +141,13 @@ impl Ingest {
                     schema::time::rfc3339(as_of)
                 ),
             )),
-            _ => clock.admit(d.event.ts, d.event_id, self.lateness_ms, now_ms).map(|_| d),
-        });
-        match admitted {
-            Ok(d) => Some(d),
+            _ => clock.admit(d.event.ts, d.event_id, self.lateness_ms, now_ms),
+        };
+        match verdict {
+            Ok(()) => true,
             Err(rejection) => {
                 self.reject(&rejection, source, raw, now_ms);
-                None
+                false
             }
         }
     }

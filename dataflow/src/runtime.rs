@@ -121,6 +121,9 @@ impl Engine {
             processes,
             serving: self.serves(),
         };
+        if processes > 1 {
+            exit_when_a_peer_is_gone();
+        }
         let mut timely_config = if processes > 1 {
             timely::Config {
                 communication: timely::CommunicationConfig::Cluster {
@@ -306,7 +309,12 @@ impl WorkerSetup {
                 // The inputs now hold every epoch up to this one: their positions stand for the
                 // labels up to the next.
                 let upto = (!finished).then_some(next);
-                let due = if taken == FINAL { Vec::new() } else { snapshots.labels(taken, upto) };
+                let mut due = if taken == FINAL { Vec::new() } else { snapshots.labels(taken, upto) };
+                // A write still in progress: skip these labels here (not the final one). Every
+                // worker lists what it wrote, and a restart resumes a label all of them hold.
+                if writer.as_ref().is_some_and(|w| w.busy()) && upto.is_some() {
+                    due.drain(..).for_each(|label| snapshots.skip(label));
+                }
                 if !due.is_empty() {
                     let checkpoint = source.checkpoint();
                     let bytes = bincode::serialize(&checkpoint).expect("serialisable");
@@ -395,6 +403,33 @@ impl WorkerSetup {
         }
         Ok(())
     }
+}
+
+/// A process of the cluster that dies takes the computation with it: timely's network threads
+/// panic ("timely communication error"), and the workers would wait for the dead peer's progress
+/// for ever. Exit instead, with a message, so that a supervisor restarts the process and the
+/// cluster resumes from its snapshots.
+fn exit_when_a_peer_is_gone() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if message.contains("timely communication error") {
+                tracing::error!(
+                    error = message,
+                    "lost the connection to another process of the cluster; exiting: restart every process of the cluster and it resumes from its snapshots"
+                );
+                std::process::exit(3);
+            }
+            previous(info);
+        }));
+    });
 }
 
 fn user_state(s: UserStateSizes) -> UserState {

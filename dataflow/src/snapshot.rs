@@ -186,8 +186,8 @@ struct Queue {
 }
 
 /// Writes one worker's snapshots on a thread of its own: the worker only serialises them in
-/// memory; the file write and fsync, which grow with the state, do not stall ingestion. At most
-/// two snapshots wait: a third waits for the first (memory stays bounded).
+/// memory; the file write and fsync, which grow with the state, do not stall ingestion. While a
+/// write is in progress the worker skips labels (see `busy`), so at most one waits.
 pub struct Writer {
     jobs: Option<mpsc::Sender<(Label, Vec<u8>)>>,
     /// 1 + the epoch of the newest durable snapshot of this run (0: none yet).
@@ -222,7 +222,12 @@ impl Writer {
         Writer { jobs: Some(jobs), durable, queue, thread: Some(thread) }
     }
 
-    /// Queues this worker's parts at `label` for writing.
+    /// Whether a snapshot is being written (the worker skips the labels that come meanwhile).
+    pub fn busy(&self) -> bool {
+        self.queue.0.lock().jobs > 0
+    }
+
+    /// Queues this worker's parts at `label` for writing (waits while two are queued).
     pub fn submit(&self, shape: &Shape, label: Label, parts: &BTreeMap<&str, Vec<u8>>) -> Result<(), SnapshotError> {
         let mut q = self.queue.0.lock();
         while q.jobs >= 2 && q.failed.is_none() {

@@ -10,7 +10,7 @@ use schema::funnels::{FunnelDef, FunnelRegistry, FunnelStat, MS_PER_DAY};
 use schema::registry::{Definition, Registry};
 
 /// Funnel aggregates of one funnel: (breakdown value, start day, stat) -> users.
-pub type FunnelCells = HashMap<(Sym, u32, FunnelStat), i64>;
+pub type FunnelCells = rustc_hash::FxHashMap<(Sym, u32, FunnelStat), i64>;
 
 fn ratio(a: i64, b: i64) -> f64 {
     if b == 0 {
@@ -130,7 +130,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 fn cells_of<'t>(tables: &'t Tables, index: u32) -> std::borrow::Cow<'t, FunnelCells> {
     match tables.funnels.get(&index) {
         Some(c) => std::borrow::Cow::Borrowed(c),
-        None => std::borrow::Cow::Owned(FunnelCells::new()),
+        None => std::borrow::Cow::Owned(FunnelCells::default()),
     }
 }
 

@@ -126,6 +126,7 @@ impl ReadModel {
     /// Applies every update of the epochs up to `epoch` and publishes the result.
     pub fn publish(&self, epoch: u64, updates: impl IntoIterator<Item = (Cell, i64)>) {
         let mut tables = self.tables.write();
+        tables.track_changes = self.changes.receiver_count() > 0;
         for (row, diff) in updates {
             tables.apply(row, diff);
         }

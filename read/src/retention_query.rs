@@ -29,7 +29,7 @@ fn percent(part: i64, whole: i64) -> f64 {
 
 /// The matrix of one definition (registry index `index`) at the tables' `as_of`.
 pub fn matrix(tables: &Tables, index: u32, r: &RetentionDef, mode: ReturnMode, value: Option<&str>) -> RetentionMatrix {
-    let empty = HashMap::new();
+    let empty = rustc_hash::FxHashMap::default();
     let cells = tables.retention.get(&index).unwrap_or(&empty);
     let Some(now) = tables.clock().1.map(|as_of| r.period_of(as_of)) else {
         return RetentionMatrix { mode, breakdown_value: value.map(str::to_string), ..empty_matrix(mode) };

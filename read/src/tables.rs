@@ -1,8 +1,11 @@
 //! The accumulated rows of every view at one frontier: what a snapshot reads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
+
+// Cells are hashes already (symbols) or small keys: a fast hasher, not SipHash.
+type HashMap<K, V> = FxHashMap<K, V>;
 
 use schema::alert_rules::KeyKind;
 
@@ -54,8 +57,10 @@ pub struct Tables {
     pub epoch: u64,
     /// `as_of` at the last publish.
     pub published_as_of: Option<i64>,
-    /// Count cells changed since the last publish, for the change stream.
+    /// Count cells changed since the last publish, for the change stream (kept only while
+    /// someone listens: `track_changes`).
     pub(crate) touched: Vec<(Dim, Sym, Minute)>,
+    pub(crate) track_changes: bool,
 }
 
 impl Tables {
@@ -67,7 +72,9 @@ impl Tables {
                 if series.is_empty() {
                     self.counts.remove(&(dim, key));
                 }
-                self.touched.push((dim, key, minute));
+                if self.track_changes {
+                    self.touched.push((dim, key, minute));
+                }
             }
             Cell::UserMinute { minute, user } => {
                 let users = self.user_minutes.entry(minute).or_default();

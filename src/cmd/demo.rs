@@ -102,7 +102,7 @@ pub fn spawn_kafka_engine(
     let idle = std::time::Duration::from_secs(config.engine.idle_seconds);
     let sources: SourceFactory = KafkaSource::factory(&kafka, idle)?;
     let sinks = super::kafka_sinks(&config.kafka)?;
-    if let Some(dir) = &config.engine.state_dir {
+    if let Some(dir) = config.engine.state_dir.as_ref().filter(|_| engine.serves()) {
         // Funnels, retention and alert rules added through the API come back after a restart, in the order
         // the snapshot's results refer to.
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -64,10 +64,14 @@ pub fn main(config: Config, args: Args) -> Result<()> {
     }
     if let Some(path) = args.dump {
         let file = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
-        serde_json::to_writer_pretty(std::io::BufWriter::new(file), &engine.read_model.dump())?;
+        let mut out = std::io::BufWriter::new(file);
+        serde_json::to_writer_pretty(&mut out, &engine.read_model.dump())?;
+        std::io::Write::flush(&mut out)?;
         eprintln!("wrote {}", path.display());
     }
-    Ok(())
+    // Everything is written: end here rather than free the views' state (seconds after a big
+    // replay, for nothing).
+    std::process::exit(0)
 }
 
 struct Abort(Arc<std::sync::atomic::AtomicBool>);

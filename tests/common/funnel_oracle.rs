@@ -178,7 +178,7 @@ pub fn dump(spec: &Spec, accepted: &[Accepted], as_of: Option<i64>) -> BTreeMap<
     let users = retained(spec, accepted, as_of);
     let mut out = BTreeMap::new();
     for (index, def) in cfg.funnels.iter().enumerate() {
-        let mut cells = FunnelCells::new();
+        let mut cells = FunnelCells::default();
         let mut open = Vec::new();
         let mut names: HashMap<u64, String> = HashMap::new();
         for (user, events) in &users {

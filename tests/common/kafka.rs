@@ -51,6 +51,51 @@ pub fn produce_at(brokers: &str, topic: &str, records: &[(String, Vec<u8>)], tim
     producer.flush(Duration::from_secs(30)).expect("all records acknowledged");
 }
 
+/// Produces `(partition, key, payload)` records to their partitions, in order, acknowledged.
+pub fn produce_to(brokers: &str, topic: &str, records: &[(i32, String, Vec<u8>)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for (partition, key, payload) in records {
+        let mut record = BaseRecord::to(topic).key(key.as_str()).payload(payload.as_slice()).partition(*partition);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("all records acknowledged");
+}
+
+/// A hosts file for a timely cluster of `processes` on loopback ports.
+pub fn hosts_file(dir: &Path, processes: usize) -> std::path::PathBuf {
+    let path = dir.join("hosts");
+    let lines: Vec<String> = (0..processes).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+/// Process `process` of a cluster described by `hosts`, each process with `workers` workers.
+pub fn cluster_command(
+    brokers: &str,
+    port: u16,
+    state_dir: &Path,
+    hosts: &Path,
+    process: usize,
+    workers: usize,
+) -> Command {
+    let (hosts, process) = (hosts.display().to_string(), process.to_string());
+    run_command_with(brokers, port, state_dir, "", workers, &["--hosts", &hosts, "--process", &process])
+}
+
 /// Records split by partition, in produce order: what the reference replays per partition.
 pub fn by_partition(records: &[(String, Vec<u8>)]) -> Vec<Vec<Vec<u8>>> {
     let mut parts = vec![Vec::new(); PARTITIONS as usize];
@@ -98,9 +143,21 @@ pub fn spawn_run_with(brokers: &str, port: u16, state_dir: &Path, dead_letter_to
 
 /// The `clickflow run` command line, configured through the environment as a user would.
 pub fn run_command(brokers: &str, port: u16, state_dir: &Path, dead_letter_topic: &str, args: &[&str]) -> Command {
+    run_command_with(brokers, port, state_dir, dead_letter_topic, 2, args)
+}
+
+/// [`run_command`] with `workers` worker threads.
+pub fn run_command_with(
+    brokers: &str,
+    port: u16,
+    state_dir: &Path,
+    dead_letter_topic: &str,
+    workers: usize,
+    args: &[&str],
+) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_clickflow"));
     command
-        .args(["run", "--workers", "2", "--config", super::EXAMPLE_CONFIG])
+        .args(["run", "--workers", &workers.to_string(), "--config", super::EXAMPLE_CONFIG])
         .args(args)
         .env("CLICKFLOW__KAFKA__BROKERS", brokers)
         .env("CLICKFLOW__KAFKA__DEAD_LETTER_TOPIC", dead_letter_topic)
@@ -109,7 +166,7 @@ pub fn run_command(brokers: &str, port: u16, state_dir: &Path, dead_letter_topic
         .env("CLICKFLOW__ENGINE__SNAPSHOT_SECONDS", "1")
         .env("CLICKFLOW__ENGINE__IDLE_SECONDS", "1")
         .env("CLICKFLOW__ENGINE__EPOCH_MS", "20")
-        .env("CLICKFLOW_LOG", "warn")
+        .env("CLICKFLOW_LOG", std::env::var("TEST_CLICKFLOW_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::null());
     command
 }

@@ -22,6 +22,18 @@ struct Counting {
     kinds: Vec<(KeyKind, i64)>,
     /// Distinct users of one IP in one minute at which its text is sent; `None`: not counted.
     ip_users: Option<u32>,
+    /// A key's text is sent once per this many minutes (the longest window a rule reads):
+    /// every window that can fire holds it.
+    text_minutes: u32,
+}
+
+/// One key's count in one minute on this worker: what was sent, what this epoch adds, and
+/// whether its text went out.
+#[derive(Clone, Copy, Default, Serialize, Deserialize)]
+struct Count {
+    sent: i64,
+    pending: i64,
+    text: bool,
 }
 
 /// This worker's per-key state: what it counted per minute (for the text thresholds) and what it
@@ -30,14 +42,16 @@ struct Counting {
 pub struct KeyCounts {
     #[serde(skip)]
     counting: Counting,
-    counts: BTreeMap<Minute, FxHashMap<(KeyKind, Sym), i64>>,
+    counts: FxHashMap<(KeyKind, Sym, Minute), Count>,
+    /// The keys of `counts` by minute, to let minutes go.
+    by_minute: BTreeMap<Minute, Vec<(KeyKind, Sym)>>,
+    /// Counts changed this epoch.
+    touched: Vec<(KeyKind, Sym, Minute)>,
     ip_users: BTreeMap<Minute, FxHashSet<(Sym, UserId)>>,
     /// Distinct users per IP and minute (this worker's), for the text threshold.
     ip_user_counts: BTreeMap<Minute, FxHashMap<Sym, u32>>,
+    /// Texts sent, by the last minute of their period.
     texts: BTreeMap<Minute, FxHashSet<Sym>>,
-    /// This epoch's counts, sent at its end.
-    #[serde(skip)]
-    pending: FxHashMap<(KeyKind, Sym, Minute), i64>,
 }
 
 /// A firing key has more than `limit` events over `window` minutes and `peers` workers, so some
@@ -77,7 +91,8 @@ impl KeyCounts {
         }
         let mut kinds: Vec<(KeyKind, i64)> = kinds.into_iter().collect();
         kinds.sort();
-        self.counting = Counting { kinds, ip_users };
+        let text_minutes = rules.iter().map(|r| r.def.when.key_window()).max().unwrap_or(1).max(1);
+        self.counting = Counting { kinds, ip_users, text_minutes };
     }
 
     /// Counts one event (texts of busy keys go to `out` at once).
@@ -86,6 +101,9 @@ impl KeyCounts {
             return;
         }
         let ip = e.ip.as_ref().map(|(sym, text)| (*sym, text.as_str()));
+        // The text covers the rules' whole window from this minute's period on.
+        let span = self.counting.text_minutes;
+        let text_minute = (minute / span + 1) * span - 1;
         for (kind, threshold) in &self.counting.kinds {
             if kind.event != NONE && kind.event != e.event.name {
                 continue;
@@ -97,15 +115,21 @@ impl KeyCounts {
                 KeyField::Device => (e.event.device != NONE).then_some((e.event.device, "")),
             };
             let Some((key, text)) = key else { continue };
-            let pending = self.pending.entry((*kind, key, minute)).or_default();
-            *pending += 1;
-            if *threshold == i64::MAX || text.is_empty() {
-                continue;
+            let (by_minute, touched) = (&mut self.by_minute, &mut self.touched);
+            let count = self.counts.entry((*kind, key, minute)).or_insert_with(|| {
+                by_minute.entry(minute).or_default().push((*kind, key));
+                Count::default()
+            });
+            if count.pending == 0 {
+                touched.push((*kind, key, minute));
             }
-            let counted = self.counts.get(&minute).and_then(|c| c.get(&(*kind, key))).copied().unwrap_or(0);
-            // From the threshold on (a rule added later may lower it): once per minute.
-            if counted + *pending >= *threshold && self.texts.entry(minute).or_default().insert(key) {
-                out.push((Cell::KeyText { sym: key, text: text.to_string(), minute }, 1));
+            count.pending += 1;
+            // From the threshold on (a rule added later may lower it): once per period.
+            if !count.text && *threshold != i64::MAX && !text.is_empty() && count.sent + count.pending >= *threshold {
+                count.text = true;
+                if self.texts.entry(text_minute).or_default().insert(key) {
+                    out.push((Cell::KeyText { sym: key, text: text.to_string(), minute: text_minute }, 1));
+                }
             }
         }
         if let (Some(threshold), Some((ip, text))) = (self.counting.ip_users, ip) {
@@ -113,8 +137,8 @@ impl KeyCounts {
                 out.push((Cell::IpUser { minute, ip, user: e.event.user }, 1));
                 let users = self.ip_user_counts.entry(minute).or_default().entry(ip).or_default();
                 *users += 1;
-                if *users >= threshold && self.texts.entry(minute).or_default().insert(ip) {
-                    out.push((Cell::KeyText { sym: ip, text: text.to_string(), minute }, 1));
+                if *users >= threshold && self.texts.entry(text_minute).or_default().insert(ip) {
+                    out.push((Cell::KeyText { sym: ip, text: text.to_string(), minute: text_minute }, 1));
                 }
             }
         }
@@ -122,15 +146,21 @@ impl KeyCounts {
 
     /// Sends this epoch's counts.
     pub fn flush(&mut self, out: &mut Vec<(Cell, i64)>) {
-        for ((kind, key, minute), n) in self.pending.drain() {
-            out.push((Cell::Keyed { kind, key, minute }, n));
-            *self.counts.entry(minute).or_default().entry((kind, key)).or_default() += n;
+        for (kind, key, minute) in self.touched.drain(..) {
+            let count = self.counts.get_mut(&(kind, key, minute)).expect("touched counts are kept");
+            out.push((Cell::Keyed { kind, key, minute }, count.pending));
+            count.sent += std::mem::take(&mut count.pending);
         }
     }
 
     /// Forgets minutes before `from` (the cells operator lets their cells go at the same floor).
     pub fn expire(&mut self, from: Minute) {
-        self.counts = self.counts.split_off(&from);
+        let kept = self.by_minute.split_off(&from);
+        for (minute, keys) in std::mem::replace(&mut self.by_minute, kept) {
+            for (kind, key) in keys {
+                self.counts.remove(&(kind, key, minute));
+            }
+        }
         self.ip_users = self.ip_users.split_off(&from);
         self.ip_user_counts = self.ip_user_counts.split_off(&from);
         self.texts = self.texts.split_off(&from);

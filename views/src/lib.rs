@@ -16,3 +16,9 @@ pub mod store;
 pub mod traffic;
 pub mod userlog;
 pub mod users;
+
+/// Drops a large value on a thread of its own: a worker that is done should not spend seconds
+/// freeing its state while the process waits for it (a replay exits right after).
+pub fn drop_elsewhere<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new().name("drop".into()).spawn(move || drop(value));
+}

@@ -18,6 +18,9 @@ pub const FINAL: u64 = u64::MAX;
 struct Inner {
     every: u64,
     parts: BTreeMap<u64, BTreeMap<&'static str, Vec<u8>>>,
+    /// Labels this worker skips (its writer was still busy with the previous one): its
+    /// operators do not serialise their state for them.
+    skipped: std::collections::BTreeSet<u64>,
 }
 
 /// Shared by the operators of one worker and its runtime loop.
@@ -27,22 +30,32 @@ pub struct Snapshots(Rc<RefCell<Inner>>);
 impl Snapshots {
     /// Snapshots every `every` epochs (0: never).
     pub fn new(every: u64) -> Snapshots {
-        Snapshots(Rc::new(RefCell::new(Inner { every, parts: BTreeMap::new() })))
+        Snapshots(Rc::new(RefCell::new(Inner { every, ..Inner::default() })))
     }
 
-    /// The labels in `[from, upto)`, or [`FINAL`] when `upto` is `None` (the input has ended).
+    /// The labels in `[from, upto)`, or [`FINAL`] when `upto` is `None` (the input has ended),
+    /// without the skipped ones.
     pub fn labels(&self, from: u64, upto: Option<u64>) -> Vec<u64> {
-        let every = self.0.borrow().every;
-        if every == 0 {
+        let inner = self.0.borrow();
+        if inner.every == 0 {
             return Vec::new();
         }
         match upto {
             None => vec![FINAL],
             Some(upto) => {
-                let first = from.div_ceil(every).max(1) * every;
-                (first..upto).step_by(every as usize).collect()
+                let first = from.div_ceil(inner.every).max(1) * inner.every;
+                (first..upto).step_by(inner.every as usize).filter(|l| !inner.skipped.contains(l)).collect()
             }
         }
+    }
+
+    /// This worker skips `label` (decided when its inputs pass it, before any operator can).
+    pub fn skip(&self, label: u64) {
+        let mut inner = self.0.borrow_mut();
+        inner.skipped.insert(label);
+        // Operators have passed every label well before this one.
+        let keep = label.saturating_sub(inner.every.saturating_mul(64));
+        inner.skipped = inner.skipped.split_off(&keep);
     }
 
     /// Records `part` of the state for every label in `[*taken, upto)` (or [`FINAL`]) and moves

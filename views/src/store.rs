@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
-use rustc_hash::FxHashMap;
 use schema::cells::{Cell, Floors, Keep, Window};
 use schema::{Epoch, ViewConfig};
 use serde::{Deserialize, Serialize};
@@ -23,17 +22,52 @@ use timely::dataflow::StreamVec;
 use crate::control::{Control, Defs, EngineTime};
 use crate::snapshot::Snapshots;
 
-/// The routing hash of a cell: stable across processes (no random seed).
-pub fn cell_hash(cell: &Cell) -> u64 {
-    let mut h = rustc_hash::FxHasher::default();
-    cell.hash(&mut h);
-    h.finish()
+/// A cell change on its way to the cells operator: the cell with its hash, computed once where
+/// the change is made (the exchange routes by it, the operator's maps look it up by it). The hash
+/// is stable across processes (no random seed).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hashed {
+    pub hash: u64,
+    pub cell: Cell,
+}
+
+impl Hashed {
+    pub fn new(cell: Cell) -> Hashed {
+        let mut h = rustc_hash::FxHasher::default();
+        cell.hash(&mut h);
+        Hashed { hash: h.finish(), cell }
+    }
+}
+
+impl PartialEq for Hashed {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.cell == other.cell
+    }
+}
+
+impl Eq for Hashed {}
+
+impl Hash for Hashed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Maps keyed by [`Hashed`]: its hash is the hash.
+type CellMap = std::collections::HashMap<Hashed, i64, schema::ids::BuildIdHasher>;
+
+/// Cell changes as producers send them.
+pub type Changes = Vec<(Hashed, i64)>;
+
+/// Hashes every change of `out` into `changes`.
+pub fn hashed(out: &mut Vec<(Cell, i64)>) -> impl Iterator<Item = (Hashed, i64)> + '_ {
+    out.drain(..).map(|(cell, n)| (Hashed::new(cell), n))
 }
 
 /// What one worker holds: its share of the cells, by window.
 #[derive(Default, Serialize, Deserialize)]
 pub struct CellStore {
-    groups: BTreeMap<Window, FxHashMap<Cell, i64>>,
+    groups: BTreeMap<Window, CellMap>,
     floors: Floors,
     /// Fingerprints of the retention definitions the cohort cells were computed under.
     cohorts: Vec<u64>,
@@ -67,11 +101,11 @@ impl CellStore {
 
     /// Applies one epoch's consolidated change of a cell; `false` when its window has passed
     /// (a late change to a session older than the counts window), which changes nothing.
-    pub fn apply(&mut self, cell: Cell, n: i64, out: &mut Vec<(Cell, i64)>) -> bool {
+    pub fn apply(&mut self, cell: Hashed, n: i64, out: &mut Vec<(Cell, i64)>) -> bool {
         if n == 0 {
             return true;
         }
-        let window = cell.window();
+        let window = cell.cell.window();
         if !self.floors.keeps(window) {
             return false;
         }
@@ -92,11 +126,12 @@ impl CellStore {
                 self.groups.remove(&window);
             }
         }
-        match cell.keep() {
-            Keep::Sum => out.push((cell, n)),
+        let keep = cell.cell.keep();
+        match keep {
+            Keep::Sum => out.push((cell.cell, n)),
             Keep::Presence => match (before > 0, after > 0) {
-                (false, true) => out.push((cell, 1)),
-                (true, false) => out.push((cell, -1)),
+                (false, true) => out.push((cell.cell, 1)),
+                (true, false) => out.push((cell.cell, -1)),
                 _ => {}
             },
         }
@@ -127,11 +162,11 @@ impl CellStore {
         let gone: Vec<Window> = self.groups.range(range).map(|(w, _)| *w).collect();
         for window in gone {
             for (cell, n) in self.groups.remove(&window).expect("listed") {
-                let n = match cell.keep() {
+                let n = match cell.cell.keep() {
                     Keep::Sum => -n,
                     Keep::Presence => -1,
                 };
-                out.push((cell, n));
+                out.push((cell.cell, n));
             }
         }
     }
@@ -140,11 +175,11 @@ impl CellStore {
     pub fn replay(&self, out: &mut Vec<(Cell, i64)>) {
         for cells in self.groups.values() {
             for (cell, n) in cells {
-                let n = match cell.keep() {
+                let n = match cell.cell.keep() {
                     Keep::Sum => *n,
                     Keep::Presence => 1,
                 };
-                out.push((cell.clone(), n));
+                out.push((cell.cell.clone(), n));
             }
         }
     }
@@ -157,12 +192,12 @@ impl CellStore {
 /// What the operator received for one epoch.
 struct Epochs {
     cap: Capability<Epoch>,
-    changes: FxHashMap<Cell, i64>,
+    changes: CellMap,
     controls: Vec<Control>,
 }
 
 fn slot<'a>(pending: &'a mut BTreeMap<Epoch, Epochs>, cap: &Capability<Epoch>) -> &'a mut Epochs {
-    let empty = || Epochs { cap: cap.clone(), changes: FxHashMap::default(), controls: Vec::new() };
+    let empty = || Epochs { cap: cap.clone(), changes: CellMap::default(), controls: Vec::new() };
     pending.entry(*cap.time()).or_insert_with(empty)
 }
 
@@ -170,21 +205,23 @@ fn slot<'a>(pending: &'a mut BTreeMap<Epoch, Epochs>, cap: &Capability<Epoch>) -
 /// serving process), which hold them. `store` is fresh or restored (its cells are sent again at
 /// the first epoch). `expired` counts changes that arrived after their window had passed.
 pub fn cells<'s>(
-    changes: StreamVec<'s, Epoch, (Cell, i64)>,
+    changes: StreamVec<'s, Epoch, (Hashed, i64)>,
     control: StreamVec<'s, Epoch, Control>,
-    mut store: CellStore,
+    store: CellStore,
     config: ViewConfig,
     serving: u64,
     snapshots: Snapshots,
     expired: Rc<Shared<u64>>,
 ) -> StreamVec<'s, Epoch, (Cell, i64)> {
-    let to_serving = Exchange::new(move |(cell, _): &(Cell, i64)| cell_hash(cell) % serving);
+    let to_serving = Exchange::new(move |(cell, _): &(Hashed, i64)| cell.hash % serving);
     changes.binary_frontier(control, to_serving, Pipeline, "Cells", move |initial, _| {
         let mut restored = (store.cells() > 0).then_some(initial);
+        let mut held = Some(store);
         let mut pending: BTreeMap<Epoch, Epochs> = BTreeMap::new();
         let mut taken = 0u64;
         let mut out: Vec<(Cell, i64)> = Vec::new();
         move |(changes, changes_frontier), (control, control_frontier), output| {
+            let Some(store) = held.as_mut() else { return };
             if let Some(cap) = restored.take() {
                 store.replay(&mut out);
                 output.session(&cap).give_iterator(out.drain(..));
@@ -206,7 +243,7 @@ pub fn cells<'s>(
             let complete = |t: &Epoch| !changes_frontier.less_equal(t) && !control_frontier.less_equal(t);
             while let Some(entry) = pending.first_entry().filter(|e| complete(e.key())) {
                 let (t, epoch) = entry.remove_entry();
-                snapshots.take("cells", &mut taken, Some(t), || bincode::serialize(&store).expect("serialisable"));
+                snapshots.take("cells", &mut taken, Some(t), || bincode::serialize(&*store).expect("serialisable"));
                 let mut time: Option<EngineTime> = None;
                 for c in &epoch.controls {
                     match c {
@@ -233,7 +270,10 @@ pub fn cells<'s>(
                 (None, None) => None,
                 (a, b) => Some(*a.into_iter().chain(b).min().expect("one is open")),
             };
-            snapshots.take("cells", &mut taken, upto, || bincode::serialize(&store).expect("serialisable"));
+            snapshots.take("cells", &mut taken, upto, || bincode::serialize(&*store).expect("serialisable"));
+            if upto.is_none() {
+                crate::drop_elsewhere(held.take());
+            }
         }
     })
 }

@@ -136,7 +136,7 @@ pub struct FileSource {
     last_clock: Option<PartitionClock>,
     /// Recycled allocations for a chunk's decode results and its admitted events.
     decoded: Vec<Result<Decoded<'static>, Rejection>>,
-    admitted: Vec<(u64, Decoded<'static>)>,
+    admitted: Vec<u32>,
 }
 
 impl FileSource {
@@ -156,18 +156,24 @@ impl FileSource {
             self.shared.turn_changed.wait(&mut turn.turn);
         }
         let clock = &mut turn.turn.1;
-        let mut admitted = recycle(std::mem::take(&mut self.admitted));
-        for ((line, raw), result) in lines.iter().zip(decoded.drain(..)) {
+        // Only the clock's decision is taken in turn; decoded events stay where they are.
+        let mut admitted = std::mem::take(&mut self.admitted);
+        for (i, ((line, raw), result)) in lines.iter().zip(decoded.iter()).enumerate() {
             let coords = Coords::File { file: &self.shared.name, line: *line };
-            admitted.extend(ingest.admit(clock, result, &coords, raw, now).map(|d| (*line, d)));
+            if ingest.admit(clock, result, &coords, raw, now) {
+                admitted.push(i as u32);
+            }
         }
         self.last_clock = Some(clock.time_only());
         drop(turn);
         // Counting needs no order: it runs while the next chunk's turn goes on.
-        for (line, d) in &admitted {
-            ingest.add(d, views::admitted::ord(0, *line));
+        for &i in &admitted {
+            let d = decoded[i as usize].as_ref().expect("admitted");
+            ingest.add(d, views::admitted::ord(0, lines[i as usize].0));
         }
-        self.admitted = recycle(admitted);
+        admitted.clear();
+        decoded.clear();
+        self.admitted = admitted;
         self.shared.lines_done.fetch_add(lines.len() as u64, Ordering::Relaxed);
         self.decoded = recycle(decoded);
         self.shared.spare.lock().push(chunk.bytes);

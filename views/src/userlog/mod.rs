@@ -49,7 +49,7 @@ struct UserLog {
     dirty: u64,
     /// Reported results per funnel (by registry index): the user's best attempt, or each
     /// session's for funnels over sessions.
-    results: SmallVec<[SmallVec<[Attempt; 1]>; 2]>,
+    results: Vec<SmallVec<[Attempt; 1]>>,
     /// Path edges as last reported (sorted), and whether they need recomputing.
     edges: Vec<(Sym, Sym)>,
     edges_dirty: bool,

@@ -19,6 +19,7 @@ use super::{UserStateSizes, Users};
 use crate::admitted::Admitted;
 use crate::control::{Control, EngineTime};
 use crate::snapshot::Snapshots;
+use crate::store::{hashed, Hashed};
 
 /// What the operator received for one epoch.
 struct Epochs {
@@ -32,12 +33,13 @@ struct Epochs {
 pub fn users<'s>(
     events: StreamVec<'s, Epoch, Admitted>,
     control: StreamVec<'s, Epoch, Control>,
-    mut users: Users,
+    users: Users,
     snapshots: Snapshots,
     sizes: Rc<Shared<UserStateSizes>>,
-) -> StreamVec<'s, Epoch, (Cell, i64)> {
+) -> StreamVec<'s, Epoch, (Hashed, i64)> {
     let by_user = Exchange::new(|a: &Admitted| a.event.user);
     events.binary_frontier(control, by_user, Pipeline, "Users", move |_, _| {
+        let mut held = Some(users);
         let mut pending: BTreeMap<Epoch, Epochs> = BTreeMap::new();
         let mut time = EngineTime::default();
         let mut taken = 0u64;
@@ -62,6 +64,7 @@ pub fn users<'s>(
                 });
                 data.for_each(|batch| slot.controls.append(batch));
             });
+            let Some(users) = held.as_mut() else { return };
             let complete = |t: &Epoch| !events_frontier.less_equal(t) && !control_frontier.less_equal(t);
             while let Some(entry) = pending.first_entry().filter(|e| complete(e.key())) {
                 let (t, epoch) = entry.remove_entry();
@@ -82,7 +85,7 @@ pub fn users<'s>(
                 time = next_time.unwrap_or(time);
                 users.end_epoch(&time, &mut out);
                 if !out.is_empty() {
-                    output.session(&epoch.cap).give_iterator(out.drain(..));
+                    output.session(&epoch.cap).give_iterator(hashed(&mut out));
                 }
                 sizes.set(users.sizes());
             }
@@ -93,6 +96,10 @@ pub fn users<'s>(
                 (a, b) => Some(*a.into_iter().chain(b).min().expect("one is open")),
             };
             snapshots.take("users", &mut taken, upto, || bincode::serialize(users.state()).expect("serialisable"));
+            if upto.is_none() {
+                // The input has ended: free the state off this thread (it can be gigabytes).
+                crate::drop_elsewhere(held.take());
+            }
         }
     })
 }
