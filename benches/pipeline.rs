@@ -119,7 +119,9 @@ fn bot_after(history: i64) -> (Sessionizer, UserLogs, Vec<Arc<Funnel>>) {
     for i in 0..history {
         let ts = START + i * 100;
         sessions.add((7, false), bot_hit(ts), &config, 360_000);
-        logs.add(7, "bot", bot_event(ts), 1000, &funnels);
+        let ev = bot_event(ts);
+        let masks: Vec<u32> = funnels.iter().map(|f| f.step_mask(&ev, logs.pages())).collect();
+        logs.add(7, "bot", ev, 1000, &funnels, &masks);
         if i % 10_000 == 0 {
             sessions.drain(&mut sink);
             sessions.prune(ts - 300_000, &config);
@@ -171,7 +173,9 @@ fn bot(c: &mut Criterion) {
                         let late = if i % 20 == 0 { 60_000 } else { 0 };
                         let ts = START + (history + i) * 100 - late;
                         sessions.add((7, false), bot_hit(ts), &config, 360_000);
-                        logs.add(7, "bot", bot_event(ts), 1000, &funnels);
+                        let ev = bot_event(ts);
+                        let masks: Vec<u32> = funnels.iter().map(|f| f.step_mask(&ev, logs.pages())).collect();
+                        logs.add(7, "bot", ev, 1000, &funnels, &masks);
                         if i % 100 == 99 {
                             sessions.drain(&mut cells);
                             logs.drain(&funnels, &config, &mut out);

@@ -60,7 +60,7 @@ pub fn status(tables: &Tables, rule: &AlertRule, key: &str) -> Option<LimitStatu
 fn status_of(tables: &Tables, rule: &AlertRule, sym: Sym, key: String) -> Option<LimitStatus> {
     let (kind, window, limit) = limit_of(rule)?;
     let head = head_minute(tables).unwrap_or(0);
-    let series = tables.keyed.get(&kind).and_then(|keys| keys.get(&sym));
+    let series = tables.keyed.get(&(kind, sym));
     let lo = (head + 1).saturating_sub(window);
     let count = series.map(|s| window_sum(s, lo, head)).unwrap_or(0);
     let mut until_ms = None;

@@ -84,12 +84,12 @@ pub fn each_key(tables: &Tables, rule: &AlertRule, series: &SeriesDef) -> Vec<Sy
 
 /// Events of `kind` by `key` in minutes `lo..=hi`.
 pub fn keyed_sum(tables: &Tables, kind: KeyKind, key: Sym, lo: Minute, hi: Minute) -> i64 {
-    tables.keyed.get(&kind).and_then(|keys| keys.get(&key)).map(|s| window_sum(s, lo, hi)).unwrap_or(0)
+    tables.keyed.get(&(kind, key)).map(|s| window_sum(s, lo, hi)).unwrap_or(0)
 }
 
 /// Keys of `kind` with events in `minute`.
 pub fn keyed_in(tables: &Tables, kind: KeyKind, minute: Minute) -> impl Iterator<Item = &Sym> {
-    tables.keyed_minutes.get(&minute).and_then(|kinds| kinds.get(&kind)).into_iter().flatten()
+    tables.keyed_minutes.get(&minute).into_iter().flatten().filter(move |(k, _)| *k == kind).map(|(_, key)| key)
 }
 
 /// Distinct users of `ip` in minutes `lo..=hi`.

@@ -44,8 +44,8 @@ pub struct Tables {
     pub(crate) retention: HashMap<u32, HashMap<(Sym, u32, RetentionStat), i64>>,
     pub(crate) retention_touched: bool,
     /// Per-key event counts (per-key alert rules, rate limits), and the keys each minute holds.
-    pub keyed: FxHashMap<KeyKind, IdMap<BTreeMap<Minute, i64>>>,
-    pub keyed_minutes: BTreeMap<Minute, FxHashMap<KeyKind, IdSet>>,
+    pub keyed: FxHashMap<(KeyKind, Sym), BTreeMap<Minute, i64>>,
+    pub keyed_minutes: BTreeMap<Minute, rustc_hash::FxHashSet<(KeyKind, Sym)>>,
     /// Users per IP by minute, and the IPs each minute holds.
     pub ip_users: IdMap<BTreeMap<Minute, IdMap<i64>>>,
     pub ip_minutes: BTreeMap<Minute, IdSet>,
@@ -131,24 +131,21 @@ impl Tables {
                 self.paths_version += 1;
             }
             Cell::Keyed { kind, key, minute } => {
-                let keys = self.keyed.entry(kind).or_default();
-                let series = keys.entry(key).or_default();
+                let series = self.keyed.entry((kind, key)).or_default();
+                let was = series.contains_key(&minute);
                 series.bump(minute, diff);
                 let present = series.contains_key(&minute);
                 if series.is_empty() {
-                    keys.remove(&key);
+                    self.keyed.remove(&(kind, key));
                 }
-                if present {
-                    self.keyed_minutes.entry(minute).or_default().entry(kind).or_default().insert(key);
-                } else if let Some(kinds) = self.keyed_minutes.get_mut(&minute) {
-                    if let Some(keys) = kinds.get_mut(&kind) {
-                        keys.remove(&key);
+                if present && !was {
+                    self.keyed_minutes.entry(minute).or_default().insert((kind, key));
+                } else if was && !present {
+                    if let Some(keys) = self.keyed_minutes.get_mut(&minute) {
+                        keys.remove(&(kind, key));
                         if keys.is_empty() {
-                            kinds.remove(&kind);
+                            self.keyed_minutes.remove(&minute);
                         }
-                    }
-                    if kinds.is_empty() {
-                        self.keyed_minutes.remove(&minute);
                     }
                 }
             }

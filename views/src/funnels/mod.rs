@@ -128,17 +128,18 @@ impl Funnel {
     /// Whether adding `e` right after `before` (the user's previous event) can change a result:
     /// it matches a step or an exclusion, or, in a strict funnel, it separates a step from what
     /// follows it. Over sessions any event can join two sessions or move a cut: always.
-    pub fn relevant(&self, e: &LogEvent, before: Option<&LogEvent>, pages: &PageTexts) -> bool {
-        let step = |e: &LogEvent| self.steps.iter().any(|s| s.matches(e, pages));
+    /// `steps`: `e`'s [`Self::step_mask`].
+    pub fn relevant(&self, e: &LogEvent, steps: u32, before: Option<&LogEvent>, pages: &PageTexts) -> bool {
         self.def.over == Unit::Sessions
-            || step(e)
+            || steps != 0
             || self.exclusions.iter().any(|(x, _, _)| x.matches(e, pages))
-            || self.def.order == Order::Strict && before.is_some_and(step)
+            || self.def.order == Order::Strict && before.is_some_and(|b| self.steps.iter().any(|s| s.matches(b, pages)))
     }
 
-    /// 1-based numbers of the steps `e` matches (counted per minute for funnel-drop alerts).
-    pub fn matching_steps<'a>(&'a self, e: &'a LogEvent, pages: &'a PageTexts) -> impl Iterator<Item = usize> + 'a {
-        self.steps.iter().enumerate().filter(move |(_, s)| s.matches(e, pages)).map(|(i, _)| i + 1)
+    /// The steps `e` matches: bit k for step k + 1 (counted per minute for funnel-drop alerts,
+    /// and whether it can change a result).
+    pub fn step_mask(&self, e: &LogEvent, pages: &PageTexts) -> u32 {
+        self.steps.iter().enumerate().filter(|(_, s)| s.matches(e, pages)).fold(0, |m, (i, _)| m | 1 << i)
     }
 
     pub fn window_ms(&self) -> i64 {

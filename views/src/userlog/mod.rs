@@ -99,7 +99,8 @@ impl UserLogs {
     /// Logs an event (its page text given to [`Self::note_page`] first). `funnels` is the
     /// caller's view of the registry: only the funnels the event can affect are re-evaluated (any
     /// funnel beyond that view always is).
-    pub fn add(&mut self, user: UserId, id: &str, event: LogEvent, cap: usize, funnels: &[Arc<Funnel>]) {
+    /// `steps`: the event's step mask for each funnel (`Funnel::step_mask`).
+    pub fn add(&mut self, user: UserId, id: &str, event: LogEvent, cap: usize, funnels: &[Arc<Funnel>], steps: &[u32]) {
         let log = self.users.entry(user).or_insert_with(|| UserLog { id: id.into(), ..UserLog::default() });
         // Most events are the user's newest.
         let at = match log.events.back() {
@@ -111,8 +112,8 @@ impl UserLogs {
         // Funnels the caller does not know yet: always.
         let mut bits = if funnels.len() >= 63 { 1 << 63 } else { ALL << funnels.len() };
         let before = at.checked_sub(1).and_then(|i| log.events.get(i));
-        for (i, f) in funnels.iter().enumerate() {
-            if f.relevant(&event, before, &self.pages) {
+        for (i, (f, mask)) in funnels.iter().zip(steps).enumerate() {
+            if f.relevant(&event, *mask, before, &self.pages) {
                 bits |= 1 << i.min(63);
             }
         }
@@ -246,6 +247,12 @@ fn report(index: u32, log: &mut UserLog, result: SmallVec<[Attempt; 1]>, out: &m
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Logs one event for user 1, matching it against the funnels' steps as `Users::add` does.
+    fn add(logs: &mut UserLogs, event: LogEvent, funnels: &[Arc<Funnel>]) {
+        let masks: Vec<u32> = funnels.iter().map(|f| f.step_mask(&event, logs.pages())).collect();
+        logs.add(1, "u", event, 100, funnels, &masks);
+    }
     use schema::event::Sym;
     use schema::funnels::{FunnelDef, FunnelStat};
 
@@ -296,8 +303,8 @@ mod tests {
         logs.set_path_rules(1, |e, _| e.node);
         logs.note_page(sym("/p/1"), "/p/1");
         logs.note_page(sym("/p/2"), "/p/2");
-        logs.add(1, "u", view(0, "/p/1"), 100, &[]);
-        logs.add(1, "u", view(1000, "/p/2"), 100, &[]);
+        add(&mut logs, view(0, "/p/1"), &[]);
+        add(&mut logs, view(1000, "/p/2"), &[]);
         logs.drain(&[], &sessions, &mut out);
         assert_eq!(out.0[&(sym("/p/1"), sym("/p/2"))], 1);
         // Restarted with a rule that maps both pages to one node.
@@ -321,15 +328,15 @@ mod tests {
         let funnels = vec![Arc::new(Funnel::new(def).unwrap())];
         let sessions = SessionConfig::default();
         let (mut logs, mut out) = (UserLogs::default(), Cells::default());
-        logs.add(1, "u", event(0, "a"), 100, &funnels);
-        logs.add(1, "u", event(40 * MIN, "b"), 100, &funnels);
+        add(&mut logs, event(0, "a"), &funnels);
+        add(&mut logs, event(40 * MIN, "b"), &funnels);
         logs.drain(&funnels, &sessions, &mut out);
         let reached = |out: &Cells, step| {
             out.0.iter().filter(|(k, _)| k.3 == FunnelStat::Reached(step)).map(|(_, c)| c).sum::<i64>()
         };
         assert_eq!((reached(&out, 0), reached(&out, 1)), (1, 0), "two sessions: b is in the second");
         // A click matches no step, but joins the sessions: the funnel converts.
-        logs.add(1, "u", event(20 * MIN, "click"), 100, &funnels);
+        add(&mut logs, event(20 * MIN, "click"), &funnels);
         logs.drain(&funnels, &sessions, &mut out);
         assert_eq!((reached(&out, 0), reached(&out, 1)), (1, 1));
     }

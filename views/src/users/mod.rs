@@ -215,13 +215,18 @@ impl Users {
         let logged = LogEvent { ts: e.ts, ord: a.ord, name: e.name, page: e.page, source, props, node: a.node };
         let UsersState { logs, cohorts, keys, .. } = &mut self.state;
         cohorts.add(&self.retention, e.user, &logged, logs);
-        for (i, funnel) in self.funnels.iter().enumerate() {
-            for step in funnel.matching_steps(&logged, logs.pages()) {
-                *self.steps.entry((self.step_syms[i][step - 1], minute)).or_default() += 1;
+        // Each funnel's steps matched once: counted per minute here, and what the log re-evaluates.
+        let masks: smallvec::SmallVec<[u32; 8]> =
+            self.funnels.iter().map(|f| f.step_mask(&logged, logs.pages())).collect();
+        for (i, mut mask) in masks.iter().copied().enumerate() {
+            while mask != 0 {
+                let step = mask.trailing_zeros() as usize;
+                *self.steps.entry((self.step_syms[i][step], minute)).or_default() += 1;
+                mask &= mask - 1;
             }
         }
         keys.add(a, minute, out);
-        logs.add(e.user, a.user_id.as_str(), logged, self.config.max_events_per_user, &self.funnels);
+        logs.add(e.user, a.user_id.as_str(), logged, self.config.max_events_per_user, &self.funnels, &masks);
     }
 
     /// Reports the epoch's changes as cells, then forgets what `time.floor` has made final.
