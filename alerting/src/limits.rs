@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::series::keyed_in;
+use crate::series::{keyed_in, keyed_sum};
 use read::model::Clock;
-use read::tables::{window_sum, Tables};
+use read::tables::Tables;
 use schema::alert_rules::{AlertRule, Condition, KeyKind};
 use schema::event::{minute_of, minute_start_ms, Minute, Sym};
 
@@ -60,15 +60,15 @@ pub fn status(tables: &Tables, rule: &AlertRule, key: &str) -> Option<LimitStatu
 fn status_of(tables: &Tables, rule: &AlertRule, sym: Sym, key: String) -> Option<LimitStatus> {
     let (kind, window, limit) = limit_of(rule)?;
     let head = head_minute(tables).unwrap_or(0);
-    let series = tables.keyed.get(&(kind, sym));
     let lo = (head + 1).saturating_sub(window);
-    let count = series.map(|s| window_sum(s, lo, head)).unwrap_or(0);
+    let count = keyed_sum(tables, kind, sym, lo, head);
     let mut until_ms = None;
-    if let (Some(series), true) = (series, count > limit) {
+    if count > limit {
         // Slide the window forward over empty minutes until enough old ones have left it.
+        let in_minute = |m: Minute| tables.keyed.get(&m).and_then(|keys| keys.get(&(kind, sym))).copied();
         let mut remaining = count;
         for m in head + 1..=head + window {
-            remaining -= series.get(&(m - window)).copied().unwrap_or(0);
+            remaining -= in_minute(m - window).unwrap_or(0);
             if remaining <= limit {
                 until_ms = Some(minute_start_ms(m));
                 break;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use read::tables::{window_sum, Tables};
+use read::tables::Tables;
 use schema::alert_rules::{AlertRule, Condition, KeyField, KeyKind, Metric, SeriesDef};
 use schema::cells::Dim;
 use schema::event::{sym, Minute, Sym, NONE, NONE_TEXT};
@@ -84,26 +84,33 @@ pub fn each_key(tables: &Tables, rule: &AlertRule, series: &SeriesDef) -> Vec<Sy
 
 /// Events of `kind` by `key` in minutes `lo..=hi`.
 pub fn keyed_sum(tables: &Tables, kind: KeyKind, key: Sym, lo: Minute, hi: Minute) -> i64 {
-    tables.keyed.get(&(kind, key)).map(|s| window_sum(s, lo, hi)).unwrap_or(0)
+    if lo > hi {
+        return 0;
+    }
+    tables.keyed.range(lo..=hi).filter_map(|(_, keys)| keys.get(&(kind, key))).sum()
 }
 
 /// Keys of `kind` with events in `minute`.
 pub fn keyed_in(tables: &Tables, kind: KeyKind, minute: Minute) -> impl Iterator<Item = &Sym> {
-    tables.keyed_minutes.get(&minute).into_iter().flatten().filter(move |(k, _)| *k == kind).map(|(_, key)| key)
+    tables.keyed.get(&minute).into_iter().flatten().filter(move |((k, _), _)| *k == kind).map(|((_, key), _)| key)
 }
 
 /// Distinct users of `ip` in minutes `lo..=hi`.
 pub fn ip_user_count(tables: &Tables, ip: Sym, lo: Minute, hi: Minute) -> u64 {
-    let Some(minutes) = tables.ip_users.get(&ip) else { return 0 };
+    if lo > hi {
+        return 0;
+    }
     let mut users = IdSet::default();
-    for (_, in_minute) in minutes.range(lo..=hi) {
-        users.extend(in_minute.keys().copied());
+    for (_, ips) in tables.ip_users.range(lo..=hi) {
+        if let Some(in_minute) = ips.get(&ip) {
+            users.extend(in_minute.keys().copied());
+        }
     }
     users.len() as u64
 }
 
 pub fn ips_in(tables: &Tables, minute: Minute) -> impl Iterator<Item = &Sym> {
-    tables.ip_minutes.get(&minute).into_iter().flatten()
+    tables.ip_users.get(&minute).into_iter().flat_map(|ips| ips.keys())
 }
 
 /// The kind a per-key rule counts first (its candidates), for rules that count keys.

@@ -16,7 +16,8 @@ use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
 /// 5: coordinated labels, parts by name, cluster shape and partition assignment in the header.
-const FORMAT: u32 = 5;
+/// 6: per-key counts by minute.
+const FORMAT: u32 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

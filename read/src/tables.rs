@@ -43,12 +43,12 @@ pub struct Tables {
     /// Retention aggregates by definition index: (breakdown value, cohort, stat) -> users.
     pub(crate) retention: HashMap<u32, HashMap<(Sym, u32, RetentionStat), i64>>,
     pub(crate) retention_touched: bool,
-    /// Per-key event counts (per-key alert rules, rate limits), and the keys each minute holds.
-    pub keyed: FxHashMap<(KeyKind, Sym), BTreeMap<Minute, i64>>,
-    pub keyed_minutes: BTreeMap<Minute, rustc_hash::FxHashSet<(KeyKind, Sym)>>,
-    /// Users per IP by minute, and the IPs each minute holds.
-    pub ip_users: IdMap<BTreeMap<Minute, IdMap<i64>>>,
-    pub ip_minutes: BTreeMap<Minute, IdSet>,
+    /// Per-key event counts (per-key alert rules, rate limits) by minute. Minute first: a key
+    /// has events in few minutes, and one map per minute costs no allocation per key (a series
+    /// per key did, for about a million keys in a busy replay).
+    pub keyed: BTreeMap<Minute, FxHashMap<(KeyKind, Sym), i64>>,
+    /// Users per IP by minute.
+    pub ip_users: BTreeMap<Minute, IdMap<IdMap<i64>>>,
     /// Texts of per-key symbols (of the keys busy enough to alert on), with a reference count.
     pub(crate) key_texts: IdMap<(String, i64)>,
     /// Whether a session aggregate changed since the last publish.
@@ -131,41 +131,20 @@ impl Tables {
                 self.paths_version += 1;
             }
             Cell::Keyed { kind, key, minute } => {
-                let series = self.keyed.entry((kind, key)).or_default();
-                let was = series.contains_key(&minute);
-                series.bump(minute, diff);
-                let present = series.contains_key(&minute);
-                if series.is_empty() {
-                    self.keyed.remove(&(kind, key));
-                }
-                if present && !was {
-                    self.keyed_minutes.entry(minute).or_default().insert((kind, key));
-                } else if was && !present {
-                    if let Some(keys) = self.keyed_minutes.get_mut(&minute) {
-                        keys.remove(&(kind, key));
-                        if keys.is_empty() {
-                            self.keyed_minutes.remove(&minute);
-                        }
-                    }
+                let keys = self.keyed.entry(minute).or_default();
+                keys.bump((kind, key), diff);
+                if keys.is_empty() {
+                    self.keyed.remove(&minute);
                 }
             }
             Cell::IpUser { minute, ip, user } => {
-                let minutes = self.ip_users.entry(ip).or_default();
-                let users = minutes.entry(minute).or_default();
+                let ips = self.ip_users.entry(minute).or_default();
+                let users = ips.entry(ip).or_default();
                 users.bump(user, diff);
-                let present = !users.is_empty();
-                if !present {
-                    minutes.remove(&minute);
-                }
-                if minutes.is_empty() {
-                    self.ip_users.remove(&ip);
-                }
-                if present {
-                    self.ip_minutes.entry(minute).or_default().insert(ip);
-                } else if let Some(ips) = self.ip_minutes.get_mut(&minute) {
+                if users.is_empty() {
                     ips.remove(&ip);
                     if ips.is_empty() {
-                        self.ip_minutes.remove(&minute);
+                        self.ip_users.remove(&minute);
                     }
                 }
             }

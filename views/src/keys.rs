@@ -42,9 +42,8 @@ struct Count {
 pub struct KeyCounts {
     #[serde(skip)]
     counting: Counting,
-    counts: FxHashMap<(KeyKind, Sym, Minute), Count>,
-    /// The keys of `counts` by minute, to let minutes go.
-    by_minute: BTreeMap<Minute, Vec<(KeyKind, Sym)>>,
+    /// By minute first: letting a minute go drops one map, and keys cost no list of their own.
+    counts: BTreeMap<Minute, FxHashMap<(KeyKind, Sym), Count>>,
     /// Counts changed this epoch.
     touched: Vec<(KeyKind, Sym, Minute)>,
     ip_users: BTreeMap<Minute, FxHashSet<(Sym, UserId)>>,
@@ -104,6 +103,7 @@ impl KeyCounts {
         // The text covers the rules' whole window from this minute's period on.
         let span = self.counting.text_minutes;
         let text_minute = (minute / span + 1) * span - 1;
+        let counts = self.counts.entry(minute).or_default();
         for (kind, threshold) in &self.counting.kinds {
             if kind.event != NONE && kind.event != e.event.name {
                 continue;
@@ -115,13 +115,9 @@ impl KeyCounts {
                 KeyField::Device => (e.event.device != NONE).then_some((e.event.device, "")),
             };
             let Some((key, text)) = key else { continue };
-            let (by_minute, touched) = (&mut self.by_minute, &mut self.touched);
-            let count = self.counts.entry((*kind, key, minute)).or_insert_with(|| {
-                by_minute.entry(minute).or_default().push((*kind, key));
-                Count::default()
-            });
+            let count = counts.entry((*kind, key)).or_default();
             if count.pending == 0 {
-                touched.push((*kind, key, minute));
+                self.touched.push((*kind, key, minute));
             }
             count.pending += 1;
             // From the threshold on (a rule added later may lower it): once per period.
@@ -147,7 +143,8 @@ impl KeyCounts {
     /// Sends this epoch's counts.
     pub fn flush(&mut self, out: &mut Vec<(Cell, i64)>) {
         for (kind, key, minute) in self.touched.drain(..) {
-            let count = self.counts.get_mut(&(kind, key, minute)).expect("touched counts are kept");
+            let count = self.counts.get_mut(&minute).and_then(|keys| keys.get_mut(&(kind, key)));
+            let count = count.expect("touched counts are kept");
             out.push((Cell::Keyed { kind, key, minute }, count.pending));
             count.sent += std::mem::take(&mut count.pending);
         }
@@ -155,12 +152,7 @@ impl KeyCounts {
 
     /// Forgets minutes before `from` (the cells operator lets their cells go at the same floor).
     pub fn expire(&mut self, from: Minute) {
-        let kept = self.by_minute.split_off(&from);
-        for (minute, keys) in std::mem::replace(&mut self.by_minute, kept) {
-            for (kind, key) in keys {
-                self.counts.remove(&(kind, key, minute));
-            }
-        }
+        self.counts = self.counts.split_off(&from);
         self.ip_users = self.ip_users.split_off(&from);
         self.ip_user_counts = self.ip_user_counts.split_off(&from);
         self.texts = self.texts.split_off(&from);

@@ -196,9 +196,19 @@ struct Epochs {
     controls: Vec<Control>,
 }
 
-fn slot<'a>(pending: &'a mut BTreeMap<Epoch, Epochs>, cap: &Capability<Epoch>) -> &'a mut Epochs {
-    let empty = || Epochs { cap: cap.clone(), changes: CellMap::default(), controls: Vec::new() };
-    pending.entry(*cap.time()).or_insert_with(empty)
+/// The slot of `cap`'s epoch, its map taken from `spare` (maps of processed epochs keep their
+/// capacity: growing a fresh map to an epoch's hundred thousand cells every epoch cost more than
+/// the sums it holds).
+fn slot<'a>(
+    pending: &'a mut BTreeMap<Epoch, Epochs>,
+    spare: &mut Vec<CellMap>,
+    cap: &Capability<Epoch>,
+) -> &'a mut Epochs {
+    pending.entry(*cap.time()).or_insert_with(|| Epochs {
+        cap: cap.clone(),
+        changes: spare.pop().unwrap_or_default(),
+        controls: Vec::new(),
+    })
 }
 
 /// Builds the operator on every worker; cells go to the first `serving` workers (those of the
@@ -218,6 +228,7 @@ pub fn cells<'s>(
         let mut restored = (store.cells() > 0).then_some(initial);
         let mut held = Some(store);
         let mut pending: BTreeMap<Epoch, Epochs> = BTreeMap::new();
+        let mut spare: Vec<CellMap> = Vec::new();
         let mut taken = 0u64;
         let mut out: Vec<(Cell, i64)> = Vec::new();
         move |(changes, changes_frontier), (control, control_frontier), output| {
@@ -229,7 +240,7 @@ pub fn cells<'s>(
             let port = output.output_index();
             changes.for_each_stamp(|cap, data| {
                 let Some(cap) = cap.retain_least(port) else { return };
-                let epoch = slot(&mut pending, &cap);
+                let epoch = slot(&mut pending, &mut spare, &cap);
                 for batch in data {
                     for (cell, n) in batch.drain(..) {
                         *epoch.changes.entry(cell).or_default() += n;
@@ -238,11 +249,11 @@ pub fn cells<'s>(
             });
             control.for_each_stamp(|cap, data| {
                 let Some(cap) = cap.retain_least(port) else { return };
-                slot(&mut pending, &cap).controls.extend(data.flat_map(|batch| batch.drain(..)));
+                slot(&mut pending, &mut spare, &cap).controls.extend(data.flat_map(|batch| batch.drain(..)));
             });
             let complete = |t: &Epoch| !changes_frontier.less_equal(t) && !control_frontier.less_equal(t);
             while let Some(entry) = pending.first_entry().filter(|e| complete(e.key())) {
-                let (t, epoch) = entry.remove_entry();
+                let (t, mut epoch) = entry.remove_entry();
                 snapshots.take("cells", &mut taken, Some(t), || bincode::serialize(&*store).expect("serialisable"));
                 let mut time: Option<EngineTime> = None;
                 for c in &epoch.controls {
@@ -253,9 +264,10 @@ pub fn cells<'s>(
                     }
                 }
                 let mut lost = 0;
-                for (cell, n) in epoch.changes {
+                for (cell, n) in epoch.changes.drain() {
                     lost += !store.apply(cell, n, &mut out) as u64;
                 }
+                spare.push(epoch.changes);
                 if lost > 0 {
                     expired.set(expired.get() + lost);
                 }
