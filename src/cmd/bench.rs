@@ -49,6 +49,8 @@ enum What {
     Paths,
     /// Rate-limit queries over HTTP (loopback) while `--count` events are ingested.
     Limits,
+    /// After `--count` events, how long batches of new events take to be visible through the API.
+    Incremental(super::bench_incremental::Args),
     /// Recall, precision and detection delay of the default alert rules on planted incidents.
     Alerts(super::bench_alerts::Args),
     /// HTTP requests through the collector into embedded Kafka, from loopback clients.
@@ -94,6 +96,9 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     }
     if all || args.what == What::Limits {
         super::bench_limits::main(&config, args.count)?;
+    }
+    if let What::Incremental(incremental) = args.what {
+        return super::bench_incremental::main(&config, args.count, incremental);
     }
     if let What::Alerts(alerts) = &args.what {
         return super::bench_alerts::main(&config, alerts);
@@ -273,6 +278,17 @@ fn fill_kafka(
     mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
     count: u64,
 ) -> Result<()> {
+    let records = generated(config, count);
+    fill_kafka_with(config, mock, count, records)
+}
+
+/// Creates the bench topic on `mock`, points `config` at it and produces `records` (`count` of them).
+pub(super) fn fill_kafka_with(
+    config: &mut Config,
+    mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    count: u64,
+    records: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> Result<()> {
     mock.create_topic("bench", bench_partitions(count), 1)?;
     config.kafka.brokers = mock.bootstrap_servers();
     config.kafka.topics = vec!["bench".into()];
@@ -280,7 +296,7 @@ fn fill_kafka(
     config.kafka.start = "earliest".into();
     let producer = dataflow::kafka::producer(&config.kafka)?;
     let started = Instant::now();
-    for (key, line) in generated(config, count) {
+    for (key, line) in records {
         super::generate::send(&producer, "bench", &key, &line)?;
     }
     rdkafka::producer::Producer::flush(&producer, Duration::from_secs(60))?;

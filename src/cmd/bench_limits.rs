@@ -67,19 +67,19 @@ pub fn main(config: &Config, count: u64) -> Result<()> {
 
 /// A keep-alive HTTP/1.1 client for GETs with a `Content-Length` answer: the least a gateway
 /// would put between itself and the answer.
-struct Client {
+pub(super) struct Client {
     reader: BufReader<TcpStream>,
     host: String,
 }
 
 impl Client {
-    fn connect(address: &str) -> Result<Client> {
+    pub(super) fn connect(address: &str) -> Result<Client> {
         let stream = TcpStream::connect(address).with_context(|| format!("connect {address}"))?;
         stream.set_nodelay(true)?;
         Ok(Client { reader: BufReader::new(stream), host: address.to_string() })
     }
 
-    fn get(&mut self, path: &str) -> Result<String> {
+    pub(super) fn get(&mut self, path: &str) -> Result<String> {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
         self.reader.get_mut().write_all(request.as_bytes())?;
         let mut length = None;

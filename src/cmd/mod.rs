@@ -3,6 +3,7 @@
 pub mod bench;
 mod bench_alerts;
 mod bench_collect;
+mod bench_incremental;
 mod bench_limits;
 mod bench_paths;
 pub mod demo;
