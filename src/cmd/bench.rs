@@ -348,7 +348,7 @@ fn freshness_bench(config: &Config, rate: f64, seconds: u64) -> Result<()> {
     let mut generator = config.generator.clone();
     // Only on-time records: a late record's age is its lateness, not the engine's delay.
     (generator.rate, generator.late_share, generator.too_late_share) = (rate, 0.0, 0.0);
-    let start = super::generate::realtime_start();
+    let start = super::generate::realtime_start(rate);
     let mut engine = super::engine(&config)?;
     // The first second settles connections and fetch sessions; measure what follows.
     engine.measure_freshness = Some(start + 1000);
@@ -361,7 +361,7 @@ fn freshness_bench(config: &Config, rate: f64, seconds: u64) -> Result<()> {
     let producer = {
         let (kafka, stop, produced) = (config.kafka.clone(), producer_stop.clone(), produced.clone());
         std::thread::spawn(move || -> Result<()> {
-            let n = super::generate::to_kafka(Generator::new(generator, start), &kafka, "fresh", 0, true, &stop)?;
+            let n = super::generate::to_kafka(Generator::realtime(generator, start), &kafka, "fresh", 0, true, &stop)?;
             produced.store(n as usize, Ordering::Relaxed);
             Ok(())
         })

@@ -56,7 +56,8 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
         let (kafka, generator, stop, topic) =
             (config.kafka.clone(), config.generator.clone(), stop.clone(), topic.clone());
         std::thread::Builder::new().name("generator".into()).spawn(move || {
-            let generator = Generator::new(generator, super::generate::realtime_start());
+            let start = super::generate::realtime_start(generator.rate);
+            let generator = Generator::realtime(generator, start);
             if let Err(e) = super::generate::to_kafka(generator, &kafka, &topic, 0, true, &stop) {
                 tracing::error!(error = %e, "the traffic generator stopped");
             }

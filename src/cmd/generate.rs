@@ -71,14 +71,15 @@ pub fn main(config: Config, args: Args) -> Result<()> {
         generator_config.incidents.every_minutes = every;
     }
     generator_config.lateness_seconds = config.engine.lateness_seconds;
-    let start = if args.realtime {
-        realtime_start()
+    let mut generator = if args.realtime {
+        let start = realtime_start(generator_config.rate);
+        Generator::realtime(generator_config, start)
     } else {
-        chrono::DateTime::parse_from_rfc3339(&args.start)
+        let start = chrono::DateTime::parse_from_rfc3339(&args.start)
             .with_context(|| format!("--start `{}` is not RFC 3339", args.start))?
-            .timestamp_millis()
+            .timestamp_millis();
+        Generator::new(generator_config, start)
     };
-    let mut generator = Generator::new(generator_config, start);
     // Delivery time of the last record written: every event before it has been generated.
     let mut last_ms = None;
     let mut generated = (&mut generator).inspect(|r| last_ms = Some(r.deliver_ms));
@@ -126,10 +127,11 @@ fn to_file(generator: impl Iterator<Item = Generated>, path: &PathBuf, count: u6
     Ok(())
 }
 
-/// Start of real-time traffic: a moment ahead, so the generator's warm-up is simulated before the
-/// first record is due (otherwise the first records go out late and look stale).
-pub fn realtime_start() -> i64 {
-    chrono::Utc::now().timestamp_millis() + 3_000
+/// Start of real-time traffic at `rate`: far enough ahead that the generator's warm-up is
+/// simulated before the first record is due (otherwise the first records go out late and look
+/// stale).
+pub fn realtime_start(rate: f64) -> i64 {
+    chrono::Utc::now().timestamp_millis() + Generator::realtime_lead_ms(rate)
 }
 
 /// Produces records keyed by user; in real time, each when its delivery time comes. Returns the
