@@ -130,6 +130,7 @@ impl ReadModel {
         for (row, diff) in updates {
             tables.apply(row, diff);
         }
+        tables.settle();
         tables.epoch = epoch;
         // The dataflow's windows follow `as_of` one publish behind.
         let retracted_before = tables.published_as_of;

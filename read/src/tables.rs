@@ -9,7 +9,7 @@ type HashMap<K, V> = FxHashMap<K, V>;
 
 use schema::alert_rules::KeyKind;
 
-use schema::cells::{Bump, Cell, Dim};
+use schema::cells::{Bump, Cell, Dim, Floors};
 use schema::event::{Minute, Sym, NONE, NONE_TEXT};
 use schema::funnels::FunnelStat;
 use schema::ids::{IdMap, IdSet};
@@ -49,8 +49,12 @@ pub struct Tables {
     pub keyed: BTreeMap<Minute, FxHashMap<(KeyKind, Sym), i64>>,
     /// Users per IP by minute.
     pub ip_users: BTreeMap<Minute, IdMap<IdMap<i64>>>,
-    /// Texts of per-key symbols (of the keys busy enough to alert on), with a reference count.
+    /// Texts of per-key symbols (of the keys busy enough to alert on), with a reference count,
+    /// and the symbols whose text each minute holds (to let minutes go).
     pub(crate) key_texts: IdMap<(String, i64)>,
+    key_text_minutes: BTreeMap<Minute, IdSet>,
+    /// The windows' floors received in this epoch, applied once its other changes are.
+    floors: Option<Floors>,
     /// Whether a session aggregate changed since the last publish.
     pub(crate) sessions_touched: bool,
     pub(crate) funnels_touched: bool,
@@ -148,13 +152,23 @@ impl Tables {
                     }
                 }
             }
-            Cell::KeyText { sym, text, .. } => {
+            Cell::KeyText { sym, text, minute } => {
                 let entry = self.key_texts.entry(sym).or_insert_with(|| (text, 0));
                 entry.1 += diff;
                 if entry.1 <= 0 {
                     self.key_texts.remove(&sym);
                 }
+                let syms = self.key_text_minutes.entry(minute).or_default();
+                if diff > 0 {
+                    syms.insert(sym);
+                } else {
+                    syms.remove(&sym);
+                    if syms.is_empty() {
+                        self.key_text_minutes.remove(&minute);
+                    }
+                }
             }
+            Cell::Floors(floors) => self.floors = Some(floors),
             Cell::Retention { retention, key, cohort, stat } => {
                 let cells = self.retention.entry(retention).or_default();
                 cells.bump((key, cohort, stat), diff);
@@ -164,6 +178,50 @@ impl Tables {
                 self.retention_touched = true;
             }
         }
+    }
+
+    /// Lets go of every cell before the floors received in this epoch (the cells operator
+    /// dropped its share of them at the same point). Called once an epoch's changes are applied.
+    pub fn settle(&mut self) {
+        let Some(floors) = self.floors.take() else { return };
+        let track = self.track_changes;
+        let touched = &mut self.touched;
+        self.counts.retain(|(dim, key), series| {
+            let kept = series.split_off(&floors.counts);
+            if track {
+                touched.extend(series.keys().map(|m| (*dim, *key, *m)));
+            }
+            *series = kept;
+            !series.is_empty()
+        });
+        self.user_minutes = self.user_minutes.split_off(&floors.users);
+        let mut sessions_gone = false;
+        self.sessions.retain(|_, hours| {
+            let kept = hours.split_off(&floors.sessions);
+            // What is left in `hours` is what the floor let go.
+            sessions_gone |= !hours.is_empty();
+            *hours = kept;
+            !hours.is_empty()
+        });
+        self.sessions_touched |= sessions_gone;
+        self.keyed = self.keyed.split_off(&floors.keys);
+        self.ip_users = self.ip_users.split_off(&floors.keys);
+        let kept = self.key_text_minutes.split_off(&floors.keys);
+        for sym in std::mem::replace(&mut self.key_text_minutes, kept).into_values().flatten() {
+            if let Some(entry) = self.key_texts.get_mut(&sym) {
+                entry.1 -= 1;
+                if entry.1 <= 0 {
+                    self.key_texts.remove(&sym);
+                }
+            }
+        }
+        for (retention, cells) in self.retention.iter_mut() {
+            let oldest = floors.cohorts.get(*retention as usize).copied().unwrap_or(0);
+            let before = cells.len();
+            cells.retain(|(_, cohort, _), _| *cohort >= oldest);
+            self.retention_touched |= cells.len() < before;
+        }
+        self.retention.retain(|_, cells| !cells.is_empty());
     }
 
     /// `(head, as_of)`: the newest event time, and the event time up to which every view is

@@ -116,6 +116,11 @@ pub enum Cell {
     /// The engine's clock, computed in the dataflow from every input partition: the newest event
     /// time, `as_of` (complete up to), and whether every input has read what it had at start.
     Clock { head: Option<i64>, as_of: Option<i64>, ready: bool },
+    /// The windows moved to these floors: every cell of an earlier window is let go, by the
+    /// read side as by the cells operator. One marker per move instead of a retraction per cell
+    /// (on a long stream, a third of all cell changes were such retractions). The read side
+    /// applies it after every other change of its epoch.
+    Floors(Floors),
 }
 
 /// How contributions to one cell combine.
@@ -167,13 +172,14 @@ impl Cell {
             | Cell::Funnel { .. }
             | Cell::FunnelUser { .. }
             | Cell::PathEdge { .. }
-            | Cell::Clock { .. } => Window::Forever,
+            | Cell::Clock { .. }
+            | Cell::Floors(_) => Window::Forever,
         }
     }
 }
 
 /// Where each window starts at one `as_of`: cells before it are let go. `None`: nothing yet.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Floors {
     pub counts: Minute,
     pub users: Minute,

@@ -62,7 +62,8 @@ pub fn main(config: &Config, count: u64, args: Args) -> Result<()> {
     let producer = dataflow::kafka::producer(&config.kafka)?;
     let topic = config.kafka.topics[0].clone();
     // From the batch's first record handed to the producer to the batch visible, and the hand-off.
-    let (mut latencies, mut produce) = (hdrhistogram::Histogram::<u64>::new(3)?, hdrhistogram::Histogram::<u64>::new(3)?);
+    let (mut latencies, mut produce) =
+        (hdrhistogram::Histogram::<u64>::new(3)?, hdrhistogram::Histogram::<u64>::new(3)?);
     for _ in 0..args.rounds {
         // Let the engine go idle between batches, as it would between bursts of live traffic.
         std::thread::sleep(Duration::from_millis(300));

@@ -138,22 +138,17 @@ impl CellStore {
         true
     }
 
-    /// Takes up a new `as_of`: the windows move to the previous one, retracting every cell they
-    /// let go.
+    /// Takes up a new `as_of`: the windows move to the previous one. The cells they let go are
+    /// dropped here and, through one `Cell::Floors` marker, on the read side: no retraction per
+    /// cell.
     pub fn advance(&mut self, as_of: i64, config: &ViewConfig, out: &mut Vec<(Cell, i64)>) {
         let Some(behind) = self.behind.replace(as_of) else { return };
         let floors = Floors::at(behind, config, self.key_window, self.retention.iter());
         if floors == self.floors {
             return;
         }
-        self.retract(Window::Counts(0)..Window::Counts(floors.counts), out);
-        self.retract(Window::Users(0)..Window::Users(floors.users), out);
-        self.retract(Window::Sessions(0)..Window::Sessions(floors.sessions), out);
-        self.retract(Window::Keys(0)..Window::Keys(floors.keys), out);
-        for (retention, oldest) in floors.cohorts.iter().enumerate() {
-            let retention = retention as u32;
-            self.retract(Window::Cohorts { retention, cohort: 0 }..Window::Cohorts { retention, cohort: *oldest }, out);
-        }
+        self.groups.retain(|window, _| floors.keeps(*window));
+        out.push((Cell::Floors(floors.clone()), 1));
         self.floors = floors;
     }
 
