@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 use schema::alert_rules::AlertRule;
 use schema::cells::{Cell, Dim};
-use schema::event::{Minute, Sym, UserId};
+use schema::event::{Minute, Sym};
 use schema::funnels::{step_name, step_sym};
 use schema::paths::Cleaner;
 use schema::retention::RetentionCell;
@@ -59,8 +59,11 @@ pub struct Users {
     named: FxHashSet<Sym>,
     /// This epoch's changes, consolidated before they leave the worker.
     changes: Changes,
-    /// Users seen per minute this epoch (a user-minute is sent once per epoch).
-    minutes: FxHashSet<(Minute, UserId)>,
+    /// The user-minutes sent, by minute, while the active-user window can still hold them: a
+    /// user's events all reach this worker, so a user-minute is sent once, not once per epoch
+    /// (live, with 100 ms epochs, that was one cell per event). Not in snapshots: after a
+    /// restore a user-minute may be sent again, which the cells operator counts as present once.
+    minutes: std::collections::BTreeMap<Minute, schema::ids::IdSet>,
     /// Funnel step matches per minute this epoch.
     steps: FxHashMap<(Sym, Minute), i64>,
     /// The floor the state was last pruned at.
@@ -133,7 +136,7 @@ impl Users {
             key_window: 0,
             named: FxHashSet::default(),
             changes: Changes::default(),
-            minutes: FxHashSet::default(),
+            minutes: Default::default(),
             steps: FxHashMap::default(),
             floor: i64::MIN,
         }
@@ -202,7 +205,7 @@ impl Users {
     pub fn add(&mut self, a: &Admitted, horizon_ms: i64, out: &mut Vec<(Cell, i64)>) {
         let e = &a.event;
         let minute = minute_of(e.ts);
-        if self.minutes.insert((minute, e.user)) {
+        if self.minutes.entry(minute).or_default().insert(e.user) {
             out.push((Cell::UserMinute { minute, user: e.user }, 1));
         }
         let source = [e.utm_source, e.device, e.country];
@@ -231,7 +234,12 @@ impl Users {
 
     /// Reports the epoch's changes as cells, then forgets what `time.floor` has made final.
     pub fn end_epoch(&mut self, time: &EngineTime, out: &mut Vec<(Cell, i64)>) {
-        self.minutes.clear();
+        if let Some(as_of) = time.as_of {
+            // Minutes the read side's active-user window has let go (as the cells operator's
+            // floor: `schema::cells::Floors`).
+            let from = (minute_of(as_of) + 1).saturating_sub(self.config.user_minutes_kept());
+            self.minutes = self.minutes.split_off(&from);
+        }
         for ((key, minute), n) in self.steps.drain() {
             out.push((Cell::Count { dim: Dim::Step, key, minute }, n));
         }
