@@ -65,10 +65,9 @@ fn status_of(tables: &Tables, rule: &AlertRule, sym: Sym, key: String) -> Option
     let mut until_ms = None;
     if count > limit {
         // Slide the window forward over empty minutes until enough old ones have left it.
-        let in_minute = |m: Minute| tables.keyed.get(&m).and_then(|keys| keys.get(&(kind, sym))).copied();
         let mut remaining = count;
         for m in head + 1..=head + window {
-            remaining -= in_minute(m - window).unwrap_or(0);
+            remaining -= keyed_sum(tables, kind, sym, m - window, m - window);
             if remaining <= limit {
                 until_ms = Some(minute_start_ms(m));
                 break;

@@ -153,11 +153,8 @@ impl Tables {
                 }
             }
             Cell::KeyText { sym, text, minute } => {
-                let entry = self.key_texts.entry(sym).or_insert_with(|| (text, 0));
-                entry.1 += diff;
-                if entry.1 <= 0 {
-                    self.key_texts.remove(&sym);
-                }
+                self.key_texts.entry(sym).or_insert_with(|| (text, 0));
+                count_key_text(&mut self.key_texts, sym, diff);
                 let syms = self.key_text_minutes.entry(minute).or_default();
                 if diff > 0 {
                     syms.insert(sym);
@@ -208,12 +205,7 @@ impl Tables {
         self.ip_users = self.ip_users.split_off(&floors.keys);
         let kept = self.key_text_minutes.split_off(&floors.keys);
         for sym in std::mem::replace(&mut self.key_text_minutes, kept).into_values().flatten() {
-            if let Some(entry) = self.key_texts.get_mut(&sym) {
-                entry.1 -= 1;
-                if entry.1 <= 0 {
-                    self.key_texts.remove(&sym);
-                }
-            }
+            count_key_text(&mut self.key_texts, sym, -1);
         }
         for (retention, cells) in self.retention.iter_mut() {
             let oldest = floors.cohorts.get(*retention as usize).copied().unwrap_or(0);
@@ -287,6 +279,16 @@ impl Tables {
     /// Earliest minute with any user at or after `from`.
     pub fn first_user_minute(&self, from: Minute) -> Option<Minute> {
         self.user_minutes.range(from..).next().map(|(m, _)| *m)
+    }
+}
+
+/// Adds `diff` to a key text's reference count; the text goes at zero.
+fn count_key_text(texts: &mut IdMap<(String, i64)>, sym: Sym, diff: i64) {
+    if let Some(entry) = texts.get_mut(&sym) {
+        entry.1 += diff;
+        if entry.1 <= 0 {
+            texts.remove(&sym);
+        }
     }
 }
 

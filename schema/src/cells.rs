@@ -201,12 +201,23 @@ impl Floors {
         let minute = crate::time::minute_of(as_of);
         Floors {
             counts: config.counts_from(minute),
-            users: (minute + 1).saturating_sub(config.user_minutes_kept()),
+            users: Floors::users_at(as_of, config),
             sessions: config.session_hours_from(minute),
-            // Per-key rules read their window behind the bucket being judged, which `as_of` has passed.
-            keys: (minute + 1).saturating_sub(key_window + 2),
+            keys: Floors::keys_at(as_of, key_window),
             cohorts: retention.map(|r| r.oldest_cohort(r.period_of(as_of))).collect(),
         }
+    }
+
+    /// The active-user window's floor at `as_of` (also where the per-user operator forgets which
+    /// user-minutes it sent).
+    pub fn users_at(as_of: i64, config: &crate::config::ViewConfig) -> Minute {
+        (crate::time::minute_of(as_of) + 1).saturating_sub(config.user_minutes_kept())
+    }
+
+    /// The per-key counts' floor at `as_of`: per-key rules read their window behind the bucket
+    /// being judged, which `as_of` has passed.
+    pub fn keys_at(as_of: i64, key_window: u32) -> Minute {
+        (crate::time::minute_of(as_of) + 1).saturating_sub(key_window + 2)
     }
 
     /// Whether a cell of `window` is still inside.

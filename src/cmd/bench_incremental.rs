@@ -15,7 +15,7 @@ use dataflow::SourceFactory;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::Producer;
 
-use super::bench_limits::Client;
+use super::bench_limits::{serve_on_loopback, Client};
 use crate::config::Config;
 
 #[derive(clap::Args, Clone, Copy, PartialEq)]
@@ -30,19 +30,15 @@ pub struct Args {
 
 pub fn main(config: &Config, count: u64, args: Args) -> Result<()> {
     let mut config = config.clone();
-    // Only well-formed, on-time records in the batches: every record of a batch is then one more
-    // accepted event, and the poll knows what to wait for.
+    // Only well-formed, on-time records: every record of a batch is then one more accepted event,
+    // and the poll knows what to wait for.
     (config.generator.late_share, config.generator.too_late_share) = (0.0, 0.0);
     (config.generator.duplicate_share, config.generator.malformed_share) = (0.0, 0.0);
     let mock = MockCluster::new(1)?;
     let mut records = super::bench::generated(&config, count + args.batch * args.rounds).into_iter();
     super::bench::fill_kafka_with(&mut config, &mock, count, records.by_ref().take(count as usize))?;
     let engine = Arc::new(super::engine(&config)?);
-    let state = super::app_state(&engine, &super::alerting(&engine));
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let address = listener.local_addr()?;
-    runtime.spawn(async move { axum::serve(listener, api::app(state)).await });
+    let (_runtime, address) = serve_on_loopback(&engine)?;
     let sources: SourceFactory = KafkaSource::factory(&config.kafka, Duration::from_secs(1))?;
     let (read_model, stop) = (engine.read_model.clone(), engine.stop.clone());
     let thread = {

@@ -20,11 +20,7 @@ pub fn main(config: &Config, count: u64) -> Result<()> {
     if engine.defs.alerts.get(RULE).is_none() {
         bail!("bench limits asks about the built-in rule `{RULE}`; keep views.alerts.builtin = true");
     }
-    let state = super::app_state(&engine, &super::alerting(&engine));
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let address = listener.local_addr()?;
-    runtime.spawn(async move { axum::serve(listener, api::app(state)).await });
+    let (_runtime, address) = serve_on_loopback(&engine)?;
     let done = Arc::new(AtomicBool::new(false));
     let ingest = {
         let (engine, done) = (engine.clone(), done.clone());
@@ -63,6 +59,17 @@ pub fn main(config: &Config, count: u64) -> Result<()> {
         n as f64 / elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+/// Serves the engine's API on a free loopback port, on a runtime of one thread (kept alive by the
+/// caller) so the server does not take a core from the engine.
+pub(super) fn serve_on_loopback(engine: &dataflow::Engine) -> Result<(tokio::runtime::Runtime, std::net::SocketAddr)> {
+    let state = super::app_state(engine, &super::alerting(engine));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let address = listener.local_addr()?;
+    runtime.spawn(async move { axum::serve(listener, api::app(state)).await });
+    Ok((runtime, address))
 }
 
 /// A keep-alive HTTP/1.1 client for GETs with a `Content-Length` answer: the least a gateway

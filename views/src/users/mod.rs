@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use schema::alert_rules::AlertRule;
-use schema::cells::{Cell, Dim};
+use schema::cells::{Cell, Dim, Floors};
 use schema::event::{Minute, Sym};
 use schema::funnels::{step_name, step_sym};
 use schema::paths::Cleaner;
@@ -235,10 +235,8 @@ impl Users {
     /// Reports the epoch's changes as cells, then forgets what `time.floor` has made final.
     pub fn end_epoch(&mut self, time: &EngineTime, out: &mut Vec<(Cell, i64)>) {
         if let Some(as_of) = time.as_of {
-            // Minutes the read side's active-user window has let go (as the cells operator's
-            // floor: `schema::cells::Floors`).
-            let from = (minute_of(as_of) + 1).saturating_sub(self.config.user_minutes_kept());
-            self.minutes = self.minutes.split_off(&from);
+            // Minutes the active-user window has let go.
+            self.minutes = self.minutes.split_off(&Floors::users_at(as_of, &self.config));
         }
         for ((key, minute), n) in self.steps.drain() {
             out.push((Cell::Count { dim: Dim::Step, key, minute }, n));
@@ -265,8 +263,7 @@ impl Users {
         let UsersState { logs, cohorts, .. } = &mut self.state;
         cohorts.drain(&self.retention, logs, floor, &mut self.changes);
         if let Some(as_of) = time.as_of {
-            let key_from = (minute_of(as_of) + 1).saturating_sub(self.key_window + 2);
-            self.state.keys.expire(key_from);
+            self.state.keys.expire(Floors::keys_at(as_of, self.key_window));
         }
         self.flush(out);
     }
