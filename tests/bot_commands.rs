@@ -1,6 +1,6 @@
 //! `/clickflow` through the real router with signed requests, over the real engine fed generated
-//! traffic: every command's reply carries the read model's numbers; forged, stale, unsigned and
-//! oversized requests are refused; a slow answer goes to `response_url`.
+//! traffic: every command's reply carries the read model's numbers; forged, stale, replayed,
+//! unsigned and oversized requests are refused; a slow answer goes to `response_url`.
 
 mod common;
 #[path = "../bot/tests/support/fake_slack.rs"]
@@ -231,4 +231,34 @@ async fn an_answer_past_the_deadline_is_acknowledged_and_sent_to_response_url() 
     let direct = bot((harness.read_model.clone(), harness.alerting.clone()), BotConfig::default());
     let (_, expected) = ask(&direct, "funnels public").await;
     assert_eq!(responses[0].1, expected, "the same answer, in_channel as asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_signed_silence_is_refused_and_silences_once() {
+    let (model, alerts) = empty_views();
+    let bot = bot((model, alerts.clone()), BotConfig::default());
+    // One captured request, sent twice byte for byte (same timestamp, same signature).
+    let form = command_form("silence traffic_anomaly 1d", "https://hooks.slack.com/commands/T0001/1/x");
+    let at = now_s();
+    let (status, reply) = send(&bot, signed_at("/slack/commands", &form, SECRET, at)).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert!(reply["text"].as_str().unwrap().contains("`traffic_anomaly` silenced for 1d"), "{reply}");
+    let (status, body) = send(&bot, signed_at("/slack/commands", &form, SECRET, at)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the replay was accepted: {body}");
+    assert!(body["error"].as_str().unwrap().contains("already received (a replay)"), "{body}");
+    let silences: Vec<_> = alerts.silences().into_iter().filter(|s| s.matcher == "traffic_anomaly").collect();
+    assert_eq!(silences.len(), 1, "{silences:?}");
+    // Concurrent copies of another captured request: exactly one gets through.
+    let form = command_form("silence ip_burst 2h", "https://hooks.slack.com/commands/T0001/1/x");
+    let mut copies = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (bot, request) = (bot.clone(), signed_at("/slack/commands", &form, SECRET, at));
+        copies.spawn(async move { send(&bot, request).await.0 });
+    }
+    let statuses = copies.join_all().await;
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
+    assert_eq!(alerts.silences().into_iter().filter(|s| s.matcher == "ip_burst").count(), 1);
+    // A new request (Slack signs every request afresh) is still answered.
+    let (status, _) = send(&bot, signed_at("/slack/commands", &form, SECRET, at - 1)).await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod outbox;
 pub mod plan;
 pub mod render;
+pub mod replay;
 mod respond;
 pub mod slack;
 mod socket;
@@ -48,6 +49,8 @@ pub struct Bot {
     pub model: Arc<ReadModel>,
     pub alerting: Arc<alerting::Alerting>,
     pub delivery: Arc<Delivery>,
+    /// Signatures of the Slack requests accepted in the last 5 minutes: a second one is refused.
+    replays: replay::ReplayGuard,
     /// The Socket Mode task and what tells it to close its connections.
     socket: parking_lot::Mutex<Option<(tokio::task::JoinHandle<()>, Arc<tokio::sync::Notify>)>>,
 }
@@ -73,7 +76,15 @@ impl Bot {
         };
         let delivery = Delivery::new(config.clone(), model.clone(), alerting.clone(), transport, Store(state))
             .map_err(BotError::Config)?;
-        Ok(Arc::new(Bot { config, secrets, model, alerting, delivery, socket: Default::default() }))
+        Ok(Arc::new(Bot {
+            config,
+            secrets,
+            model,
+            alerting,
+            delivery,
+            replays: Default::default(),
+            socket: Default::default(),
+        }))
     }
 
     /// Reads alerts from `source` instead of the read model (tests script incidents with it).
@@ -150,7 +161,7 @@ fn refuse(refusal: Refusal) -> Response {
 
 async fn read_signed(bot: &Bot, headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, Response> {
     let secret = bot.secrets.signing_secret.as_deref();
-    verify::verified(headers, body, secret, bot.config.max_body_bytes, now_s()).await.map_err(refuse)
+    verify::verified(headers, body, secret, bot.config.max_body_bytes, now_s(), &bot.replays).await.map_err(refuse)
 }
 
 fn bad_request(message: String) -> Response {
