@@ -56,6 +56,15 @@ fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or(toml::Value::String(raw.clone()));
+        // A librdkafka property is a string: one given unquoted (`500`, `0.50`, `0x1F`, `1e3`,
+        // `[x]`) is taken as written rather than as the TOML value it happens to spell, so that
+        // a password is never rewritten; a quoted one loses its quotes as before.
+        let property = keys.len() == 3 && keys[0] == "kafka" && keys[1] == "properties";
+        let value = match value {
+            toml::Value::String(_) => value,
+            _ if property => toml::Value::String(raw.trim().to_string()),
+            _ => value,
+        };
         let mut node = &mut *table;
         for key in &keys[..keys.len() - 1] {
             let entry = node.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -65,11 +74,7 @@ fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String
         }
         // librdkafka property names use dots; env names cannot.
         let last = keys.last().expect("at least one key");
-        let last = if keys.len() == 3 && keys[0] == "kafka" && keys[1] == "properties" {
-            last.replace('_', ".")
-        } else {
-            last.clone()
-        };
+        let last = if property { last.replace('_', ".") } else { last.clone() };
         node.insert(last, value);
     }
     Ok(())
@@ -93,6 +98,43 @@ mod tests {
         assert_eq!(config.engine.workers, 4);
         assert_eq!(config.kafka.brokers, "k1:9092");
         assert_eq!(config.kafka.properties.get("sasl.password").map(String::as_str), Some("s3cret"));
+    }
+
+    #[test]
+    fn kafka_properties_from_the_environment_need_no_quotes() {
+        let mut table: toml::Table =
+            "[kafka.properties]\n\"fetch.min.bytes\" = 1024\n\"enable.auto.commit\" = false\n".parse().unwrap();
+        let vars = [
+            ("CLICKFLOW__KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", "500"),
+            ("CLICKFLOW__KAFKA__PROPERTIES__RETRY_BACKOFF_JITTER", "0.50"),
+            ("CLICKFLOW__KAFKA__PROPERTIES__CHECK_CRCS", "true"),
+            ("CLICKFLOW__KAFKA__PROPERTIES__SASL_PASSWORD", "0x1F"),
+            ("CLICKFLOW__KAFKA__PROPERTIES__SASL_USERNAME", "[\"ops\"]"),
+            ("CLICKFLOW__KAFKA__PROPERTIES__SECURITY_PROTOCOL", "\"SASL_SSL\""),
+        ];
+        apply_env(&mut table, vars.into_iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+        let config: Config = toml::Value::Table(table).try_into().unwrap();
+        let got: Vec<(&str, &str)> = config.kafka.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("check.crcs", "true"),
+                ("enable.auto.commit", "false"),
+                ("fetch.min.bytes", "1024"),
+                ("fetch.wait.max.ms", "500"),
+                ("retry.backoff.jitter", "0.50"),
+                ("sasl.password", "0x1F"),
+                ("sasl.username", "[\"ops\"]"),
+                ("security.protocol", "SASL_SSL"),
+            ]
+        );
+    }
+
+    #[test]
+    fn kafka_properties_that_are_tables_are_refused_by_name() {
+        let table: toml::Table = "[kafka.properties.ssl]\nkey = \"x\"\n".parse().unwrap();
+        let err = toml::Value::Table(table).try_into::<Config>().unwrap_err();
+        assert!(err.to_string().contains("`ssl` is a table"), "{err}");
     }
 
     #[test]

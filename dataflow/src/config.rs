@@ -119,8 +119,11 @@ pub struct KafkaConfig {
     pub start: String,
     /// Topic for rejected inputs; empty to keep them only in the counts.
     pub dead_letter_topic: String,
-    /// Passed to librdkafka as they are (`security.protocol`, `sasl.*`, `ssl.*`, ...). Secrets
-    /// belong in the environment: `CLICKFLOW__KAFKA__PROPERTIES__SASL_PASSWORD` and the like.
+    /// Passed to librdkafka (`security.protocol`, `sasl.*`, `ssl.*`, `fetch.wait.max.ms`, ...).
+    /// Values are strings, integers, floats or booleans, handed over as librdkafka's strings
+    /// (`500`, `0.5`, `true`); a table or an array is refused. Secrets belong in the environment:
+    /// `CLICKFLOW__KAFKA__PROPERTIES__SASL_PASSWORD` and the like.
+    #[serde(deserialize_with = "properties::deserialize")]
     pub properties: BTreeMap<String, String>,
 }
 
@@ -134,5 +137,171 @@ impl Default for KafkaConfig {
             dead_letter_topic: "clicks-dead-letters".into(),
             properties: BTreeMap::new(),
         }
+    }
+}
+
+/// `[kafka.properties]`: librdkafka takes every property as a string, but a TOML file (or an
+/// environment variable, which is read as TOML) gives `fetch.wait.max.ms = 500` as an integer.
+mod properties {
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+        d.deserialize_map(Properties)
+    }
+
+    struct Properties;
+
+    impl<'de> Visitor<'de> for Properties {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a table of librdkafka properties")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                match map.next_value::<Value>()?.0 {
+                    Ok(value) => {
+                        out.insert(key, value);
+                    }
+                    Err(what) => {
+                        return Err(de::Error::custom(format!(
+                            "kafka property `{key}` is {what}; give a string, an integer, a float or a boolean"
+                        )))
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    /// One property as librdkafka's string, or what it is instead of a scalar.
+    struct Value(Result<String, &'static str>);
+
+    impl<'de> de::Deserialize<'de> for Value {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(ValueVisitor)
+        }
+    }
+
+    struct ValueVisitor;
+
+    impl<'de> Visitor<'de> for ValueVisitor {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string, an integer, a float or a boolean")
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value(Ok(v.to_string())))
+        }
+
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value(Ok(v)))
+        }
+
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value(Ok(v.to_string())))
+        }
+
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value(Ok(v.to_string())))
+        }
+
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value(Ok(v.to_string())))
+        }
+
+        /// The shortest text that reads back as the same number: `0.5`, `1e-7` as `0.0000001`.
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(Value(if v.is_finite() { Ok(v.to_string()) } else { Err("not a finite number") }))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Value(Err("an array")))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            // The toml crate hands a date or time over as a map with one private key.
+            let what = match map.next_key::<String>()? {
+                Some(key) => {
+                    map.next_value::<IgnoredAny>()?;
+                    if key.starts_with("$__toml_private") {
+                        "a date or time"
+                    } else {
+                        "a table"
+                    }
+                }
+                None => "a table",
+            };
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Value(Err(what)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka(text: &str) -> Result<KafkaConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn properties_take_strings_numbers_and_booleans_as_librdkafka_strings() {
+        let config = kafka(
+            r#"
+            [properties]
+            "security.protocol" = "SASL_SSL"
+            "fetch.wait.max.ms" = 500
+            "queued.max.messages.kbytes" = 65536
+            "retry.backoff.jitter" = 0.5
+            "enable.auto.commit" = false
+            "check.crcs" = true
+            "#,
+        )
+        .unwrap();
+        let got: Vec<(&str, &str)> = config.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("check.crcs", "true"),
+                ("enable.auto.commit", "false"),
+                ("fetch.wait.max.ms", "500"),
+                ("queued.max.messages.kbytes", "65536"),
+                ("retry.backoff.jitter", "0.5"),
+                ("security.protocol", "SASL_SSL"),
+            ]
+        );
+        // What is serialised reads back the same.
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(kafka(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn properties_refuse_tables_and_arrays_by_name() {
+        for (text, what) in [
+            ("[properties]\n\"sasl.mechanisms\" = [\"PLAIN\"]\n", "`sasl.mechanisms` is an array"),
+            ("[properties.ssl]\nkey = \"x\"\n", "`ssl` is a table"),
+            ("[properties]\n\"x.y\" = { a = 1 }\n", "`x.y` is a table"),
+            ("[properties]\nwhen = 2026-01-01T00:00:00Z\n", "`when` is a date or time"),
+            ("[properties]\nratio = nan\n", "`ratio` is not a finite number"),
+        ] {
+            let err = kafka(text).unwrap_err();
+            assert!(err.contains(what), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_kafka_keys_are_still_refused() {
+        let err = kafka("brokerz = \"k:9092\"\n").unwrap_err();
+        assert!(err.contains("brokerz"), "{err}");
     }
 }

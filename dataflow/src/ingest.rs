@@ -187,9 +187,10 @@ impl Ingest {
 
     pub fn reject(&mut self, rejection: &Rejection, source: &Coords<'_>, raw: &[u8], now_ms: i64) {
         *self.rejects.entry(rejection.reason).or_default() += 1;
-        if rejection.reason == Reason::Filtered {
-            // Dropped on purpose (a crawler filter can drop a third of the traffic): counted, but
-            // not copied into the dead letters, which are for input someone must fix.
+        if matches!(rejection.reason, Reason::Filtered | Reason::Blank) {
+            // Dropped on purpose (a crawler filter can drop a third of the traffic), or a blank
+            // line of a file: counted, but not copied into the dead letters, which are for input
+            // someone must fix.
             return;
         }
         let payload = deadletter::payload_text(raw);

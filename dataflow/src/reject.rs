@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
-    /// Larger than the 64 KiB limit.
+    /// Larger than the 64 KiB limit. A line of a replayed file counts once however long it is.
     TooLarge,
     NotUtf8,
     InvalidJson,
@@ -23,10 +23,13 @@ pub enum Reason {
     Duplicate,
     /// Dropped on purpose by an `[enrich]` filter rule (internal traffic, test users, bots).
     Filtered,
+    /// An empty or whitespace-only line of a replayed file. Counted, so that every line is
+    /// accounted for, but not copied into the dead letters: there is nothing in it to fix.
+    Blank,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::TooLarge,
         Reason::NotUtf8,
         Reason::InvalidJson,
@@ -38,6 +41,7 @@ impl Reason {
         Reason::TooLate,
         Reason::Duplicate,
         Reason::Filtered,
+        Reason::Blank,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Reason {
             Reason::TooLate => "too_late",
             Reason::Duplicate => "duplicate",
             Reason::Filtered => "filtered",
+            Reason::Blank => "blank",
         }
     }
 }
@@ -67,5 +72,20 @@ pub struct Rejection {
 impl Rejection {
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
         Rejection { reason, detail: detail.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_listed_once_with_its_serde_name() {
+        let names: std::collections::BTreeSet<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+        for reason in Reason::ALL {
+            assert_eq!(serde_json::to_value(reason).unwrap(), reason.as_str());
+        }
+        assert_eq!(Reason::Blank.as_str(), "blank");
     }
 }

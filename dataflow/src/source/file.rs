@@ -17,12 +17,15 @@ use read::Status;
 use super::{now_ms, worker_clock, InputClock, PartClock, Poll, Source, SourceError};
 use crate::clock::PartitionClock;
 use crate::deadletter::Coords;
-use crate::decode::{decode, Decoded};
+use crate::decode::{decode, Decoded, MAX_EVENT_BYTES};
 use crate::ingest::Ingest;
-use crate::reject::Rejection;
+use crate::reject::{Reason, Rejection};
 use crate::timekeeper::Watermark;
 
 const CHUNK_BYTES: usize = 1 << 20;
+
+/// How much of an overlong line is kept for its dead letter (which cuts it further).
+const OVERLONG_KEPT: usize = MAX_EVENT_BYTES;
 
 struct Reader {
     input: Box<dyn Read + Send>,
@@ -35,46 +38,100 @@ struct Reader {
 struct Chunk {
     index: u64,
     first_line: u64,
+    /// Whole lines; or, for an overlong line, the first [`OVERLONG_KEPT`] bytes of it.
     bytes: Vec<u8>,
+    /// The length of the line (without its newline) when this chunk is one overlong line.
+    overlong: Option<u64>,
+    /// Bytes of the input this chunk stands for.
+    read: u64,
 }
 
 impl Reader {
     /// The next run of whole lines, about [`CHUNK_BYTES`] long, read in blocks into a recycled
-    /// buffer. The bytes after the last newline wait in `carry` for the next chunk; a run with no
-    /// newline at all is passed on as it is (a piece of an overlong line, rejected by the decoder),
-    /// so memory stays bounded whatever the input.
+    /// buffer. The bytes after the last newline wait in `carry` for the next chunk. A line that
+    /// does not end within about [`CHUNK_BYTES`] is one chunk of its own: its first bytes are kept,
+    /// the rest is read up to its newline and dropped, so memory stays bounded whatever the input
+    /// and the line counts once, under its own number.
     fn next_chunk(&mut self, mut bytes: Vec<u8>) -> std::io::Result<Option<Chunk>> {
         bytes.clear();
         bytes.append(&mut self.carry);
         while !self.eof && bytes.len() < CHUNK_BYTES {
-            let filled = bytes.len();
-            bytes.resize(filled + CHUNK_BYTES, 0);
-            let n = match self.input.read(&mut bytes[filled..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
-                Err(e) => {
-                    bytes.truncate(filled);
-                    return Err(e);
-                }
-            };
-            bytes.truncate(filled + n);
-            self.eof = n == 0;
+            self.fill(&mut bytes)?;
         }
         if !self.eof {
-            if let Some(last) = memchr_last(&bytes) {
-                self.carry.extend_from_slice(&bytes[last + 1..]);
-                bytes.truncate(last + 1);
+            match memchr_last(&bytes) {
+                Some(last) => {
+                    self.carry.extend_from_slice(&bytes[last + 1..]);
+                    bytes.truncate(last + 1);
+                }
+                None => return self.overlong(bytes).map(Some),
             }
         }
         if bytes.is_empty() {
             return Ok(None);
         }
-        // A chunk that ends inside a cut long line continues that line's number in the next one.
+        // At the end of the input the last line may lack its newline; it is a line all the same.
         let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64;
-        let chunk = Chunk { index: self.next_index, first_line: self.next_line, bytes };
+        let read = bytes.len() as u64;
+        let chunk = Chunk { index: self.next_index, first_line: self.next_line, bytes, overlong: None, read };
         self.next_index += 1;
         self.next_line += lines;
         Ok(Some(chunk))
+    }
+
+    /// Reads one more block (up to [`CHUNK_BYTES`]) onto the end of `bytes`.
+    fn fill(&mut self, bytes: &mut Vec<u8>) -> std::io::Result<()> {
+        let filled = bytes.len();
+        bytes.resize(filled + CHUNK_BYTES, 0);
+        let n = match self.input.read(&mut bytes[filled..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                // Not the end of the input: the caller reads again.
+                bytes.truncate(filled);
+                return Ok(());
+            }
+            Err(e) => {
+                bytes.truncate(filled);
+                return Err(e);
+            }
+        };
+        bytes.truncate(filled + n);
+        self.eof = n == 0;
+        Ok(())
+    }
+
+    /// `bytes` is the start of a line with no newline in it yet: keeps its first
+    /// [`OVERLONG_KEPT`] bytes and reads the rest of the line block by block, dropping it; what
+    /// follows its newline waits in `carry`.
+    fn overlong(&mut self, mut bytes: Vec<u8>) -> std::io::Result<Chunk> {
+        let mut len = bytes.len() as u64;
+        bytes.truncate(OVERLONG_KEPT);
+        let kept = bytes.len();
+        let mut ended = false;
+        while !ended && !self.eof {
+            bytes.truncate(kept);
+            self.fill(&mut bytes)?;
+            let block = &bytes[kept..];
+            match block.iter().position(|b| *b == b'\n') {
+                Some(newline) => {
+                    len += newline as u64;
+                    self.carry.extend_from_slice(&block[newline + 1..]);
+                    ended = true;
+                }
+                None => len += block.len() as u64,
+            }
+        }
+        bytes.truncate(kept);
+        let chunk = Chunk {
+            index: self.next_index,
+            first_line: self.next_line,
+            bytes,
+            overlong: Some(len),
+            read: len + ended as u64,
+        };
+        self.next_index += 1;
+        self.next_line += 1;
+        Ok(chunk)
     }
 }
 
@@ -142,15 +199,31 @@ pub struct FileSource {
 impl FileSource {
     fn process(&mut self, chunk: Chunk, ingest: &mut Ingest) {
         let now = now_ms();
-        let lines: Vec<(u64, &[u8])> = chunk
-            .bytes
-            .split(|b| *b == b'\n')
-            .enumerate()
-            .map(|(i, line)| (chunk.first_line + i as u64, line.strip_suffix(b"\r").unwrap_or(line)))
-            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-            .collect();
         let mut decoded = recycle(std::mem::take(&mut self.decoded));
-        decoded.extend(lines.iter().map(|(_, line)| ingest.prepare(decode(line, now))));
+        let lines: Vec<(u64, &[u8])> = match chunk.overlong {
+            Some(len) => {
+                let detail = format!("{len} bytes (a line without a newline); the limit is {MAX_EVENT_BYTES}");
+                decoded.push(Err(Rejection::new(Reason::TooLarge, detail)));
+                vec![(chunk.first_line, &chunk.bytes[..])]
+            }
+            None => {
+                // The newline that ends the chunk ends its last line; no line follows it.
+                let body = chunk.bytes.strip_suffix(b"\n").unwrap_or(&chunk.bytes);
+                let lines: Vec<(u64, &[u8])> = body
+                    .split(|b| *b == b'\n')
+                    .enumerate()
+                    .map(|(i, line)| (chunk.first_line + i as u64, line.strip_suffix(b"\r").unwrap_or(line)))
+                    .collect();
+                decoded.extend(lines.iter().map(|(_, line)| {
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        Err(Rejection::new(Reason::Blank, "an empty or whitespace-only line"))
+                    } else {
+                        ingest.prepare(decode(line, now))
+                    }
+                }));
+                lines
+            }
+        };
         let mut turn = TurnGuard { turn: self.shared.turn.lock(), changed: &self.shared.turn_changed };
         while turn.turn.0 != chunk.index {
             self.shared.turn_changed.wait(&mut turn.turn);
@@ -216,7 +289,7 @@ impl Source for FileSource {
                 self.done = true;
                 break;
             };
-            self.shared.bytes_read.fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+            self.shared.bytes_read.fetch_add(chunk.read, Ordering::Relaxed);
             self.process(chunk, ingest);
             if Instant::now() >= deadline || ingest.full() {
                 return Ok(Poll::Busy);
@@ -302,13 +375,211 @@ mod tests {
     }
 
     #[test]
-    fn an_overlong_line_is_cut_into_bounded_pieces_that_keep_its_number() {
-        let mut text = vec![b'x'; 5 * CHUNK_BYTES + 17];
-        text.extend_from_slice(b"\nnext\n");
-        let got = chunks(reader(text));
-        let (last_first, last_lines) = got.last().unwrap();
-        assert_eq!(last_lines.last().unwrap(), b"next");
-        assert_eq!(*last_first + last_lines.len() as u64 - 1, 2, "the line after the long one is line 2");
-        assert!(got.iter().rev().skip(1).all(|(first, _)| *first == 1), "every piece is line 1");
+    fn an_overlong_line_is_one_chunk_of_its_own_with_a_bounded_prefix() {
+        let mut text = b"first\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 5 * CHUNK_BYTES + 17));
+        text.extend_from_slice(b"\nnext\nlast\n");
+        let mut r = reader(text.clone());
+        let mut got = Vec::new();
+        while let Some(c) = r.next_chunk(Vec::new()).unwrap() {
+            assert!(c.bytes.capacity() <= 3 * CHUNK_BYTES, "a buffer of {} bytes", c.bytes.capacity());
+            got.push((c.index, c.first_line, c.overlong, c.bytes.len(), c.read));
+        }
+        let long = 5 * CHUNK_BYTES as u64 + 17;
+        assert_eq!(
+            got,
+            vec![(0, 1, None, 6, 6), (1, 2, Some(long), OVERLONG_KEPT, long + 1), (2, 3, None, 10, 10)],
+            "the line before, the long line (line 2) alone, and the lines after it"
+        );
+        assert_eq!(got.iter().map(|c| c.4).sum::<u64>(), text.len() as u64);
+    }
+
+    /// What a replay of `text` through one [`FileSource`] counted.
+    #[derive(Debug)]
+    struct Counted {
+        rejects: std::collections::BTreeMap<String, i64>,
+        accepted: i64,
+        /// Lines of the admitted events, in order.
+        admitted: Vec<u64>,
+        /// `(reason, line, payload length)` of every dead letter.
+        letters: Vec<(String, u64, usize)>,
+        lines_done: u64,
+        bytes_read: u64,
+    }
+
+    fn replay(text: &[u8]) -> Counted {
+        use std::io::Write;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text).unwrap();
+        file.flush().unwrap();
+        let shared = SharedFile::open(file.path()).unwrap();
+        let sink = crate::deadletter::MemorySink::default();
+        let mut ingest = Ingest::new(&schema::ViewConfig::default(), 300_000, Box::new(sink.clone()));
+        let mut source = shared.source();
+        let deadline = Instant::now() + std::time::Duration::from_secs(3600);
+        while source.poll(&mut ingest, deadline).unwrap() != Poll::Done {}
+        let admitted = ingest.admitted.iter().map(|a| a.ord).collect();
+        let mut cells = Vec::new();
+        ingest.flush(&mut cells);
+        let mut counted = Counted {
+            rejects: Default::default(),
+            accepted: 0,
+            admitted,
+            letters: Vec::new(),
+            lines_done: shared.lines_done(),
+            bytes_read: shared.bytes_read(),
+        };
+        for (cell, n) in cells {
+            match cell {
+                schema::cells::Cell::Reject { reason } => *counted.rejects.entry(reason).or_default() += n,
+                schema::cells::Cell::Accepted => counted.accepted += n,
+                _ => {}
+            }
+        }
+        counted.letters = sink
+            .0
+            .lock()
+            .iter()
+            .map(|l| {
+                let reason = l["reason"].as_str().unwrap().to_string();
+                (reason, l["source"]["line"].as_u64().unwrap(), l["payload"].as_str().unwrap().len())
+            })
+            .collect();
+        counted
+    }
+
+    fn event(i: u64) -> Vec<u8> {
+        let ts = now_ms() - 60_000;
+        format!(r#"{{"user_id":"u{i}","event":"page_view","ts":{ts},"page":"/p/{i}"}}"#).into_bytes()
+    }
+
+    fn rejects(pairs: &[(&str, i64)]) -> std::collections::BTreeMap<String, i64> {
+        pairs.iter().map(|(r, n)| (r.to_string(), *n)).collect()
+    }
+
+    /// Good lines, then one line of `long` bytes without a newline in it, then good lines, a bad
+    /// one and a good one: the long line is one `too_large` at its own line number, and every
+    /// line after it keeps its number.
+    #[test]
+    fn an_overlong_line_is_one_too_large_reject_and_later_lines_keep_their_numbers() {
+        for (before, long) in [
+            (3, 5 * CHUNK_BYTES + 17),
+            (3, CHUNK_BYTES),
+            (1, CHUNK_BYTES + 1),
+            (20_000, 2 * CHUNK_BYTES),
+            (0, 3 * CHUNK_BYTES - 5),
+            (5, 200_000),
+        ] {
+            let mut text = Vec::new();
+            let mut line = 0;
+            let mut good = Vec::new();
+            for _ in 0..before {
+                line += 1;
+                text.extend(event(line));
+                text.push(b'\n');
+                good.push(line);
+            }
+            line += 1;
+            let long_line = line;
+            text.extend(std::iter::repeat_n(b'x', long));
+            text.push(b'\n');
+            for _ in 0..3 {
+                line += 1;
+                text.extend(event(line));
+                text.push(b'\n');
+                good.push(line);
+            }
+            line += 1;
+            let bad_line = line;
+            text.extend_from_slice(b"{not json\n");
+            line += 1;
+            text.extend(event(line));
+            text.push(b'\n');
+            good.push(line);
+
+            let got = replay(&text);
+            let case = format!("{before} lines, then a line of {long} bytes");
+            assert_eq!(got.rejects, rejects(&[("invalid_json", 1), ("too_large", 1)]), "{case}");
+            assert_eq!(got.accepted, good.len() as i64, "{case}");
+            assert_eq!(got.admitted, good, "{case}");
+            assert_eq!(got.letters.len(), 2, "{case}: {:?}", got.letters);
+            let (reason, at, payload) = &got.letters[0];
+            assert_eq!((reason.as_str(), *at), ("too_large", long_line), "{case}");
+            assert!(*payload > 0 && *payload <= 64 * 1024, "{case}: a bounded prefix, not {payload} bytes");
+            assert_eq!((got.letters[1].0.as_str(), got.letters[1].1), ("invalid_json", bad_line), "{case}");
+            assert_eq!(got.lines_done, line, "{case}");
+            assert_eq!(got.bytes_read, text.len() as u64, "{case}");
+        }
+    }
+
+    #[test]
+    fn an_overlong_last_line_without_a_newline_is_one_too_large_reject() {
+        let mut text = event(1);
+        text.push(b'\n');
+        text.extend(std::iter::repeat_n(b'y', 4 * CHUNK_BYTES + 3));
+        let got = replay(&text);
+        assert_eq!(got.rejects, rejects(&[("too_large", 1)]));
+        assert_eq!(got.admitted, vec![1]);
+        assert_eq!(got.letters.iter().map(|l| (l.0.as_str(), l.1)).collect::<Vec<_>>(), vec![("too_large", 2)]);
+        assert_eq!(got.lines_done, 2);
+    }
+
+    #[test]
+    fn blank_lines_are_counted_but_not_dead_lettered() {
+        // Lines 2, 3, 4 and 7 are blank (empty, spaces, a tab and a CR); CRLF endings and the
+        // newline that ends the file are not blank lines.
+        let mut text = Vec::new();
+        for (i, line) in [
+            event(1),
+            b"".to_vec(),
+            b"   ".to_vec(),
+            b"\t\r".to_vec(),
+            [event(5), b"\r".to_vec()].concat(),
+            [event(6), b"\r".to_vec()].concat(),
+            b"\r".to_vec(),
+            event(8),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let _ = i;
+            text.extend(line);
+            text.push(b'\n');
+        }
+        let got = replay(&text);
+        assert_eq!(got.rejects, rejects(&[("blank", 4)]));
+        assert_eq!(got.admitted, vec![1, 5, 6, 8]);
+        assert!(got.letters.is_empty(), "blank lines fill no dead letters: {:?}", got.letters);
+        assert_eq!(got.lines_done, 8);
+
+        // The last line without a newline; a blank one at the end is still a line.
+        let got = replay(&[event(1), b"\n".to_vec(), event(2)].concat());
+        assert_eq!((got.rejects.len(), got.admitted.clone()), (0, vec![1, 2]));
+        let got = replay(&[event(1), b"\n\n".to_vec()].concat());
+        assert_eq!((got.rejects, got.admitted), (rejects(&[("blank", 1)]), vec![1]));
+        let got = replay(&[event(1), b"\r\n  ".to_vec()].concat());
+        assert_eq!((got.rejects, got.admitted), (rejects(&[("blank", 1)]), vec![1]));
+        let got = replay(b"");
+        assert_eq!((got.rejects.len(), got.lines_done), (0, 0));
+    }
+
+    /// Many blank lines across chunk boundaries: each counted once.
+    #[test]
+    fn blank_lines_across_chunks_are_each_counted_once() {
+        let mut text = Vec::new();
+        let mut good = Vec::new();
+        for line in 1..=300_000u64 {
+            if line % 3 == 0 {
+                text.extend_from_slice(if line % 2 == 0 { b"  \r\n" } else { b"\n" });
+            } else {
+                text.extend(event(line));
+                text.extend_from_slice(b"\r\n");
+                good.push(line);
+            }
+        }
+        let got = replay(&text);
+        assert_eq!(got.rejects, rejects(&[("blank", 100_000)]));
+        assert_eq!(got.admitted, good);
+        assert_eq!(got.lines_done, 300_000);
     }
 }
