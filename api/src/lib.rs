@@ -159,6 +159,10 @@ async fn dump(State(s): State<AppState>) -> Json<read::model::Dump> {
 async fn readyz(State(s): State<AppState>) -> Response {
     if s.status.is_ready() {
         Json(serde_json::json!({"status": "ready"})).into_response()
+    } else if s.status.caught_up() {
+        let problems = s.status.problems();
+        let body = serde_json::json!({"status": "stalled", "message": problems.join("; "), "problems": problems});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     } else {
         let lag: i64 = s.status.partitions().values().filter_map(|p| p.lag()).sum();
         let body = serde_json::json!({"status": "catching up", "message": format!("still reading the backlog ({lag} records behind); retry shortly")});

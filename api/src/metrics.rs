@@ -34,6 +34,14 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
             let _ = writeln!(out, "clickflow_partition_lag{{partition=\"{name}\"}} {lag}");
         }
     }
+    let _ = writeln!(out, "# HELP clickflow_partition_stalled 1 while the partition has records waiting and nothing is read, or the broker does not answer.\n# TYPE clickflow_partition_stalled gauge");
+    for (name, p) in &partitions {
+        let _ = writeln!(out, "clickflow_partition_stalled{{partition=\"{name}\"}} {}", u8::from(p.problem.is_some()));
+    }
+    let _ = writeln!(out, "# HELP clickflow_consumer_restarts_total Consumers restarted after a stall, per partition.\n# TYPE clickflow_consumer_restarts_total counter");
+    for (name, p) in &partitions {
+        let _ = writeln!(out, "clickflow_consumer_restarts_total{{partition=\"{name}\"}} {}", p.restarts);
+    }
     let (buckets, sum) = s.status.epoch_latency();
     let _ = writeln!(out, "# HELP clickflow_epoch_latency_ms From an epoch opening to its publish in the read model.\n# TYPE clickflow_epoch_latency_ms histogram");
     let mut cumulative = 0;
@@ -58,7 +66,7 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     for ((rule, severity), n) in firing {
         let _ = writeln!(out, "clickflow_alerts_firing{{rule=\"{rule}\",severity=\"{severity}\"}} {n}");
     }
-    let _ = writeln!(out, "# HELP clickflow_ready 1 once the engine has caught up with its input.\n# TYPE clickflow_ready gauge\nclickflow_ready {}", u8::from(s.status.is_ready()));
+    let _ = writeln!(out, "# HELP clickflow_ready 1 once the engine has caught up with its input, while no partition is stalled.\n# TYPE clickflow_ready gauge\nclickflow_ready {}", u8::from(s.status.is_ready()));
     let _ = writeln!(
         out,
         "# HELP clickflow_epoch Last published ingestion epoch.\n# TYPE clickflow_epoch gauge\nclickflow_epoch {}",

@@ -18,7 +18,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
@@ -42,11 +42,16 @@ pub struct Counters {
     /// Requests answered 503 (Kafka slow, down, or too much in flight).
     pub unavailable: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Producers replaced after a fatal error (e.g. fenced after a broker restart).
+    pub producer_rebuilds: AtomicU64,
 }
 
 pub struct Collector {
     config: CollectorConfig,
-    producer: FutureProducer,
+    /// Replaced when librdkafka reports a fatal error: such a producer refuses every record for
+    /// the rest of its life.
+    producer: parking_lot::RwLock<FutureProducer>,
+    kafka: dataflow::KafkaConfig,
     topic: String,
     write_key: Option<String>,
     proxies: client::Proxies,
@@ -75,10 +80,49 @@ impl Collector {
             unhealthy_until: AtomicI64::new(0),
             counters: Counters::default(),
             write_key: write_key.filter(|k| !k.is_empty()),
-            producer,
+            producer: parking_lot::RwLock::new(producer),
+            kafka: kafka.clone(),
             topic,
             config,
         }))
+    }
+
+    /// A producer that hit a fatal error (librdkafka: fenced, or an idempotence sequence it cannot
+    /// repair, as after a broker restarted on lost storage) is replaced by a new one; records it
+    /// failed were never acknowledged (their requests got 503), so nothing is lost or doubled.
+    fn producer(&self) -> FutureProducer {
+        let current = self.producer.read().clone();
+        let Some((code, reason)) = current.client().fatal_error() else { return current };
+        let mut slot = self.producer.write();
+        if slot.client().fatal_error().is_none() {
+            return slot.clone(); // replaced by a concurrent request
+        }
+        match dataflow::kafka::collector_producer(&self.kafka, self.config.ack_timeout_ms) {
+            Ok(fresh) => {
+                tracing::warn!(error = ?code, %reason, "the collector's Kafka producer hit a fatal error; replaced it");
+                self.counters.producer_rebuilds.fetch_add(1, Ordering::Relaxed);
+                *slot = fresh;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the collector's Kafka producer hit a fatal error and cannot be replaced")
+            }
+        }
+        slot.clone()
+    }
+
+    /// Makes the producer fail as librdkafka does on a fatal error (tests of the recovery).
+    #[doc(hidden)]
+    pub fn inject_fatal_error(&self, reason: &str) {
+        let reason = std::ffi::CString::new(reason).expect("no NUL in a reason");
+        let producer = self.producer.read().clone();
+        // SAFETY: the client pointer is valid while `producer` lives; the reason is a C string.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                producer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_PRODUCER_FENCED,
+                reason.as_ptr(),
+            );
+        }
     }
 
     pub fn config(&self) -> &CollectorConfig {
@@ -95,6 +139,7 @@ impl Collector {
             ("events_invalid", "Events refused by validation (reported per index).", &c.invalid),
             ("unavailable", "Requests answered 503: Kafka slow or down, or too much in flight.", &c.unavailable),
             ("rate_limited", "Requests answered 429.", &c.rate_limited),
+            ("producer_rebuilds", "Kafka producers replaced after a fatal error.", &c.producer_rebuilds),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(
@@ -302,9 +347,10 @@ fn validate(items: &[&RawValue], now_ms: i64, client_ip: &str) -> (Vec<(String, 
 /// Sends every event and waits for every acknowledgement (or the first failure).
 async fn produce(c: &Collector, events: &[(String, Vec<u8>)]) -> Result<(), String> {
     let mut deliveries = Vec::with_capacity(events.len());
+    let producer = c.producer();
     for (key, payload) in events {
         let record = FutureRecord::to(&c.topic).key(key.as_bytes()).payload(payload.as_slice());
-        match c.producer.send_result(record) {
+        match producer.send_result(record) {
             Ok(delivery) => deliveries.push(delivery),
             Err((e, _)) => return Err(format!("Kafka's send queue refused an event ({e})")),
         }

@@ -145,3 +145,22 @@ async fn the_write_key_cors_and_the_rate_limit() {
     let (_, headers, _) = send(&c, other).await;
     assert!(headers.get("access-control-allow-origin").is_none(), "other origins get no CORS grant");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_with_a_fatal_error_is_replaced_and_requests_are_stored_again() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("clicks", 1, 1).unwrap();
+    let c = collector(&mock, CollectorConfig::default(), None);
+    let one = |user: &str| post().body(Body::from(event(user).to_string())).unwrap();
+    let (status, _, body) = send(&c, one("u1")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // What a broker restarted on lost storage does to an idempotent producer (seen with tansu):
+    // fenced, it refuses every record for the rest of its life.
+    c.inject_fatal_error("fenced after a broker restart (test)");
+    for user in ["u2", "u3"] {
+        let (status, _, body) = send(&c, one(user)).await;
+        assert_eq!(status, StatusCode::OK, "accepted again after the fatal error: {body}");
+    }
+    assert_eq!(c.counters.producer_rebuilds.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(c.counters.accepted.load(std::sync::atomic::Ordering::Relaxed), 3);
+}

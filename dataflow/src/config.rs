@@ -14,8 +14,12 @@ pub struct EngineConfig {
     pub epoch_ms: u64,
     /// Events up to this far behind a partition's newest event time still correct the views.
     pub lateness_seconds: u64,
-    /// A partition with nothing new for this long no longer holds back `as_of`.
+    /// A partition caught up (the broker says so) and quiet for this long no longer holds back
+    /// `as_of`.
     pub idle_seconds: u64,
+    /// Records waiting and none read, or no answer from the broker, for this long: the engine is
+    /// not ready (`/readyz`) and a stalled consumer is restarted.
+    pub stall_seconds: u64,
     /// Ingestion pauses when the views are this many epochs behind (bounded memory under load).
     pub max_epochs_in_flight: u64,
     /// Where snapshots of view state and input positions are kept; none disables recovery.
@@ -66,6 +70,7 @@ impl Default for EngineConfig {
             epoch_ms: 100,
             lateness_seconds: 300,
             idle_seconds: 5,
+            stall_seconds: 20,
             max_epochs_in_flight: 20,
             state_dir: None,
             snapshot_seconds: 10,

@@ -119,7 +119,7 @@ impl Exporter {
             let h = histogram.get_or_insert_with(|| Histogram::new(3).expect("valid histogram"));
             let _ = h.record((now_ms - ts).max(0) as u64);
         }
-        if self.read_model.ready() && !self.status.is_ready() {
+        if self.read_model.ready() && !self.status.caught_up() {
             tracing::info!("caught up with the input; ready");
             self.status.set_ready(true);
         }

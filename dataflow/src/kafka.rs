@@ -14,7 +14,12 @@ fn apply_user_properties(client: &mut ClientConfig, config: &KafkaConfig) {
     }
 }
 
-pub fn consumer(config: &KafkaConfig) -> Result<BaseConsumer, SourceError> {
+/// How long a fetch waits for records (librdkafka's default is 500 ms).
+pub const FETCH_WAIT_MS: u64 = 20;
+
+/// The engine's consumer; `fetch_wait_ms` overrides the fetch wait (a consumer restarted after a
+/// stall waits longer).
+pub fn consumer(config: &KafkaConfig, fetch_wait_ms: Option<u64>) -> Result<BaseConsumer, SourceError> {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.brokers)
@@ -27,15 +32,20 @@ pub fn consumer(config: &KafkaConfig) -> Result<BaseConsumer, SourceError> {
         // `start = committed` with no committed offset falls back to the beginning: views must see
         // the whole retained window, not only what arrives from now on.
         .set("auto.offset.reset", "earliest")
-        // Answer fetches as soon as anything is there, and wait at most 20 ms otherwise: the
-        // default 500 ms wait alone would put p99 freshness near half a second.
+        // Answer fetches as soon as anything is there, and wait at most 20 ms otherwise: on a
+        // broker that does not answer a waiting fetch when records arrive (librdkafka's mock
+        // cluster), the default 500 ms wait alone put p99 freshness near half a second. A broker
+        // too slow for it is handled by restarting the consumer with a longer wait.
         .set("fetch.min.bytes", "1")
-        .set("fetch.wait.max.ms", "20")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string())
         // A deep local queue amortises per-request cost at millions of small events per second.
         .set("queued.min.messages", "200000")
         // Keeps consumers quiet on a broker without group coordination for assigned partitions.
         .set("enable.partition.eof", "false");
     apply_user_properties(&mut client, config);
+    if let Some(wait) = fetch_wait_ms {
+        client.set("fetch.wait.max.ms", wait.to_string());
+    }
     client.create().map_err(|e| SourceError::Kafka(format!("cannot create a consumer for {}: {e}", config.brokers)))
 }
 

@@ -13,6 +13,11 @@ pub struct PartitionProgress {
     pub position: i64,
     /// Offset one past the last message in the partition, when known.
     pub high_watermark: Option<i64>,
+    /// Why this partition makes the engine not ready (stalled, broker unreachable), in words
+    /// for an operator; `None` when it reads normally.
+    pub problem: Option<String>,
+    /// Times its consumer was restarted after a stall.
+    pub restarts: u64,
 }
 
 impl PartitionProgress {
@@ -68,8 +73,17 @@ impl Status {
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
+    /// Caught up once, and no input partition has a problem now.
     pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.partitions.lock().values().all(|p| p.problem.is_none())
+    }
+    /// Has caught up with its input once since it started.
+    pub fn caught_up(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+    /// The input partitions' problems, in words for an operator.
+    pub fn problems(&self) -> Vec<String> {
+        self.partitions.lock().values().filter_map(|p| p.problem.clone()).collect()
     }
     pub fn set_partition(&self, name: String, progress: PartitionProgress) {
         self.partitions.lock().insert(name, progress);

@@ -9,7 +9,7 @@ use dataflow::clock::PartitionClock;
 use dataflow::decode::{decode, Decoded};
 use dataflow::ingest::Ingest;
 use dataflow::source::file::SharedFile;
-use dataflow::source::kafka::KafkaSource;
+use dataflow::source::kafka::{KafkaSource, KafkaTiming};
 use dataflow::source::{worker_clock, InputClock, PartClock, Poll, Source, SourceError};
 use dataflow::SourceFactory;
 use generator::Generator;
@@ -308,7 +308,7 @@ pub(super) fn fill_kafka_with(
 fn consume(config: &Config, count: u64) -> Result<(Duration, Arc<read::ReadModel>)> {
     let engine = Arc::new(super::engine(config)?);
     let kafka = config.kafka.clone();
-    let sources: SourceFactory = KafkaSource::factory(&kafka, Duration::from_secs(1))?;
+    let sources: SourceFactory = KafkaSource::factory(&kafka, bench_timing())?;
     let (read_model, stop) = (engine.read_model.clone(), engine.stop.clone());
     let started = Instant::now();
     let thread = std::thread::spawn(move || engine.run(sources, super::discard_sinks()));
@@ -354,7 +354,7 @@ fn freshness_bench(config: &Config, rate: f64, seconds: u64) -> Result<()> {
     engine.measure_freshness = Some(start + 1000);
     let stop = engine.stop.clone();
     let kafka = config.kafka.clone();
-    let sources: SourceFactory = KafkaSource::factory(&kafka, Duration::from_secs(1))?;
+    let sources: SourceFactory = KafkaSource::factory(&kafka, bench_timing())?;
     let thread = std::thread::spawn(move || engine.run(sources, super::discard_sinks()));
     let produced = Arc::new(AtomicUsize::new(0));
     let producer_stop = Arc::new(AtomicBool::new(false));
@@ -413,4 +413,9 @@ fn recovery_bench(config: &Config, count: u64) -> Result<()> {
     let (rebuild, _) = consume(&config, count)?;
     row("restart without snapshot (rebuild from Kafka)", count, rebuild, "re-reads every record");
     Ok(())
+}
+
+/// Benchmarks read a prepared backlog: a partition is idle one second after its end.
+pub fn bench_timing() -> KafkaTiming {
+    KafkaTiming { idle_after: Duration::from_secs(1), stall_after: Duration::from_secs(20) }
 }

@@ -39,7 +39,7 @@ pub fn main(config: &Config, count: u64, args: Args) -> Result<()> {
     super::bench::fill_kafka_with(&mut config, &mock, count, records.by_ref().take(count as usize))?;
     let engine = Arc::new(super::engine(&config)?);
     let (_runtime, address) = serve_on_loopback(&engine)?;
-    let sources: SourceFactory = KafkaSource::factory(&config.kafka, Duration::from_secs(1))?;
+    let sources: SourceFactory = KafkaSource::factory(&config.kafka, super::bench::bench_timing())?;
     let (read_model, stop) = (engine.read_model.clone(), engine.stop.clone());
     let thread = {
         let engine = engine.clone();

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use dataflow::source::kafka::KafkaSource;
+use dataflow::source::kafka::{KafkaSource, KafkaTiming};
 use dataflow::{Engine, SourceFactory};
 use generator::Generator;
 use rdkafka::mocking::MockCluster;
@@ -100,8 +100,7 @@ pub fn spawn_kafka_engine(
 ) -> Result<std::thread::JoinHandle<Result<()>>> {
     let stop = engine.stop.clone();
     let kafka = config.kafka.clone();
-    let idle = std::time::Duration::from_secs(config.engine.idle_seconds);
-    let sources: SourceFactory = KafkaSource::factory(&kafka, idle)?;
+    let sources: SourceFactory = KafkaSource::factory(&kafka, KafkaTiming::of(&config.engine))?;
     let sinks = super::kafka_sinks(&config.kafka)?;
     if let Some(dir) = config.engine.state_dir.as_ref().filter(|_| engine.serves()) {
         // Funnels, retention and alert rules added through the API come back after a restart, in the order

@@ -329,7 +329,7 @@ impl Source for FileSource {
 
     fn report(&self, status: &Status) {
         let position = self.shared.lines_done() as i64;
-        status.set_partition(self.shared.name.clone(), PartitionProgress { position, high_watermark: None });
+        status.set_partition(self.shared.name.clone(), PartitionProgress { position, ..Default::default() });
     }
 }
 

@@ -11,6 +11,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use read::status::PartitionProgress;
 use read::Status;
 
+use super::kafka_health::{judge, EndOffsets, Health, Observation};
 use super::{now_ms, worker_clock, Checkpoint, InputClock, PartClock, Poll, Source, SourceError};
 use crate::clock::PartitionClock;
 use crate::config::KafkaConfig;
@@ -20,6 +21,27 @@ use crate::ingest::Ingest;
 use crate::runtime::SourceFactory;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest fetch wait a restarted consumer asks for (see [`KafkaSource::restart_consumer`]).
+const MAX_FETCH_WAIT_MS: u64 = 2_500;
+
+/// When a Kafka partition counts as idle, and as stalled.
+#[derive(Clone, Copy, Debug)]
+pub struct KafkaTiming {
+    /// Caught up and quiet this long: the partition no longer holds back `as_of`.
+    pub idle_after: Duration,
+    /// Records waiting and none read (or no answer from the broker) this long: not ready, and
+    /// the consumer is restarted.
+    pub stall_after: Duration,
+}
+
+impl KafkaTiming {
+    pub fn of(engine: &crate::config::EngineConfig) -> KafkaTiming {
+        KafkaTiming {
+            idle_after: Duration::from_secs(engine.idle_seconds),
+            stall_after: Duration::from_secs(engine.stall_seconds.max(1)),
+        }
+    }
+}
 
 struct Part {
     topic: String,
@@ -32,6 +54,8 @@ struct Part {
     /// High watermark when the engine started: reading up to it is "caught up".
     start_high: i64,
     last_message: Instant,
+    /// Consumers restarted while this partition was stalled.
+    restarts: u64,
 }
 
 impl Part {
@@ -42,10 +66,17 @@ impl Part {
 
 pub struct KafkaSource {
     consumer: BaseConsumer,
+    config: KafkaConfig,
     parts: Vec<Part>,
-    start: String,
-    idle_after: Duration,
-    assigned: bool,
+    timing: KafkaTiming,
+    /// The broker's answers about where each partition ends.
+    ends: EndOffsets,
+    assigned: Option<Instant>,
+    /// The fetch wait of the current consumer (`None`: as configured).
+    fetch_wait_ms: Option<u64>,
+    last_check: Instant,
+    last_restart: Instant,
+    last_error_log: Option<Instant>,
 }
 
 /// Every partition of `topics`, sorted, so each worker computes the same split.
@@ -77,11 +108,11 @@ pub fn topic_partitions(consumer: &BaseConsumer, topics: &[String]) -> Result<Ve
 impl KafkaSource {
     /// Sources for every worker, splitting one partition list read once, so that workers can
     /// never disagree on who reads which partition.
-    pub fn factory(config: &KafkaConfig, idle_after: Duration) -> Result<SourceFactory, SourceError> {
-        let all = Arc::new(topic_partitions(&crate::kafka::consumer(config)?, &config.topics)?);
+    pub fn factory(config: &KafkaConfig, timing: KafkaTiming) -> Result<SourceFactory, SourceError> {
+        let all = Arc::new(topic_partitions(&crate::kafka::consumer(config, None)?, &config.topics)?);
         let config = config.clone();
         Ok(Arc::new(move |worker, peers| {
-            Ok(Box::new(KafkaSource::new(&config, &all, worker, peers, idle_after)?) as Box<dyn Source>)
+            Ok(Box::new(KafkaSource::new(&config, &all, worker, peers, timing)?) as Box<dyn Source>)
         }))
     }
 
@@ -91,9 +122,9 @@ impl KafkaSource {
         all: &[(String, i32)],
         worker: usize,
         peers: usize,
-        idle_after: Duration,
+        timing: KafkaTiming,
     ) -> Result<KafkaSource, SourceError> {
-        let consumer = crate::kafka::consumer(config)?;
+        let consumer = crate::kafka::consumer(config, None)?;
         let now = Instant::now();
         let mut parts = Vec::new();
         for (i, (topic, partition)) in all.iter().cloned().enumerate() {
@@ -111,9 +142,25 @@ impl KafkaSource {
                 next_offset: None,
                 start_high: high,
                 last_message: now,
+                restarts: 0,
             });
         }
-        Ok(KafkaSource { consumer, parts, start: config.start.clone(), idle_after, assigned: false })
+        let mine = parts.iter().map(|p| (p.topic.clone(), p.partition)).collect();
+        // Asked often enough that an idle partition is confirmed well within the idle time.
+        let every = (timing.idle_after / 3).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let ends = EndOffsets::start(crate::kafka::consumer(config, None)?, mine, every);
+        Ok(KafkaSource {
+            consumer,
+            config: config.clone(),
+            parts,
+            timing,
+            ends,
+            assigned: None,
+            fetch_wait_ms: None,
+            last_check: now,
+            last_restart: now,
+            last_error_log: None,
+        })
     }
 
     /// Start offset of a partition without a checkpoint, from `kafka.start`, as an explicit offset
@@ -125,7 +172,7 @@ impl KafkaSource {
         let (low, high) =
             self.consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT).map_err(|e| kafka("watermarks", e))?;
         let mut tpl = TopicPartitionList::new();
-        let found = match self.start.as_str() {
+        let found = match self.config.start.as_str() {
             "earliest" => return Ok(low),
             "latest" => return Ok(high),
             "committed" => {
@@ -147,26 +194,63 @@ impl KafkaSource {
         Ok(match found.find_partition(topic, partition).map(|p| p.offset()) {
             Some(Offset::Offset(o)) => o.clamp(low, high),
             // No committed offset: from the beginning; no record at or after the time: the end.
-            _ if self.start == "committed" => low,
+            _ if self.config.start == "committed" => low,
             _ => high,
         })
     }
 
     /// A snapshot's offset must still be readable: if retention deleted records after it, resuming
-    /// would silently skip them, so refuse and say how to rebuild instead.
+    /// would silently skip them, so refuse and say how to rebuild instead. A broker that says the
+    /// partition ends before the snapshot's offset may only be answering a stale end (tansu
+    /// under-reports after batches): the record just before the offset tells which it is.
     fn check_resumable(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, SourceError> {
         let (low, high) = self
             .consumer
             .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
             .map_err(|e| SourceError::Kafka(format!("watermarks of {topic}/{partition}: {e}")))?;
-        if offset < low || offset > high {
+        if offset < low {
             return Err(SourceError::Config(format!(
-                "the snapshot resumes {topic}/{partition} at offset {offset}, but the partition now holds offsets \
-                 {low}..{high} (records deleted by retention, or a different topic); run with --fresh to rebuild the \
-                 views from kafka.start"
+                "the snapshot resumes {topic}/{partition} at offset {offset}, but the partition now starts at {low}: \
+                 retention deleted records the views have not read; run with --fresh to rebuild the views from \
+                 kafka.start (and keep the topic's retention longer than an outage can last)"
             )));
         }
-        Ok(offset)
+        if offset <= high {
+            return Ok(offset);
+        }
+        // An empty partition (its end is its start) cannot be a stale answer about records.
+        if high > low && self.record_readable(topic, partition, offset - 1)? {
+            tracing::warn!(
+                partition = %format!("{topic}/{partition}"), offset, reported_end = high,
+                "the broker reports an end before the snapshot's offset, but the records are there; resuming"
+            );
+            return Ok(offset);
+        }
+        Err(SourceError::Config(format!(
+            "the snapshot resumes {topic}/{partition} at offset {offset}, but the partition now ends at {high} and \
+             offset {} cannot be read: the topic lost records the views already counted (deleted and re-created, or a \
+             broker restarted on empty storage), or kafka.brokers points at another cluster. Check kafka.brokers and \
+             kafka.topics; if the topic really starts over, run with --fresh to rebuild the views from kafka.start",
+            offset - 1
+        )))
+    }
+
+    /// Whether the broker delivers the record at `offset` (or a later one: compaction).
+    fn record_readable(&self, topic: &str, partition: i32, offset: i64) -> Result<bool, SourceError> {
+        let reader = crate::kafka::consumer(&self.config, None)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .map_err(|e| SourceError::Kafka(e.to_string()))?;
+        reader.assign(&tpl).map_err(|e| SourceError::Kafka(format!("cannot assign {topic}/{partition}: {e}")))?;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+                if m.topic() == topic && m.partition() == partition && m.offset() >= offset {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     fn assign(&mut self) -> Result<(), SourceError> {
@@ -182,8 +266,27 @@ impl KafkaSource {
                 .map_err(|e| SourceError::Kafka(e.to_string()))?;
         }
         self.consumer.assign(&tpl).map_err(|e| SourceError::Kafka(format!("cannot assign partitions: {e}")))?;
-        tracing::info!(partitions = ?self.parts.iter().map(Part::name).collect::<Vec<_>>(), start = %self.start, "consuming");
-        self.assigned = true;
+        tracing::info!(partitions = ?self.parts.iter().map(Part::name).collect::<Vec<_>>(), start = %self.config.start, "consuming");
+        self.assigned = Some(Instant::now());
+        Ok(())
+    }
+
+    /// A consumer that stopped making progress while the broker answers (seen: a broker
+    /// restarted on slow storage that answers every short fetch with nothing) is replaced by a
+    /// new one at the same positions; `fetch_wait_ms`: the new one's fetch wait (`None`: as
+    /// configured).
+    fn restart_consumer(&mut self, fetch_wait_ms: Option<u64>) -> Result<(), SourceError> {
+        let consumer = crate::kafka::consumer(&self.config, fetch_wait_ms)?;
+        let mut tpl = TopicPartitionList::new();
+        for part in &self.parts {
+            let offset = part.next_offset.expect("assigned partitions have a position");
+            tpl.add_partition_offset(&part.topic, part.partition, Offset::Offset(offset))
+                .map_err(|e| SourceError::Kafka(e.to_string()))?;
+        }
+        consumer.assign(&tpl).map_err(|e| SourceError::Kafka(format!("cannot assign partitions: {e}")))?;
+        self.consumer = consumer;
+        self.fetch_wait_ms = fetch_wait_ms;
+        self.last_restart = Instant::now();
         Ok(())
     }
 
@@ -191,8 +294,52 @@ impl KafkaSource {
         self.parts.iter().position(|p| p.partition == partition && p.topic == topic)
     }
 
-    fn is_idle(&self, part: &Part) -> bool {
-        part.last_message.elapsed() >= self.idle_after
+    /// The partition's end: the broker's last answer, or a later fetch response's.
+    fn end(&self, part: &Part) -> Option<i64> {
+        let answer = self.ends.get(&part.topic, part.partition).map(|a| a.high);
+        let cached = cached_high_watermark(&self.consumer, &part.topic, part.partition);
+        answer.max(cached)
+    }
+
+    fn health(&self, part: &Part) -> Health {
+        let answer = self.ends.get(&part.topic, part.partition);
+        let observed = Observation {
+            quiet_for: part.last_message.elapsed(),
+            answered_ago: answer.map(|a| a.at.elapsed()),
+            end: self.end(part),
+            position: part.next_offset.unwrap_or(0),
+            reading_for: self.assigned.map_or(Duration::ZERO, |a| a.elapsed()),
+        };
+        judge(&observed, self.timing.idle_after, self.timing.stall_after)
+    }
+
+    /// Once a second: restarts the consumer when a partition is stalled, at most once per stall
+    /// time (a new consumer gets the time to show progress), each time with a longer fetch wait;
+    /// after a long healthy stretch, back to the configured wait (it decides freshness).
+    fn supervise(&mut self) -> Result<(), SourceError> {
+        if self.last_check.elapsed() < Duration::from_secs(1) {
+            return Ok(());
+        }
+        self.last_check = Instant::now();
+        let healths: Vec<Health> = self.parts.iter().map(|p| self.health(p)).collect();
+        let stalled = healths.iter().any(|h| matches!(h, Health::Stalled { .. }));
+        let since_restart = self.last_restart.elapsed();
+        if stalled && since_restart >= self.timing.stall_after {
+            let wait = (self.fetch_wait_ms.unwrap_or(crate::kafka::FETCH_WAIT_MS) * 5).min(MAX_FETCH_WAIT_MS);
+            self.restart_consumer(Some(wait))?;
+            self.parts.iter_mut().for_each(|p| p.restarts += 1);
+            tracing::warn!(
+                partitions = ?self.parts.iter().map(Part::name).collect::<Vec<_>>(), fetch_wait_ms = wait,
+                "no progress although records wait and the broker answers: consumer restarted at the same positions"
+            );
+        } else if self.fetch_wait_ms.is_some()
+            && since_restart >= self.timing.stall_after * 15
+            && healths.iter().all(|h| matches!(h, Health::Reading | Health::Idle))
+        {
+            self.restart_consumer(None)?;
+            tracing::info!("reading without stalls again: consumer back to the configured fetch wait");
+        }
+        Ok(())
     }
 }
 
@@ -201,17 +348,22 @@ impl Source for KafkaSource {
         if self.parts.is_empty() {
             return Ok(Poll::Idle);
         }
-        if !self.assigned {
+        if self.assigned.is_none() {
             self.assign()?;
         }
+        self.supervise()?;
         let mut now = now_ms();
         let mut n = 0u32;
         loop {
             let message = match self.consumer.poll(Duration::ZERO) {
                 None => return Ok(if n == 0 { Poll::Idle } else { Poll::Busy }),
                 Some(Err(e)) => {
-                    // Transient broker errors are retried by librdkafka; say so once per poll.
-                    tracing::warn!(error = %e, "kafka consumer error");
+                    // Transient broker errors are retried by librdkafka; said at most every 10 s
+                    // (an outage answers every poll with one). Stalls are judged by `supervise`.
+                    if self.last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, "kafka consumer error (retried; repeats are not logged for 10 s)");
+                        self.last_error_log = Some(Instant::now());
+                    }
                     return Ok(Poll::Idle);
                 }
                 Some(Ok(m)) => m,
@@ -237,7 +389,11 @@ impl Source for KafkaSource {
     }
 
     fn clock(&self, lateness_ms: i64, as_of: Option<i64>) -> InputClock {
-        let parts = self.parts.iter().map(|p| PartClock { clock: &p.clock, idle: self.is_idle(p), finished: false });
+        let parts = self.parts.iter().map(|p| PartClock {
+            clock: &p.clock,
+            idle: self.health(p) == Health::Idle,
+            finished: false,
+        });
         worker_clock(parts, lateness_ms, as_of)
     }
 
@@ -293,9 +449,16 @@ impl Source for KafkaSource {
 
     fn report(&self, status: &Status) {
         for part in &self.parts {
-            let high = cached_high_watermark(&self.consumer, &part.topic, part.partition);
+            let high = self.end(part);
             let position = part.next_offset.unwrap_or(0);
-            status.set_partition(part.name(), PartitionProgress { position, high_watermark: high.filter(|h| *h >= 0) });
+            let problem = self.health(part).problem(&part.name());
+            let progress = PartitionProgress {
+                position,
+                high_watermark: high.filter(|h| *h >= 0),
+                problem,
+                restarts: part.restarts,
+            };
+            status.set_partition(part.name(), progress);
         }
     }
 }

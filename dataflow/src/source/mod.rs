@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod kafka;
+pub mod kafka_health;
 pub mod synthetic;
 
 use std::collections::BTreeMap;

@@ -78,6 +78,6 @@ impl Source for SyntheticSource {
 
     fn report(&self, status: &Status) {
         let name = format!("synthetic/{}", self.worker);
-        status.set_partition(name, PartitionProgress { position: self.produced as i64, high_watermark: None });
+        status.set_partition(name, PartitionProgress { position: self.produced as i64, ..Default::default() });
     }
 }
