@@ -7,6 +7,7 @@ mod funnels;
 mod metrics;
 mod paths;
 mod retention;
+pub mod server;
 mod stream;
 
 use std::sync::Arc;
@@ -47,11 +48,13 @@ impl AppState {
 pub struct ApiConfig {
     /// Address the HTTP server listens on.
     pub listen: String,
+    /// Connection limits and timeouts of every HTTP listener (`[api.server]`).
+    pub server: server::ServerLimits,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: "127.0.0.1:8080".into() }
+        ApiConfig { listen: "127.0.0.1:8080".into(), server: server::ServerLimits::default() }
     }
 }
 

@@ -330,7 +330,7 @@ impl WorkerSetup {
                 epoch = next;
                 graph.advance_to(epoch);
             }
-            self.write_snapshots(&snapshots, writer.as_ref(), &shape, run).map_err(|e| fail(&e))?;
+            self.write_snapshots(&snapshots, writer.as_ref(), &shape, run);
             if let Some(durable) = writer.as_ref().and_then(|w| w.durable()).filter(|d| announced != Some(*d)) {
                 graph.send_durable(index as u32, durable);
                 announced = Some(durable);
@@ -362,7 +362,7 @@ impl WorkerSetup {
         while !graph.probe.done() && !self.failed.load(Ordering::Relaxed) {
             worker.step_or_park(Some(Duration::from_millis(5)));
         }
-        self.write_snapshots(&snapshots, writer.as_ref(), &shape, run).map_err(|e| fail(&e))?;
+        self.write_snapshots(&snapshots, writer.as_ref(), &shape, run);
         if let Some(writer) = writer {
             writer.finish().map_err(|e| fail(&e))?;
         }
@@ -389,19 +389,12 @@ impl WorkerSetup {
     }
 
     /// Hands every complete snapshot of this worker to its writer.
-    fn write_snapshots(
-        &self,
-        snapshots: &Snapshots,
-        writer: Option<&snapshot::Writer>,
-        shape: &Shape,
-        run: u64,
-    ) -> Result<(), snapshot::SnapshotError> {
+    fn write_snapshots(&self, snapshots: &Snapshots, writer: Option<&snapshot::Writer>, shape: &Shape, run: u64) {
         while let Some((label, parts)) = snapshots.complete(&PARTS) {
             if let Some(writer) = writer {
-                writer.submit(shape, Label { run, epoch: label }, &parts)?;
+                writer.submit(shape, Label { run, epoch: label }, &parts);
             }
         }
-        Ok(())
     }
 }
 

@@ -98,6 +98,22 @@ fn path_of(dir: &Path, worker: usize, peers: usize, label: Label) -> PathBuf {
     dir.join(format!("{}{}.snap", prefix(worker, peers), label.text()))
 }
 
+/// [`write_atomically`], tried again a few times over about eight seconds: a write can fail for
+/// a moment (out of file descriptors under a flood of connections, a full disk being cleaned).
+fn write_retrying(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
+    let mut pause = std::time::Duration::from_millis(250);
+    for _ in 0..5 {
+        match write_atomically(dir, path, bytes) {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "snapshot write failed"),
+        }
+        let _ = fs::remove_file(path.with_extension("tmp"));
+        std::thread::sleep(pause);
+        pause *= 2;
+    }
+    write_atomically(dir, path, bytes)
+}
+
 /// Writes to a temporary file, syncs it, then renames it into place and syncs the directory.
 fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
     let io = |path: &Path| {
@@ -208,11 +224,22 @@ impl Writer {
                 .name(format!("snapshot-{worker}"))
                 .spawn(move || {
                     for (label, bytes) in incoming {
-                        let result = write_atomically(&dir, &path_of(&dir, worker, peers, label), &bytes);
+                        let result = write_retrying(&dir, &path_of(&dir, worker, peers, label), &bytes);
                         let mut q = queue.0.lock();
                         match result {
-                            Ok(()) => durable.store(label.epoch.saturating_add(1), Ordering::Release),
-                            Err(e) => q.failed = Some(e),
+                            Ok(()) => {
+                                durable.store(label.epoch.saturating_add(1), Ordering::Release);
+                                q.failed = None;
+                            }
+                            Err(e) => {
+                                // The engine goes on: offsets are committed only for written
+                                // snapshots, so a crash now replays from the last one.
+                                tracing::error!(
+                                    error = %e,
+                                    "a snapshot could not be written; the views go on and the next snapshot tries again"
+                                );
+                                q.failed = Some(e);
+                            }
                         }
                         q.jobs -= 1;
                         queue.1.notify_all();
@@ -229,13 +256,10 @@ impl Writer {
     }
 
     /// Queues this worker's parts at `label` for writing (waits while two are queued).
-    pub fn submit(&self, shape: &Shape, label: Label, parts: &BTreeMap<&str, Vec<u8>>) -> Result<(), SnapshotError> {
+    pub fn submit(&self, shape: &Shape, label: Label, parts: &BTreeMap<&str, Vec<u8>>) {
         let mut q = self.queue.0.lock();
-        while q.jobs >= 2 && q.failed.is_none() {
+        while q.jobs >= 2 {
             self.queue.1.wait(&mut q);
-        }
-        if let Some(e) = q.failed.take() {
-            return Err(e);
         }
         let mut bytes = FORMAT.to_le_bytes().to_vec();
         let serialised = bincode::serialize_into(&mut bytes, shape)
@@ -244,7 +268,6 @@ impl Writer {
         serialised.expect("snapshots serialise");
         q.jobs += 1;
         self.jobs.as_ref().expect("open until finish").send((label, bytes)).expect("the snapshot thread lives");
-        Ok(())
     }
 
     /// The newest epoch of this run whose snapshot is durable, if any.
@@ -252,7 +275,7 @@ impl Writer {
         self.durable.load(Ordering::Acquire).checked_sub(1)
     }
 
-    /// Waits for the writes queued; reports a failed one.
+    /// Waits for the writes queued; reports the last one if it failed.
     pub fn finish(mut self) -> Result<(), SnapshotError> {
         self.jobs.take();
         if let Some(t) = self.thread.take() {
@@ -276,7 +299,7 @@ mod tests {
         let writer = Writer::new(dir.path(), 0, shape(2));
         let parts: BTreeMap<&str, Vec<u8>> = [("users", vec![1, 2, 3])].into_iter().collect();
         for epoch in [50, 100, views::snapshot::FINAL] {
-            writer.submit(&shape(2), Label { run: 0, epoch }, &parts).unwrap();
+            writer.submit(&shape(2), Label { run: 0, epoch }, &parts);
         }
         writer.finish().unwrap();
         let labels = labels(dir.path(), 0, &shape(2)).unwrap();

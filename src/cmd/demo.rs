@@ -84,7 +84,12 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
          Stop with Ctrl-C.\n",
         args.rate, config.kafka.brokers
     );
-    let served = super::tokio_runtime()?.block_on(super::serve(&args.listen, state, extras, stop.clone()));
+    let served = super::tokio_runtime()?.block_on(super::serve(
+        &api::ApiConfig { listen: args.listen.clone(), ..config.api.clone() },
+        state,
+        extras,
+        stop.clone(),
+    ));
     stop.store(true, Ordering::Relaxed);
     let _ = producer.join();
     let ran = engine_thread.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;

@@ -35,11 +35,25 @@ pub struct Extras {
 
 /// Serves the API (with the bot's endpoints and delivery, and the collector on the same or its own
 /// listener) until `stop` is set.
-pub async fn serve(listen: &str, mut engine_state: api::AppState, extras: Extras, stop: Arc<AtomicBool>) -> Result<()> {
+pub async fn serve(
+    api: &api::ApiConfig,
+    mut engine_state: api::AppState,
+    extras: Extras,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let listen = &api.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; is another process using it? pick one with --listen"))?;
-    tracing::info!(address = %listener.local_addr()?, "API listening");
+    tracing::info!(address = %listener.local_addr()?, max_connections = api.server.connections(), "API listening");
+    let counters = Arc::new(api::server::ServerCounters::default());
+    {
+        let counters = counters.clone();
+        engine_state.extra_metrics.push(Arc::new(move |out: &mut String| {
+            out.push_str("# HELP clickflow_http_connections_open Connections being served.\n# TYPE clickflow_http_connections_open gauge\n# HELP clickflow_http_accept_errors_total Connections that could not be accepted (out of file descriptors, most often).\n# TYPE clickflow_http_accept_errors_total counter\n");
+            counters.write_metrics("api", out)
+        }));
+    }
     if let Some(bot) = &extras.bot {
         let bot = bot.clone();
         engine_state.extra_metrics.push(Arc::new(move |out: &mut String| bot.write_metrics(out)));
@@ -73,15 +87,15 @@ pub async fn serve(listen: &str, mut engine_state: api::AppState, extras: Extras
                     .await
                     .with_context(|| format!("cannot listen on {own} (collector.listen)"))?;
                 tracing::info!(address = %own_listener.local_addr()?, "collector listening");
-                let service = routes.into_make_service_with_connect_info::<std::net::SocketAddr>();
-                let shutdown = stopped();
-                tokio::spawn(async move { axum::serve(own_listener, service).with_graceful_shutdown(shutdown).await });
+                let (limits, shutdown) = (api.server.clone(), stopped());
+                let counters = Arc::new(api::server::ServerCounters::default());
+                tokio::spawn(
+                    async move { api::server::serve(own_listener, routes, &limits, counters, shutdown).await },
+                );
             }
         }
     }
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(stopped())
-        .await;
+    let served = api::server::serve(listener, app, &api.server, counters, stopped()).await;
     if let Some(bot) = extras.bot {
         bot.stop();
     }

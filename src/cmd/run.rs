@@ -68,7 +68,7 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
         collector: super::event_collector(&config)?,
     };
     let engine_thread = super::demo::spawn_kafka_engine(engine, &alerts, &config)?;
-    let served = super::tokio_runtime()?.block_on(super::serve(&config.api.listen, state, extras, stop.clone()));
+    let served = super::tokio_runtime()?.block_on(super::serve(&config.api, state, extras, stop.clone()));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let ran = engine_thread.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
     served.and(ran)
