@@ -42,7 +42,8 @@ pub struct Counters {
     /// Requests answered 503 (Kafka slow, down, or too much in flight).
     pub unavailable: AtomicU64,
     pub rate_limited: AtomicU64,
-    /// Producers replaced after a fatal error (e.g. fenced after a broker restart).
+    /// Producers replaced after a fatal error or repeated failures (e.g. fenced after a broker
+    /// restart).
     pub producer_rebuilds: AtomicU64,
 }
 
@@ -59,6 +60,8 @@ pub struct Collector {
     in_flight: Semaphore,
     /// Until this wall-clock ms, Kafka is taken as down and requests are refused at once.
     unhealthy_until: AtomicI64,
+    /// Requests that Kafka did not acknowledge, since the last one it did.
+    failed_in_a_row: std::sync::atomic::AtomicU32,
     pub counters: Counters,
 }
 
@@ -78,6 +81,7 @@ impl Collector {
             limiter: client::RateLimiter::new(config.rate_per_second, config.rate_burst),
             in_flight: Semaphore::new(config.max_in_flight),
             unhealthy_until: AtomicI64::new(0),
+            failed_in_a_row: Default::default(),
             counters: Counters::default(),
             write_key: write_key.filter(|k| !k.is_empty()),
             producer: parking_lot::RwLock::new(producer),
@@ -90,16 +94,28 @@ impl Collector {
     /// A producer that hit a fatal error (librdkafka: fenced, or an idempotence sequence it cannot
     /// repair, as after a broker restarted on lost storage) is replaced by a new one; records it
     /// failed were never acknowledged (their requests got 503), so nothing is lost or doubled.
+    ///
+    /// A producer whose requests keep failing is replaced too: after a broker restart tansu
+    /// fences the idempotent producers it knew, and librdkafka retries into the fence without
+    /// raising a fatal error (seen: 503 for every request until the process restarted).
     fn producer(&self) -> FutureProducer {
         let current = self.producer.read().clone();
-        let Some((code, reason)) = current.client().fatal_error() else { return current };
+        let failing = self.failed_in_a_row.load(Ordering::Relaxed) >= 2;
+        let fatal = current.client().fatal_error();
+        if fatal.is_none() && !failing {
+            return current;
+        }
         let mut slot = self.producer.write();
-        if slot.client().fatal_error().is_none() {
+        if slot.client().fatal_error().is_none() && self.failed_in_a_row.load(Ordering::Relaxed) < 2 {
             return slot.clone(); // replaced by a concurrent request
         }
         match dataflow::kafka::collector_producer(&self.kafka, self.config.ack_timeout_ms) {
             Ok(fresh) => {
-                tracing::warn!(error = ?code, %reason, "the collector's Kafka producer hit a fatal error; replaced it");
+                let why = fatal.map_or("requests failed twice in a row".to_string(), |(code, reason)| {
+                    format!("fatal error {code:?}: {reason}")
+                });
+                tracing::warn!(%why, "the collector's Kafka producer was replaced");
+                self.failed_in_a_row.store(0, Ordering::Relaxed);
                 self.counters.producer_rebuilds.fetch_add(1, Ordering::Relaxed);
                 *slot = fresh;
             }
@@ -139,7 +155,11 @@ impl Collector {
             ("events_invalid", "Events refused by validation (reported per index).", &c.invalid),
             ("unavailable", "Requests answered 503: Kafka slow or down, or too much in flight.", &c.unavailable),
             ("rate_limited", "Requests answered 429.", &c.rate_limited),
-            ("producer_rebuilds", "Kafka producers replaced after a fatal error.", &c.producer_rebuilds),
+            (
+                "producer_rebuilds",
+                "Kafka producers replaced after a fatal error or repeated failures.",
+                &c.producer_rebuilds,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(
@@ -265,12 +285,14 @@ async fn collect(
     };
     match produce(&c, &valid).await {
         Ok(()) => {
+            c.failed_in_a_row.store(0, Ordering::Relaxed);
             c.counters.accepted.fetch_add(valid.len() as u64, Ordering::Relaxed);
             Json(Answer { accepted: valid.len(), rejected }).into_response()
         }
         Err(problem) => {
             // A short circuit: the next requests are refused at once instead of each waiting
             // out the timeout; the first after it tries Kafka again.
+            c.failed_in_a_row.fetch_add(1, Ordering::Relaxed);
             let retry_ms = c.config.retry_after_seconds as i64 * 1000;
             c.unhealthy_until.store(schema::time::now_ms() + retry_ms, Ordering::Relaxed);
             tracing::warn!(error = %problem, "the collector refused a request: Kafka did not acknowledge it");

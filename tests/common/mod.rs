@@ -10,6 +10,7 @@ pub mod oracle;
 pub mod path_oracle;
 pub mod retention_oracle;
 pub mod session_oracle;
+pub mod tansu;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
