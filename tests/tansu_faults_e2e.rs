@@ -1,7 +1,12 @@
 //! Faults with tansu, an independent Kafka-compatible broker, kept on a local S3-compatible store
 //! so that it can be killed (-9) and restarted without losing what it stored: a broker killed
-//! during the engine's catch-up, the collector across a broker restart, and an engine restarted
-//! on a broker that under-reports where partitions end.
+//! during the engine's catch-up, live traffic through the collector across a broker stop, an
+//! engine restarted on a broker that under-reports where partitions end, and an engine killed at
+//! random points of its catch-up.
+//!
+//! Not here: a broker killed (-9) while live traffic goes on. tansu 0.6 on S3 does not keep what
+//! it acknowledged then (seen: 978 of 1,200 acknowledged events readable 70 s after its restart,
+//! and the partitions read back from offset 0 held only records written after it).
 //!
 //! Needs `scripts/install-tansu` and `scripts/install-moto` (run by `scripts/test`); without them
 //! each test says it is skipped.
@@ -73,40 +78,80 @@ fn a_broker_killed_during_catch_up_and_restarted_loses_and_doubles_nothing() {
 }
 
 #[test]
-fn the_collector_accepts_again_within_seconds_of_a_broker_restart() {
+fn live_traffic_through_the_collector_across_a_broker_stop_is_counted_once_and_accepted_again_within_seconds() {
     let Some((mut broker, _store)) = tansu_on_object_store() else { return };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _run = Running(run_command(&broker.brokers, port, dir.path(), "", &[]).spawn().unwrap());
     let url = format!("http://127.0.0.1:{port}/v1/collect");
-    let post = |i: usize| {
-        let event = serde_json::json!({"user_id": format!("u{}", i % 7), "event": "page_view", "page": "/",
-                                       "event_id": format!("e{i}"), "ts": chrono::Utc::now().timestamp_millis()});
-        ureq::post(&url).timeout(Duration::from_secs(20)).send_json(event).map(|r| r.status()).unwrap_or_else(|e| {
-            match e {
+    let post = |batch: &serde_json::Value| {
+        ureq::post(&url).timeout(Duration::from_secs(20)).send_json(batch.clone()).map(|r| r.status()).unwrap_or_else(
+            |e| match e {
                 ureq::Error::Status(code, _) => code,
                 ureq::Error::Transport(_) => 0,
-            }
-        })
+            },
+        )
+    };
+    // Live traffic: a batch of 10 events every 100 ms, each batch sent again until acknowledged
+    // (a client's retry: the same event ids).
+    let batch = |b: usize| {
+        let now = chrono::Utc::now().timestamp_millis();
+        let events: Vec<serde_json::Value> = (0..10)
+            .map(|i| {
+                serde_json::json!({"user_id": format!("u{}", (b + i) % 13), "event": "page_view", "page": "/",
+                                        "event_id": format!("b{b}-e{i}"), "ts": now})
+            })
+            .collect();
+        serde_json::Value::Array(events)
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while post(0) != 200 {
+    while post(&batch(0)) != 200 {
         assert!(Instant::now() < deadline, "the collector never accepted");
         std::thread::sleep(Duration::from_millis(200));
     }
-    broker.kill();
-    assert_ne!(post(1), 200, "nothing is acknowledged while the broker is down");
-    broker.restart();
-    let back = Instant::now();
-    let mut i = 2;
-    while post(i) != 200 {
-        assert!(back.elapsed() < Duration::from_secs(30), "the collector still refuses 30 s after the broker's return");
-        i += 1;
-        std::thread::sleep(Duration::from_millis(250));
+    let (batches, mut refused, mut down_at, mut back_at, mut accepted_again) = (120, 0, None, None, None);
+    for b in 1..batches {
+        if b == 30 {
+            broker.stop();
+            down_at = Some(Instant::now());
+        }
+        if b == 50 {
+            broker.restart();
+            back_at = Some(Instant::now());
+        }
+        let body = batch(b);
+        loop {
+            match post(&body) {
+                200 => break,
+                _ => refused += 1,
+            }
+            if let Some(down) = down_at.filter(|_| back_at.is_none()) {
+                if down.elapsed() > Duration::from_secs(4) {
+                    broker.restart();
+                    back_at = Some(Instant::now());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if accepted_again.is_none() {
+            accepted_again = back_at.map(|t| t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("the collector accepted again {:?} after the broker's restart", back.elapsed());
-    // What was acknowledged is counted, once.
-    wait_for(port, "/api/v1/dump", Duration::from_secs(60), |d| d["accepted"].as_i64() == Some(2));
+    let accepted_again = accepted_again.expect("the broker came back");
+    eprintln!("the collector accepted again {accepted_again:?} after the broker's restart; {refused} answers were 503");
+    assert!(refused > 0, "requests were refused while the broker was down");
+    assert!(accepted_again < Duration::from_secs(30), "accepted again within seconds: {accepted_again:?}");
+    // Every acknowledged event is counted once; a retried batch that reached Kafka twice is a
+    // duplicate by its event ids.
+    let total = (batches * 10) as i64;
+    let done = wait_for(port, "/api/v1/dump", Duration::from_secs(90), |d| d["accepted"].as_i64() >= Some(total));
+    std::thread::sleep(Duration::from_secs(2));
+    let done = get_json(port, "/api/v1/dump").unwrap_or(done);
+    assert_eq!(done["accepted"].as_i64(), Some(total), "counted once: {}", done["rejects"]);
+    let rejects = &done["rejects"]["by_reason"];
+    let other = rejects.as_object().unwrap().iter().filter(|(k, _)| *k != "duplicate").count();
+    assert_eq!(other, 0, "no rejects but duplicates of retried batches: {rejects}");
 }
 
 #[test]

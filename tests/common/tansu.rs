@@ -114,6 +114,17 @@ impl Tansu {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, and waits for the broker to exit (kill -9 after 10 s).
+    pub fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+
     /// Starts the broker again on the same port and storage (after [`Tansu::kill`]).
     pub fn restart(&mut self) {
         self.kill();
