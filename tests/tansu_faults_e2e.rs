@@ -4,9 +4,9 @@
 //! engine restarted on a broker that under-reports where partitions end, and an engine killed at
 //! random points of its catch-up.
 //!
-//! Not here: a broker killed (-9) while live traffic goes on. tansu 0.6 on S3 does not keep what
-//! it acknowledged then (seen: 978 of 1,200 acknowledged events readable 70 s after its restart,
-//! and the partitions read back from offset 0 held only records written after it).
+//! Not here: a broker killed (-9) while live traffic goes on. Seen once: 978 of 1,200 acknowledged
+//! events counted 70 s after tansu's restart (with a SIGTERM stop, all of them); whether tansu
+//! lost them or the engine stalled is not known yet.
 //!
 //! Needs `scripts/install-tansu` and `scripts/install-moto` (run by `scripts/test`); without them
 //! each test says it is skipped.
@@ -19,6 +19,16 @@ use common::e2e::{generated, settled, spec};
 use common::kafka::*;
 use common::oracle::{self, comparable};
 use common::tansu::{moto_server, tansu_binary, ObjectStore, Tansu};
+
+/// Small fetches and a small local queue: the backlog stays on the broker while the engine reads
+/// it, so that a kill lands in the middle of the catch-up.
+const SLOW_CATCH_UP: [(&str, &str); 5] = [
+    ("CLICKFLOW__KAFKA__PROPERTIES__MAX_PARTITION_FETCH_BYTES", "4096"),
+    ("CLICKFLOW__KAFKA__PROPERTIES__FETCH_MAX_BYTES", "8192"),
+    ("CLICKFLOW__KAFKA__PROPERTIES__MESSAGE_MAX_BYTES", "8192"),
+    ("CLICKFLOW__KAFKA__PROPERTIES__QUEUED_MIN_MESSAGES", "50"),
+    ("CLICKFLOW__KAFKA__PROPERTIES__QUEUED_MAX_MESSAGES_KBYTES", "16"),
+];
 
 fn counted(d: &serde_json::Value) -> i64 {
     d["accepted"].as_i64().unwrap_or(0) + d["rejects"]["total"].as_i64().unwrap_or(0)
@@ -46,13 +56,7 @@ fn a_broker_killed_during_catch_up_and_restarted_loses_and_doubles_nothing() {
     let port = free_port();
     let _run = Running(
         run_command(&broker.brokers, port, dir.path(), "", &[])
-            // Small fetches and a small local queue: the backlog stays on the broker while the
-            // engine reads it, so that the kill lands in the middle of the catch-up.
-            .env("CLICKFLOW__KAFKA__PROPERTIES__MAX_PARTITION_FETCH_BYTES", "4096")
-            .env("CLICKFLOW__KAFKA__PROPERTIES__FETCH_MAX_BYTES", "8192")
-            .env("CLICKFLOW__KAFKA__PROPERTIES__MESSAGE_MAX_BYTES", "8192")
-            .env("CLICKFLOW__KAFKA__PROPERTIES__QUEUED_MIN_MESSAGES", "50")
-            .env("CLICKFLOW__KAFKA__PROPERTIES__QUEUED_MAX_MESSAGES_KBYTES", "16")
+            .envs(SLOW_CATCH_UP)
             .env("CLICKFLOW__ENGINE__STALL_SECONDS", "3")
             .spawn()
             .unwrap(),
@@ -197,12 +201,7 @@ fn the_engine_killed_at_random_points_of_its_catch_up_ends_with_the_views_of_the
     let port = free_port();
     let slow_run = || {
         let mut command = run_command(&broker.brokers, port, dir.path(), "", &[]);
-        command
-            .env("CLICKFLOW__KAFKA__PROPERTIES__MAX_PARTITION_FETCH_BYTES", "4096")
-            .env("CLICKFLOW__KAFKA__PROPERTIES__FETCH_MAX_BYTES", "8192")
-            .env("CLICKFLOW__KAFKA__PROPERTIES__MESSAGE_MAX_BYTES", "8192")
-            .env("CLICKFLOW__KAFKA__PROPERTIES__QUEUED_MIN_MESSAGES", "50")
-            .env("CLICKFLOW__KAFKA__PROPERTIES__QUEUED_MAX_MESSAGES_KBYTES", "16");
+        command.envs(SLOW_CATCH_UP);
         Running(command.spawn().unwrap())
     };
     let mut random = common::xorshift(u64::from(std::process::id()));
