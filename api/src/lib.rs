@@ -2,6 +2,7 @@
 //! It reads `read::ReadModel` and `views::Status` only; it never touches timely or Kafka.
 
 mod alerts;
+pub mod auth;
 mod error;
 mod funnels;
 mod metrics;
@@ -35,11 +36,13 @@ pub struct AppState {
     pub alerting: Arc<alerting::Alerting>,
     pub status: Arc<Status>,
     pub extra_metrics: Vec<MetricsSource>,
+    /// None set: the API is open (and served on loopback only).
+    pub tokens: Arc<auth::Tokens>,
 }
 
 impl AppState {
     pub fn new(read_model: Arc<ReadModel>, alerting: Arc<alerting::Alerting>, status: Arc<Status>) -> AppState {
-        AppState { read_model, alerting, status, extra_metrics: Vec::new() }
+        AppState { read_model, alerting, status, extra_metrics: Vec::new(), tokens: Arc::default() }
     }
 }
 
@@ -50,11 +53,44 @@ pub struct ApiConfig {
     pub listen: String,
     /// Connection limits and timeouts of every HTTP listener (`[api.server]`).
     pub server: server::ServerLimits,
+    /// Serve the API without tokens on an address other than loopback (a network where everyone
+    /// who can reach it may change definitions and read user ids).
+    pub trusted_network: bool,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: "127.0.0.1:8080".into(), server: server::ServerLimits::default() }
+        ApiConfig { listen: "127.0.0.1:8080".into(), server: server::ServerLimits::default(), trusted_network: false }
+    }
+}
+
+impl ApiConfig {
+    /// Refuses an open API on a reachable address: without tokens anyone who reaches it can
+    /// silence alerts, change definitions and download user ids.
+    pub fn check_exposure(&self, tokens: &auth::Tokens) -> Result<(), String> {
+        if tokens.enabled() || self.trusted_network || is_loopback(&self.listen) {
+            return Ok(());
+        }
+        Err(format!(
+            "api.listen is {}, which is not loopback, and no API token is set: anyone who can reach it could change \
+             definitions, silence alerts and read user ids. Set {} and {} (the server then asks for them), or set \
+             api.trusted_network = true if every client on that network may do so",
+            self.listen,
+            auth::READ_TOKEN_ENV,
+            auth::ADMIN_TOKEN_ENV
+        ))
+    }
+}
+
+/// Whether `listen` (`host:port`) resolves to loopback addresses only.
+pub fn is_loopback(listen: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match listen.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
     }
 }
 
@@ -94,6 +130,7 @@ const ENDPOINTS: &[&str] = &[
 
 /// The whole HTTP surface, without a socket: tests call it directly.
 pub fn app(state: AppState) -> Router {
+    let tokens = state.tokens.clone();
     Router::new()
         .route("/api/v1", get(|| async { Json(serde_json::json!({"endpoints": ENDPOINTS})) }))
         .route("/api/v1/live", get(live))
@@ -122,6 +159,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(tokens, auth::require_token))
         .fallback(not_found)
         .with_state(state)
 }

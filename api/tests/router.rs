@@ -370,3 +370,65 @@ async fn alert_rules_silences_and_limits_answer_and_refuse_what_cannot_work() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json(&body)["alerts"], serde_json::json!([]));
 }
+
+async fn call(state: AppState, method: &str, uri: &str, token: Option<&str>) -> StatusCode {
+    let mut request = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    if let Some(t) = token {
+        request = request.header("authorization", format!("Bearer {t}"));
+    }
+    let body = if method == "GET" { Body::empty() } else { Body::from("{}") };
+    app(state).oneshot(request.body(body).unwrap()).await.unwrap().status()
+}
+
+#[tokio::test]
+async fn with_tokens_every_endpoint_needs_one_writes_the_admin_token_and_health_checks_none() {
+    let tokens = api::auth::Tokens::new(Some("read-t0ken".into()), Some("adm1n-t0ken".into()));
+    let with_tokens = || AppState { tokens: Arc::new(tokens.clone()), ..state() };
+    let index = app(with_tokens())
+        .oneshot(Request::get("/api/v1").header("authorization", "Bearer read-t0ken").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let body = index.into_body().collect().await.unwrap().to_bytes();
+    let listed = json(std::str::from_utf8(&body).unwrap());
+    let mut checked = 0;
+    for entry in listed["endpoints"].as_array().unwrap() {
+        let entry = entry.as_str().unwrap();
+        let (method, rest) = entry.split_once(' ').unwrap();
+        let path = rest.split([' ', '?']).next().unwrap().replace("{name}", "checkout").replace("{id}", "1");
+        let path = path.replace("{rule}", "user_burst").replace("{key}", "u1");
+        let state = with_tokens;
+        if path == "/healthz" || path == "/readyz" {
+            assert_ne!(call(state(), method, &path, None).await, StatusCode::UNAUTHORIZED, "{entry}: open");
+            continue;
+        }
+        assert_eq!(call(state(), method, &path, None).await, StatusCode::UNAUTHORIZED, "{entry} without a token");
+        assert_eq!(call(state(), method, &path, Some("guess")).await, StatusCode::UNAUTHORIZED, "{entry}, bad token");
+        let admin = call(state(), method, &path, Some("adm1n-t0ken")).await;
+        assert!(admin != StatusCode::UNAUTHORIZED && admin != StatusCode::FORBIDDEN, "{entry} with the admin token");
+        let read = call(state(), method, &path, Some("read-t0ken")).await;
+        if method == "GET" {
+            assert!(read != StatusCode::UNAUTHORIZED && read != StatusCode::FORBIDDEN, "{entry} with the read token");
+        } else {
+            assert_eq!(read, StatusCode::FORBIDDEN, "{entry} needs the admin token");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 25, "every listed endpoint was checked: {checked}");
+    // Without tokens nothing changes.
+    assert_eq!(call(state(), "GET", "/api/v1/live", None).await, StatusCode::OK);
+}
+
+#[test]
+fn an_open_api_is_served_on_loopback_only_unless_the_network_is_trusted() {
+    let open = api::auth::Tokens::default();
+    let on = |listen: &str| api::ApiConfig { listen: listen.into(), ..api::ApiConfig::default() };
+    assert!(on("127.0.0.1:8080").check_exposure(&open).is_ok());
+    assert!(on("localhost:8080").check_exposure(&open).is_ok());
+    assert!(on("[::1]:8080").check_exposure(&open).is_ok());
+    let refused = on("0.0.0.0:8080").check_exposure(&open).unwrap_err();
+    assert!(refused.contains("CLICKFLOW_READ_TOKEN") && refused.contains("trusted_network"), "{refused}");
+    let trusted = api::ApiConfig { trusted_network: true, ..on("0.0.0.0:8080") };
+    assert!(trusted.check_exposure(&open).is_ok());
+    let tokens = api::auth::Tokens::new(None, Some("a".into()));
+    assert!(on("0.0.0.0:8080").check_exposure(&tokens).is_ok());
+}

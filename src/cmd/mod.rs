@@ -42,6 +42,19 @@ pub async fn serve(
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
     let listen = &api.listen;
+    engine_state.tokens = Arc::new(api::auth::Tokens::from_env());
+    api.check_exposure(&engine_state.tokens).map_err(anyhow::Error::msg)?;
+    if engine_state.tokens.enabled() {
+        tracing::info!("the API asks for a token (read or admin) on every endpoint but /healthz and /readyz");
+    } else if api::is_loopback(listen) {
+        tracing::info!(
+            "no API token set ({} / {}): the API is open, so it is served on loopback only",
+            api::auth::READ_TOKEN_ENV,
+            api::auth::ADMIN_TOKEN_ENV
+        );
+    } else {
+        tracing::warn!(address = %listen, "no API token set: the API is open to the network (api.trusted_network)");
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; is another process using it? pick one with --listen"))?;

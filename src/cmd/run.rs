@@ -42,6 +42,8 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
         config.engine.cluster.process = process;
     }
     config.engine.validate().map_err(anyhow::Error::msg)?;
+    // Before anything starts: an open API on a reachable address is refused.
+    config.api.check_exposure(&api::auth::Tokens::from_env()).map_err(anyhow::Error::msg)?;
     if args.fresh {
         remove_snapshots(&config)?;
     }
