@@ -6,6 +6,7 @@ pub mod auth;
 mod error;
 mod funnels;
 mod metrics;
+mod params;
 mod paths;
 mod retention;
 pub mod server;
@@ -120,7 +121,7 @@ const ENDPOINTS: &[&str] = &[
     "DELETE /api/v1/alerts/silences/{id}",
     "GET /api/v1/limits/{rule}",
     "GET /api/v1/limits/{rule}/{key}",
-    "GET /api/v1/stream",
+    "GET /api/v1/stream?views=live,counts,sessions,funnels,retention,paths,alerts",
     "GET /api/v1/rejects",
     "GET /api/v1/dump",
     "GET /healthz",
@@ -159,6 +160,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
+        .route_layer(axum::middleware::from_fn(params::check_params))
         .route_layer(axum::middleware::from_fn_with_state(tokens, auth::require_token))
         .fallback(not_found)
         .with_state(state)

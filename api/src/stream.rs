@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::AppState;
+use crate::{ApiError, AppState};
 
 #[derive(Deserialize, Default)]
 pub struct StreamQuery {
@@ -23,11 +23,19 @@ pub struct StreamQuery {
     views: Option<String>,
 }
 
+const VIEWS: [&str; 7] = ["live", "counts", "sessions", "funnels", "retention", "paths", "alerts"];
+
 pub async fn stream(
     State(s): State<AppState>,
     Query(q): Query<StreamQuery>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let wanted = q.views.unwrap_or_else(|| "live,counts,sessions,funnels,retention,paths,alerts".into());
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let wanted = q.views.unwrap_or_else(|| VIEWS.join(","));
+    if let Some(unknown) = wanted.split(',').find(|v| !VIEWS.contains(v)) {
+        return Err(ApiError::bad_request(format!(
+            "unknown view `{unknown}` in `views`; use any of: {}",
+            VIEWS.join(", ")
+        )));
+    }
     let wants = |view: &str| wanted.split(',').any(|v| v == view);
     let (live, counts, sessions, funnels) = (wants("live"), wants("counts"), wants("sessions"), wants("funnels"));
     let (retention, paths, alerts) = (wants("retention"), wants("paths"), wants("alerts"));
@@ -70,5 +78,5 @@ pub async fn stream(
         stream::iter(events.into_iter().map(Ok))
     });
     let initial = stream::iter(first.filter(|_| live).into_iter().map(Ok));
-    Sse::new(initial.chain(changes)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(initial.chain(changes)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -432,3 +432,23 @@ fn an_open_api_is_served_on_loopback_only_unless_the_network_is_trusted() {
     let tokens = api::auth::Tokens::new(None, Some("a".into()));
     assert!(on("0.0.0.0:8080").check_exposure(&tokens).is_ok());
 }
+
+#[tokio::test]
+async fn ignored_filters_unbounded_limits_reversed_ranges_and_seconds_are_refused_on_every_endpoint() {
+    let refused = [
+        ("/api/v1/live?country=DE", "does not take `country`; it takes: none"),
+        ("/api/v1/funnels/checkout?device=mobile", "does not take `device`"),
+        ("/api/v1/stream?views=foo", "unknown view `foo`"),
+        ("/api/v1/timeseries?limit=1000000&breakdown=page", "at most 1000"),
+        ("/api/v1/sessions?from=2026-11-21T00:00:00Z&to=2026-11-20T00:00:00Z", "swap them"),
+        ("/api/v1/paths/top?from=1795132800", "looks like seconds"),
+        ("/api/v1/alerts?limit=-1", "whole number"),
+    ];
+    for (uri, says) in refused {
+        let (status, body) = get(state(), uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert!(json(&body)["error"].as_str().unwrap().contains(says), "{uri}: {body}");
+    }
+    let (status, body) = get(state(), "/api/v1/timeseries?breakdown=page&limit=1000").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

@@ -164,6 +164,12 @@ pub struct QueryError(pub String);
 
 pub fn parse_time(text: &str, field: &str) -> Result<i64, QueryError> {
     if let Ok(ms) = text.parse::<i64>() {
+        // Before 1973 in milliseconds, but 1973..5138 in seconds: a client sending seconds.
+        if (1..100_000_000_000).contains(&ms) {
+            return Err(QueryError(format!(
+                "`{field}` is epoch milliseconds; `{text}` looks like seconds (send {text}000, or an RFC 3339 time)"
+            )));
+        }
         return Ok(ms);
     }
     DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_millis()).map_err(|_| {
