@@ -62,6 +62,9 @@ pub struct Collector {
     unhealthy_until: AtomicI64,
     /// Requests that Kafka did not acknowledge, since the last one it did.
     failed_in_a_row: std::sync::atomic::AtomicU32,
+    /// The engine's `as_of`, when it runs in this process: older events are refused here, as the
+    /// engine would refuse them (`too_late`), instead of being acknowledged and then dropped.
+    counted_from: std::sync::OnceLock<Box<dyn Fn() -> Option<i64> + Send + Sync>>,
     pub counters: Counters,
 }
 
@@ -82,6 +85,7 @@ impl Collector {
             in_flight: Semaphore::new(config.max_in_flight),
             unhealthy_until: AtomicI64::new(0),
             failed_in_a_row: Default::default(),
+            counted_from: std::sync::OnceLock::new(),
             counters: Counters::default(),
             write_key: write_key.filter(|k| !k.is_empty()),
             producer: parking_lot::RwLock::new(producer),
@@ -139,6 +143,12 @@ impl Collector {
                 reason.as_ptr(),
             );
         }
+    }
+
+    /// Tells the collector where the engine beside it counts from (its `as_of`), so that an event
+    /// the engine would reject as too late is refused in the answer rather than acknowledged.
+    pub fn count_from(&self, as_of: impl Fn() -> Option<i64> + Send + Sync + 'static) {
+        let _ = self.counted_from.set(Box::new(as_of));
     }
 
     pub fn config(&self) -> &CollectorConfig {
@@ -271,7 +281,8 @@ async fn collect(
         );
     }
     let now = schema::time::now_ms();
-    let (valid, rejected) = validate(&items, now, &client_ip.to_string());
+    let floor = c.counted_from.get().and_then(|as_of| as_of());
+    let (valid, rejected) = validate(&items, now, &client_ip.to_string(), floor);
     c.counters.invalid.fetch_add(rejected.len() as u64, Ordering::Relaxed);
     if valid.is_empty() {
         let status = if rejected.is_empty() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
@@ -339,7 +350,12 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
 }
 
 /// `(user_id, stamped JSON)` of the valid events, and why the others are not.
-fn validate(items: &[&RawValue], now_ms: i64, client_ip: &str) -> (Vec<(String, Vec<u8>)>, Vec<Invalid>) {
+fn validate(
+    items: &[&RawValue],
+    now_ms: i64,
+    client_ip: &str,
+    floor: Option<i64>,
+) -> (Vec<(String, Vec<u8>)>, Vec<Invalid>) {
     let mut valid = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     for (index, raw) in items.iter().enumerate() {
@@ -357,9 +373,19 @@ fn validate(items: &[&RawValue], now_ms: i64, client_ip: &str) -> (Vec<(String, 
         object.insert("ip".into(), client_ip.into());
         let line = serde_json::to_vec(&object).expect("a map serialises");
         // The engine's own decoder: what the collector accepts, the engine accepts.
-        let decoded = dataflow::decode::decode(&line, now_ms).map(|d| d.user_id.into_owned());
+        let decoded = dataflow::decode::decode(&line, now_ms).map(|d| (d.user_id.into_owned(), d.event.ts));
         match decoded {
-            Ok(key) => valid.push((key, line)),
+            Ok((_, ts)) if floor.is_some_and(|f| ts < f) => rejected.push(Invalid {
+                index,
+                reason: "too_late",
+                detail: format!(
+                    "ts {} is before the engine's as_of {}: those minutes are final and it would not be counted; \
+                     send events within engine.lateness_seconds of the newest ones",
+                    schema::time::rfc3339(ts),
+                    schema::time::rfc3339(floor.unwrap_or_default())
+                ),
+            }),
+            Ok((key, _)) => valid.push((key, line)),
             Err(r) => rejected.push(Invalid { index, reason: r.reason.as_str(), detail: r.detail }),
         }
     }

@@ -164,3 +164,20 @@ async fn a_producer_with_a_fatal_error_is_replaced_and_requests_are_stored_again
     assert_eq!(c.counters.producer_rebuilds.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(c.counters.accepted.load(std::sync::atomic::Ordering::Relaxed), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_engine_would_not_count_are_refused_as_too_late_not_acknowledged() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("clicks", 1, 1).unwrap();
+    let c = collector(&mock, CollectorConfig::default(), None);
+    // The engine beside it publishes complete minutes up to TS.
+    c.count_from(|| Some(TS));
+    let old = serde_json::json!({"user_id": "u1", "event": "page_view", "ts": TS - 12 * 86_400_000, "page": "/"});
+    let batch = serde_json::json!([old, event("u2")]);
+    let (status, _, body) = send(&c, post().body(Body::from(batch.to_string())).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], 1);
+    assert_eq!(body["rejected"][0]["index"], 0);
+    assert_eq!(body["rejected"][0]["reason"], "too_late");
+    assert!(body["rejected"][0]["detail"].as_str().unwrap().contains("as_of"), "{body}");
+}

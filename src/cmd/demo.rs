@@ -67,7 +67,7 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     let state = super::app_state(&engine, &alerts);
     let extras = super::Extras {
         bot: super::slack_bot(&config, &engine, &alerts)?,
-        collector: super::event_collector(&config)?,
+        collector: super::event_collector(&config, &engine)?,
     };
     let engine_thread = spawn_kafka_engine(engine, &alerts, &config)?;
     let port = args.listen.rsplit(':').next().unwrap_or("8080");

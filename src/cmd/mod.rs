@@ -116,12 +116,15 @@ pub async fn serve(
 }
 
 /// The collector writing into `config.kafka` (none when `[collector] enabled = false`).
-pub fn event_collector(config: &crate::config::Config) -> Result<Option<Arc<collector::Collector>>> {
+pub fn event_collector(config: &crate::config::Config, engine: &Engine) -> Result<Option<Arc<collector::Collector>>> {
     if !config.collector.enabled {
         return Ok(None);
     }
     let key = std::env::var("CLICKFLOW_WRITE_KEY").ok();
-    Ok(Some(collector::Collector::new(config.collector.clone(), &config.kafka, key)?))
+    let collector = collector::Collector::new(config.collector.clone(), &config.kafka, key)?;
+    let read_model = engine.read_model.clone();
+    collector.count_from(move || read_model.clock().as_of_ms);
+    Ok(Some(collector))
 }
 
 /// The Slack bot over the engine's read model (none when `[bot] enabled = false`). Without

@@ -67,7 +67,7 @@ pub fn main(mut config: Config, args: Args) -> Result<()> {
     let state = super::app_state(&engine, &alerts);
     let extras = super::Extras {
         bot: super::slack_bot(&config, &engine, &alerts)?,
-        collector: super::event_collector(&config)?,
+        collector: super::event_collector(&config, &engine)?,
     };
     let engine_thread = super::demo::spawn_kafka_engine(engine, &alerts, &config)?;
     let served = super::tokio_runtime()?.block_on(super::serve(&config.api, state, extras, stop.clone()));
