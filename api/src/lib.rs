@@ -5,6 +5,7 @@ mod alerts;
 pub mod auth;
 mod error;
 mod funnels;
+pub mod http_metrics;
 mod metrics;
 mod params;
 mod paths;
@@ -39,11 +40,19 @@ pub struct AppState {
     pub extra_metrics: Vec<MetricsSource>,
     /// None set: the API is open (and served on loopback only).
     pub tokens: Arc<auth::Tokens>,
+    pub http: Arc<http_metrics::HttpMetrics>,
 }
 
 impl AppState {
     pub fn new(read_model: Arc<ReadModel>, alerting: Arc<alerting::Alerting>, status: Arc<Status>) -> AppState {
-        AppState { read_model, alerting, status, extra_metrics: Vec::new(), tokens: Arc::default() }
+        AppState {
+            read_model,
+            alerting,
+            status,
+            extra_metrics: Vec::new(),
+            tokens: Arc::default(),
+            http: Arc::default(),
+        }
     }
 }
 
@@ -131,7 +140,7 @@ const ENDPOINTS: &[&str] = &[
 
 /// The whole HTTP surface, without a socket: tests call it directly.
 pub fn app(state: AppState) -> Router {
-    let tokens = state.tokens.clone();
+    let (tokens, http) = (state.tokens.clone(), state.http.clone());
     Router::new()
         .route("/api/v1", get(|| async { Json(serde_json::json!({"endpoints": ENDPOINTS})) }))
         .route("/api/v1/live", get(live))
@@ -162,6 +171,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route_layer(axum::middleware::from_fn(params::check_params))
         .route_layer(axum::middleware::from_fn_with_state(tokens, auth::require_token))
+        .route_layer(axum::middleware::from_fn_with_state(http, http_metrics::record))
         .fallback(not_found)
         .with_state(state)
 }

@@ -75,6 +75,8 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     if let Some(ms) = clock.as_of_ms {
         let _ = writeln!(out, "# HELP clickflow_as_of_ms Event time up to which views are complete.\n# TYPE clickflow_as_of_ms gauge\nclickflow_as_of_ms {ms}");
     }
+    s.http.write(&mut out);
+    crate::http_metrics::write_process(&mut out);
     for source in &s.extra_metrics {
         source(&mut out);
     }

@@ -134,7 +134,7 @@ async fn metrics_are_prometheus_text() {
     );
     for line in body.lines().filter(|l| !l.starts_with('#')) {
         let (name, value) = line.rsplit_once(' ').unwrap();
-        assert!(name.starts_with("clickflow_"), "{line}");
+        assert!(name.starts_with("clickflow_") || name.starts_with("process_"), "{line}");
         assert!(value.parse::<f64>().is_ok(), "{line}");
     }
 }
@@ -451,4 +451,24 @@ async fn ignored_filters_unbounded_limits_reversed_ranges_and_seconds_are_refuse
     }
     let (status, body) = get(state(), "/api/v1/timeseries?breakdown=page&limit=1000").await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_per_route_and_status_and_show_the_process() {
+    let s = state();
+    get(s.clone(), "/api/v1/live").await;
+    get(s.clone(), "/api/v1/live").await;
+    get(s.clone(), "/api/v1/timeseries?metric=nope").await;
+    let (status, body) = get(s, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let line = |prefix: &str| body.lines().find(|l| l.starts_with(prefix)).map(str::to_string);
+    let live = r#"clickflow_http_request_duration_ms_count{route="/api/v1/live",method="GET",status="2xx"}"#;
+    assert_eq!(line(live).as_deref(), Some(&*format!("{live} 2")), "{body}");
+    let bad = r#"clickflow_http_request_duration_ms_count{route="/api/v1/timeseries",method="GET",status="4xx"}"#;
+    assert_eq!(line(bad).as_deref(), Some(&*format!("{bad} 1")));
+    for name in ["process_resident_memory_bytes ", "process_open_fds ", "process_threads ", "process_max_fds "] {
+        let value: f64 = line(name).unwrap_or_else(|| panic!("{name} in {body}"))[name.len()..].parse().unwrap();
+        assert!(value > 0.0, "{name}");
+    }
+    assert!(line("process_cpu_seconds_total ").is_some(), "{body}");
 }
