@@ -45,6 +45,22 @@ fn tansu_on_object_store() -> Option<(Tansu, ObjectStore)> {
     Some((broker, store))
 }
 
+/// `(key, payload)` records as produced.
+type Records = Vec<(String, Vec<u8>)>;
+
+/// tansu in memory with topic `clicks` holding `n` generated records, or `None` (and why).
+fn tansu_in_memory_with(n: usize, seed: u64) -> Option<(Tansu, Records)> {
+    let Some(binary) = tansu_binary() else {
+        eprintln!("skipping: tansu not installed; run scripts/install-tansu");
+        return None;
+    };
+    let broker = Tansu::start(binary);
+    broker.create_topic("clicks", PARTITIONS);
+    let records = generated(n, seed);
+    produce(&broker.brokers, "clicks", &records);
+    Some((broker, records))
+}
+
 #[test]
 fn a_broker_killed_during_catch_up_and_restarted_loses_and_doubles_nothing() {
     let Some((mut broker, _store)) = tansu_on_object_store() else { return };
@@ -204,16 +220,9 @@ fn live_traffic(port: u16, broker: &mut Tansu, outage: fn(&mut Tansu)) -> i64 {
 
 #[test]
 fn an_engine_restarted_on_a_broker_that_under_reports_partition_ends_resumes_exactly() {
-    let Some(binary) = tansu_binary() else {
-        eprintln!("skipping: tansu not installed; run scripts/install-tansu");
-        return;
-    };
     // tansu reports a partition's end as the last batch's base offset + 1: behind the snapshot.
-    let broker = Tansu::start(binary);
-    broker.create_topic("clicks", PARTITIONS);
-    let records = generated(8_000, 4);
+    let Some((broker, records)) = tansu_in_memory_with(8_000, 4) else { return };
     let total = records.len() as i64;
-    produce(&broker.brokers, "clicks", &records);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut first = Running(spawn_run(&broker.brokers, port, dir.path(), ""));
@@ -232,15 +241,8 @@ fn an_engine_restarted_on_a_broker_that_under_reports_partition_ends_resumes_exa
 
 #[test]
 fn the_engine_killed_at_random_points_of_its_catch_up_ends_with_the_views_of_the_reference() {
-    let Some(binary) = tansu_binary() else {
-        eprintln!("skipping: tansu not installed; run scripts/install-tansu");
-        return;
-    };
-    let broker = Tansu::start(binary);
-    broker.create_topic("clicks", PARTITIONS);
-    let records = generated(20_000, 21);
+    let Some((broker, records)) = tansu_in_memory_with(20_000, 21) else { return };
     let total = records.len() as i64;
-    produce(&broker.brokers, "clicks", &records);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let slow_run = || {
