@@ -50,6 +50,10 @@ pub fn main(config: Config, args: Args) -> Result<()> {
     let elapsed = started.elapsed();
     let lines = shared.lines_done();
     let rejects = engine.read_model.rejects();
+    // Blank lines and filtered events are counted but not written as dead letters.
+    let unwritten: i64 =
+        ["blank", "filtered"].iter().filter_map(|r| rejects.by_reason.get(*r)).map(|n| *n as i64).sum();
+    let dead_lettered = rejects.total as i64 - unwritten;
     eprintln!(
         "replayed {lines} lines in {:.2} s: {:.0} events/s ({:.1} MB/s); {} accepted, {} rejected{}",
         elapsed.as_secs_f64(),
@@ -57,7 +61,7 @@ pub fn main(config: Config, args: Args) -> Result<()> {
         shared.bytes_read() as f64 / elapsed.as_secs_f64() / 1e6,
         engine.read_model.accepted(),
         rejects.total,
-        if rejects.total > 0 { format!(" (see {})", dead_letters.display()) } else { String::new() }
+        if dead_lettered > 0 { format!(" (see {})", dead_letters.display()) } else { String::new() }
     );
     for (reason, n) in &rejects.by_reason {
         eprintln!("  {reason}: {n}");
