@@ -51,9 +51,8 @@ pub fn main(config: Config, args: Args) -> Result<()> {
     let lines = shared.lines_done();
     let rejects = engine.read_model.rejects();
     // Blank lines and filtered events are counted but not written as dead letters.
-    let unwritten: i64 =
-        ["blank", "filtered"].iter().filter_map(|r| rejects.by_reason.get(*r)).map(|n| *n as i64).sum();
-    let dead_lettered = rejects.total as i64 - unwritten;
+    let unwritten: i64 = ["blank", "filtered"].iter().filter_map(|r| rejects.by_reason.get(*r)).copied().sum();
+    let dead_lettered = rejects.total - unwritten;
     eprintln!(
         "replayed {lines} lines in {:.2} s: {:.0} events/s ({:.1} MB/s); {} accepted, {} rejected{}",
         elapsed.as_secs_f64(),
