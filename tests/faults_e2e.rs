@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::e2e::START;
 use common::kafka::*;
@@ -59,40 +59,6 @@ fn produce_in_small_batches(brokers: &str, records: &[(i32, String, Vec<u8>)]) {
         }
     }
     producer.flush(Duration::from_secs(60)).expect("all records acknowledged");
-}
-
-fn counted(d: &serde_json::Value) -> i64 {
-    d["accepted"].as_i64().unwrap_or(0) + d["rejects"]["total"].as_i64().unwrap_or(0)
-}
-
-/// `/readyz`'s status code and body.
-fn readyz(port: u16) -> Option<(u16, serde_json::Value)> {
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    match ureq::get(&url).timeout(Duration::from_secs(2)).call() {
-        Ok(r) => Some((r.status(), r.into_json().ok()?)),
-        Err(ureq::Error::Status(code, r)) => Some((code, r.into_json().ok()?)),
-        Err(_) => None,
-    }
-}
-
-fn wait_for_readyz(port: u16, code: u16, timeout: Duration) -> serde_json::Value {
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Some((c, body)) = readyz(port) {
-            if c == code {
-                return body;
-            }
-            last = Some((c, body));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("/readyz did not answer {code} within {timeout:?}; last: {last:?}")
-}
-
-fn metric(port: u16, name: &str) -> Option<f64> {
-    let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().ok()?.into_string().ok()?;
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// The views of an engine that read the same topic without interruption.

@@ -67,7 +67,3 @@ fn more_idle_clients_than_open_files_stop_neither_ingestion_nor_snapshots_nor_th
     assert!(closed, "an idle client is disconnected");
     assert!(since.elapsed() < Duration::from_secs(60));
 }
-
-fn counted(d: &serde_json::Value) -> i64 {
-    d["accepted"].as_i64().unwrap_or(0) + d["rejects"]["total"].as_i64().unwrap_or(0)
-}

@@ -29,10 +29,6 @@ const SLOW_CATCH_UP: [(&str, &str); 5] = [
     ("CLICKFLOW__KAFKA__PROPERTIES__QUEUED_MAX_MESSAGES_KBYTES", "16"),
 ];
 
-fn counted(d: &serde_json::Value) -> i64 {
-    d["accepted"].as_i64().unwrap_or(0) + d["rejects"]["total"].as_i64().unwrap_or(0)
-}
-
 /// tansu on a fresh object store with topic `clicks`, or `None` (and why) when not installed.
 fn tansu_on_object_store() -> Option<(Tansu, ObjectStore)> {
     let (Some(tansu), Some(moto)) = (tansu_binary(), moto_server()) else {
@@ -146,14 +142,6 @@ fn live_engine(broker: &Tansu) -> (u16, tempfile::TempDir, Running) {
     let mut command = run_command(&broker.brokers, port, dir.path(), "", &[]);
     let run = Running(command.env("CLICKFLOW__ENGINE__STALL_SECONDS", "3").spawn().unwrap());
     (port, dir, run)
-}
-
-fn readyz(port: u16) -> Option<(u16, serde_json::Value)> {
-    match ureq::get(&format!("http://127.0.0.1:{port}/readyz")).timeout(Duration::from_secs(2)).call() {
-        Ok(r) => Some((r.status(), r.into_json().ok()?)),
-        Err(ureq::Error::Status(code, r)) => Some((code, r.into_json().ok()?)),
-        Err(_) => None,
-    }
 }
 
 /// 120 batches of 10 events through the collector, one every 100 ms, each sent again until

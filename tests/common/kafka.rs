@@ -244,3 +244,40 @@ pub fn counted_when_ready(port: u16, timeout: Duration) -> i64 {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Records the engine has accounted for: accepted or rejected.
+pub fn counted(d: &serde_json::Value) -> i64 {
+    d["accepted"].as_i64().unwrap_or(0) + d["rejects"]["total"].as_i64().unwrap_or(0)
+}
+
+/// `/readyz`'s status code and body.
+pub fn readyz(port: u16) -> Option<(u16, serde_json::Value)> {
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    match ureq::get(&url).timeout(Duration::from_secs(2)).call() {
+        Ok(r) => Some((r.status(), r.into_json().ok()?)),
+        Err(ureq::Error::Status(code, r)) => Some((code, r.into_json().ok()?)),
+        Err(_) => None,
+    }
+}
+
+/// Waits for `/readyz` to answer `code` and returns its body.
+pub fn wait_for_readyz(port: u16, code: u16, timeout: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some((c, body)) = readyz(port) {
+            if c == code {
+                return body;
+            }
+            last = Some((c, body));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("/readyz did not answer {code} within {timeout:?}; last: {last:?}")
+}
+
+/// The value of an unlabelled metric in `/metrics`.
+pub fn metric(port: u16, name: &str) -> Option<f64> {
+    let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().ok()?.into_string().ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}

@@ -11,7 +11,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use read::status::PartitionProgress;
 use read::Status;
 
-use super::kafka_health::{judge, EndOffsets, Health, Observation};
+use super::kafka_health::{judge, EndAnswer, EndOffsets, Health, Observation};
 use super::{now_ms, worker_clock, Checkpoint, InputClock, PartClock, Poll, Source, SourceError};
 use crate::clock::PartitionClock;
 use crate::config::KafkaConfig;
@@ -206,19 +206,20 @@ impl KafkaSource {
         self.parts.iter().position(|p| p.partition == partition && p.topic == topic)
     }
 
-    /// The partition's end: the broker's last answer, or a later fetch response's.
-    fn end(&self, part: &Part) -> Option<i64> {
-        let answer = self.ends.get(&part.topic, part.partition).map(|a| a.high);
+    /// The broker's last answer about the partition's end, and its end: that answer or a later
+    /// fetch response's.
+    fn end(&self, part: &Part) -> (Option<EndAnswer>, Option<i64>) {
+        let answer = self.ends.get(&part.topic, part.partition);
         let cached = cached_high_watermark(&self.consumer, &part.topic, part.partition);
-        answer.max(cached)
+        (answer, answer.map(|a| a.high).max(cached))
     }
 
     fn health(&self, part: &Part) -> Health {
-        let answer = self.ends.get(&part.topic, part.partition);
+        let (answer, end) = self.end(part);
         let observed = Observation {
             quiet_for: part.last_message.elapsed(),
             answered_ago: answer.map(|a| a.at.elapsed()),
-            end: self.end(part),
+            end,
             position: part.next_offset.unwrap_or(0),
             reading_for: self.assigned.map_or(Duration::ZERO, |a| a.elapsed()),
         };
@@ -361,7 +362,7 @@ impl Source for KafkaSource {
 
     fn report(&self, status: &Status) {
         for part in &self.parts {
-            let high = self.end(part);
+            let (_, high) = self.end(part);
             let position = part.next_offset.unwrap_or(0);
             let problem = self.health(part).problem(&part.name());
             let progress = PartitionProgress {
