@@ -65,11 +65,10 @@ fn kill_9_mid_stream_then_restart_gives_the_views_of_an_uninterrupted_run() {
     spec.views.funnels.push(serde_json::from_value(added).unwrap());
     let expected = oracle::dump(&spec, &by_partition(&records));
     assert!(expected.funnels["cart_to_checkout"].numbers.steps[1].users > 0);
-    let engine = settled(port, records.len(), expected.live.clock.as_of_ms);
-    assert_eq!(
-        comparable(without_steps_of(engine, "cart_to_checkout")),
-        without_steps_of(expected, "cart_to_checkout")
-    );
+    let as_of = expected.live.clock.as_of_ms;
+    let expected = without_steps_of(expected, "cart_to_checkout");
+    let engine = settled(port, records.len(), as_of);
+    assert_eq!(comparable(without_steps_of(engine, "cart_to_checkout")), expected);
 
     // A polite stop drains and exits promptly.
     let pid = restarted.0.id().to_string();
@@ -83,6 +82,18 @@ fn kill_9_mid_stream_then_restart_gives_the_views_of_an_uninterrupted_run() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit status after SIGTERM: {status}");
+
+    // The stop wrote every worker's final snapshot (read side included): a restart resumes at
+    // the end, with the same views.
+    let finals: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with("-final.snap"))
+        .collect();
+    assert_eq!(finals.len(), 2, "one final snapshot per worker: {finals:?}");
+    let _again = Running(spawn_run(&brokers, port, dir.path(), ""));
+    let engine = settled(port, records.len(), as_of);
+    assert_eq!(comparable(without_steps_of(engine, "cart_to_checkout")), expected);
 }
 
 #[test]

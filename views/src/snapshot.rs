@@ -85,7 +85,11 @@ impl Snapshots {
     pub fn complete(&self, parts: &[&str]) -> Option<(u64, BTreeMap<&'static str, Vec<u8>>)> {
         let mut inner = self.0.borrow_mut();
         let label = *inner.parts.iter().find(|(_, p)| parts.iter().all(|n| p.contains_key(n)))?.0;
-        let later = inner.parts.split_off(&(label.saturating_add(1)));
+        // Nothing comes after FINAL (a saturating `label + 1` would keep FINAL itself for later).
+        let later = match label.checked_add(1) {
+            Some(next) => inner.parts.split_off(&next),
+            None => BTreeMap::new(),
+        };
         let mut done = std::mem::replace(&mut inner.parts, later);
         done.remove(&label).map(|p| (label, p))
     }
@@ -117,5 +121,19 @@ mod tests {
         assert_eq!(s.complete(&["in", "a", "b"]).unwrap().0, 20);
         s.take("a", &mut a, None, || vec![9]);
         assert_eq!(a, FINAL);
+    }
+
+    #[test]
+    fn the_final_label_completes_like_any_other() {
+        let s = Snapshots::new(10);
+        let mut a = 0;
+        s.put(10, "in", vec![0]);
+        s.take("a", &mut a, Some(11), || vec![1]);
+        s.put(FINAL, "in", vec![2]);
+        s.take("a", &mut a, None, || vec![3]);
+        assert_eq!(s.complete(&["in", "a"]).unwrap().0, 10);
+        let (label, parts) = s.complete(&["in", "a"]).expect("the final label is complete");
+        assert_eq!((label, parts["in"].clone(), parts["a"].clone()), (FINAL, vec![2], vec![3]));
+        assert!(s.complete(&["in", "a"]).is_none());
     }
 }
