@@ -3,12 +3,13 @@
 //! of all views. The cells arrive consolidated (one net change per cell and epoch): the read
 //! model only applies them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use parking_lot::Mutex;
 use read::{ReadModel, Status};
 use schema::cells::Cell;
 use schema::Epoch;
@@ -35,8 +36,60 @@ impl EventPusher<Epoch, Vec<(Cell, i64)>> for Capturing {
     }
 }
 
+/// The read side's part of worker 0's snapshots. The cells operator holds no counted cells (their
+/// totals live only in the read model), so worker 0's snapshot at a label carries the read
+/// model's tables as they were once every epoch up to the label was published. Worker 0 asks for
+/// a label when its inputs pass it (before any epoch after it can be published); the exporter
+/// serialises the tables between two publishes and hands the bytes back.
+#[derive(Default)]
+pub struct TableSnapshots {
+    inner: Mutex<Wanted>,
+}
+
+#[derive(Default)]
+struct Wanted {
+    labels: BTreeSet<u64>,
+    taken: Vec<(u64, Vec<u8>)>,
+}
+
+impl TableSnapshots {
+    /// Worker 0 wants the tables at `label` (after every epoch up to and including it).
+    pub fn want(&self, label: u64) {
+        self.inner.lock().labels.insert(label);
+    }
+
+    /// The parts taken since the last call.
+    pub fn taken(&self) -> Vec<(u64, Vec<u8>)> {
+        std::mem::take(&mut self.inner.lock().taken)
+    }
+
+    /// Whether `label` is still wanted (not taken yet).
+    pub fn waiting_for(&self, label: u64) -> bool {
+        self.inner.lock().labels.contains(&label)
+    }
+
+    /// Takes the tables for every wanted label before `epoch` (every one for `None`: all input
+    /// is published). Called only when every epoch before `epoch` is published and none after.
+    fn take_before(&self, epoch: Option<Epoch>, read_model: &ReadModel) {
+        let mut inner = self.inner.lock();
+        let due: Vec<u64> = match epoch {
+            Some(e) => inner.labels.range(..e).copied().collect(),
+            None => inner.labels.iter().copied().collect(),
+        };
+        if due.is_empty() {
+            return;
+        }
+        let bytes = read_model.snapshot();
+        for label in due {
+            inner.labels.remove(&label);
+            inner.taken.push((label, bytes.clone()));
+        }
+    }
+}
+
 pub struct Exporter {
     pub read_model: Arc<ReadModel>,
+    pub tables: Arc<TableSnapshots>,
     pub status: Arc<Status>,
     pub start: Instant,
     pub epoch_ms: u64,
@@ -108,12 +161,14 @@ impl Exporter {
             // moved, and the cells operator's windows trail `as_of` by exactly one of them.
             let epochs = ready.len();
             for (i, (epoch, cells)) in ready.into_iter().enumerate() {
+                self.tables.take_before(Some(epoch), &self.read_model);
                 self.read_model.publish(if i + 1 == epochs { published } else { epoch }, cells);
             }
             self.read_model.mark_complete_before(published + 1);
         } else if let Some(b) = before {
             self.read_model.mark_complete_before(b);
         }
+        self.tables.take_before(before, &self.read_model);
         let now_ms = chrono::Utc::now().timestamp_millis();
         for ts in take_before(times, before).into_values().flatten() {
             let h = histogram.get_or_insert_with(|| Histogram::new(3).expect("valid histogram"));

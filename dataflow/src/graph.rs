@@ -39,6 +39,8 @@ pub struct Restored {
     pub users: Users,
     pub store: CellStore,
     pub keeper: Timekeeper,
+    /// From a snapshot (the read side holds the snapshot's clock cell).
+    pub resumed: bool,
 }
 
 struct Inputs {
@@ -83,8 +85,8 @@ impl Graph {
         let sizes = Rc::new(Shared::new(UserStateSizes::default()));
         let durable_everywhere = Rc::new(Shared::new(None));
         let expired = Rc::new(Shared::new(0));
-        let restored_time = (restored.store.cells() > 0).then(|| restored.keeper.time());
-        let Restored { users, store, keeper } = restored;
+        let restored_time = restored.resumed.then(|| restored.keeper.time());
+        let Restored { users, store, keeper, .. } = restored;
         let (admitted, changes, clocks, defs, pages, durable, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
             let (admitted_in, admitted) = scope.new_input::<Vec<Admitted>>();
             let (changes_in, changes) = scope.new_input::<Vec<(Hashed, i64)>>();

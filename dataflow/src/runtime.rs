@@ -22,7 +22,7 @@ use views::users::{UserStateSizes, Users, UsersState};
 
 use crate::config::EngineConfig;
 use crate::deadletter::DeadLetterSink;
-use crate::export::{Captured, Exporter, Freshness};
+use crate::export::{Captured, Exporter, Freshness, TableSnapshots};
 use crate::graph::{Graph, Restored};
 use crate::ingest::Ingest;
 use crate::snapshot::{self, Label, Shape};
@@ -42,6 +42,10 @@ pub enum EngineError {
 
 /// The parts every worker's snapshot holds.
 const PARTS: [&str; 4] = ["inputs", "users", "cells", "clock"];
+/// Worker 0 of the serving process also holds the read side's tables (see `TableSnapshots`).
+const PARTS_WITH_TABLES: [&str; 5] = ["inputs", "users", "cells", "clock", "tables"];
+/// How long worker 0 waits, when stopping, for the exporter to take the final tables.
+const FINAL_TABLES_WAIT: Duration = Duration::from_secs(120);
 
 pub struct Engine {
     pub config: EngineConfig,
@@ -97,8 +101,10 @@ impl Engine {
         // Bounded: a worker whose cells the exporter has not taken yet waits (see `Bounded`).
         let (capture_tx, capture_rx) = mpsc::sync_channel::<Captured>(256);
         let (fresh_tx, fresh_rx) = mpsc::channel::<Freshness>();
+        let tables = Arc::new(TableSnapshots::default());
         let exporter = Exporter {
             read_model: self.read_model.clone(),
+            tables: tables.clone(),
             status: self.status.clone(),
             start,
             epoch_ms: self.config.epoch_ms,
@@ -120,6 +126,8 @@ impl Engine {
             enrich: self.enrich.clone(),
             processes,
             serving: self.serves(),
+            read_model: self.read_model.clone(),
+            tables,
         };
         if processes > 1 {
             exit_when_a_peer_is_gone();
@@ -195,6 +203,9 @@ struct WorkerSetup {
     processes: usize,
     /// This process serves the views: its workers' cells go to the exporter.
     serving: bool,
+    /// Restored by worker 0 from its snapshot's tables.
+    read_model: Arc<ReadModel>,
+    tables: Arc<TableSnapshots>,
 }
 
 /// What worker 0 last sent as definitions (registry versions).
@@ -239,6 +250,16 @@ impl WorkerSetup {
             Some(b) => bincode::deserialize(&b).map_err(|e| fail(&format!("snapshot part clock: {e}")))?,
             None => Timekeeper::default(),
         };
+        // Worker 0 of the serving process holds the read side's part: the only copy of the
+        // counted cells' totals.
+        let holds_tables = self.serving && index == 0 && state_dir.is_some();
+        if holds_tables && checkpoint.is_some() {
+            let bytes = decode("tables", &mut parts).ok_or_else(|| {
+                fail(&"snapshot part tables is missing; run with --fresh to rebuild the views from Kafka")
+            })?;
+            self.read_model.restore(&bytes).map_err(|e| fail(&format!("snapshot part tables: {e}")))?;
+        }
+        let resumed = checkpoint.is_some();
         if let Some(checkpoint) = checkpoint {
             tracing::info!(worker = index, partitions = checkpoint.partitions.len(), "resuming from snapshot");
             source.restore(checkpoint).map_err(|e| fail(&e))?;
@@ -248,7 +269,7 @@ impl WorkerSetup {
             None => 0,
         };
         let snapshots = Snapshots::new(every);
-        let restored = Restored { users, store, keeper };
+        let restored = Restored { users, store, keeper, resumed };
         let pusher = match self.serving {
             true => crate::export::Capturing::Serving(capture.clone()),
             false => crate::export::Capturing::Elsewhere,
@@ -319,6 +340,9 @@ impl WorkerSetup {
                     let checkpoint = source.checkpoint();
                     let bytes = bincode::serialize(&checkpoint).expect("serialisable");
                     for label in due {
+                        if holds_tables {
+                            self.tables.want(label);
+                        }
                         snapshots.put(label, "inputs", bytes.clone());
                         checkpoints.insert(label, checkpoint.clone());
                     }
@@ -330,7 +354,8 @@ impl WorkerSetup {
                 epoch = next;
                 graph.advance_to(epoch);
             }
-            self.write_snapshots(&snapshots, writer.as_ref(), &shape, run);
+            let parts = self.parts_held(holds_tables, &snapshots);
+            self.write_snapshots(&snapshots, parts, writer.as_ref(), &shape, run);
             if let Some(durable) = writer.as_ref().and_then(|w| w.durable()).filter(|d| announced != Some(*d)) {
                 graph.send_durable(index as u32, durable);
                 announced = Some(durable);
@@ -362,7 +387,19 @@ impl WorkerSetup {
         while !graph.probe.done() && !self.failed.load(Ordering::Relaxed) {
             worker.step_or_park(Some(Duration::from_millis(5)));
         }
-        self.write_snapshots(&snapshots, writer.as_ref(), &shape, run);
+        if holds_tables {
+            // The exporter takes the final tables once every worker's cells are published.
+            let waiting = Instant::now();
+            while self.tables.waiting_for(FINAL) && !self.failed.load(Ordering::Relaxed) {
+                if waiting.elapsed() > FINAL_TABLES_WAIT {
+                    tracing::error!("the exporter did not publish the final epoch; the last durable snapshot stays");
+                    break;
+                }
+                worker.step_or_park(Some(Duration::from_millis(5)));
+            }
+        }
+        let parts = self.parts_held(holds_tables, &snapshots);
+        self.write_snapshots(&snapshots, parts, writer.as_ref(), &shape, run);
         if let Some(writer) = writer {
             writer.finish().map_err(|e| fail(&e))?;
         }
@@ -388,9 +425,28 @@ impl WorkerSetup {
         });
     }
 
+    /// The parts of this worker's snapshots, with the read side's tables the exporter has taken
+    /// since the last call added to them.
+    fn parts_held(&self, holds_tables: bool, snapshots: &Snapshots) -> &'static [&'static str] {
+        if !holds_tables {
+            return &PARTS;
+        }
+        for (label, bytes) in self.tables.taken() {
+            snapshots.put(label, "tables", bytes);
+        }
+        &PARTS_WITH_TABLES
+    }
+
     /// Hands every complete snapshot of this worker to its writer.
-    fn write_snapshots(&self, snapshots: &Snapshots, writer: Option<&snapshot::Writer>, shape: &Shape, run: u64) {
-        while let Some((label, parts)) = snapshots.complete(&PARTS) {
+    fn write_snapshots(
+        &self,
+        snapshots: &Snapshots,
+        parts: &[&str],
+        writer: Option<&snapshot::Writer>,
+        shape: &Shape,
+        run: u64,
+    ) {
+        while let Some((label, parts)) = snapshots.complete(parts) {
             if let Some(writer) = writer {
                 writer.submit(shape, Label { run, epoch: label }, &parts);
             }

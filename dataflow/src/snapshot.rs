@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 /// 5: coordinated labels, parts by name, cluster shape and partition assignment in the header.
 /// 6: per-key counts by minute.
-const FORMAT: u32 = 6;
+/// 7: counted cells only in the read side's tables (worker 0's part `tables`).
+const FORMAT: u32 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

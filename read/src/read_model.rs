@@ -189,6 +189,25 @@ impl ReadModel {
         let _ = self.changes.send(Arc::new(change));
     }
 
+    /// The published tables, serialised: the read side's part of a snapshot (taken by the
+    /// exporter between two publishes, so it stands for exactly the epochs published so far).
+    pub fn snapshot(&self) -> Vec<u8> {
+        bincode::serialize(&*self.tables.read()).expect("tables serialise")
+    }
+
+    /// Continues from a snapshot's tables (before anything is published).
+    pub fn restore(&self, bytes: &[u8]) -> Result<(), bincode::Error> {
+        let mut restored: Tables = bincode::deserialize(bytes)?;
+        // Everything derived from the tables is computed again on first use.
+        restored.paths_version = 1;
+        (restored.sessions_touched, restored.funnels_touched, restored.retention_touched) = (true, true, true);
+        if let Some(as_of) = restored.published_as_of {
+            self.as_of.fetch_max(as_of, Ordering::Relaxed);
+        }
+        *self.tables.write() = restored;
+        Ok(())
+    }
+
     /// Records that every epoch before `epoch` has been published (with or without updates).
     pub fn mark_complete_before(&self, epoch: u64) {
         self.complete_before.fetch_max(epoch, Ordering::Relaxed);

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 // Cells are hashes already (symbols) or small keys: a fast hasher, not SipHash.
 type HashMap<K, V> = FxHashMap<K, V>;
@@ -20,7 +21,9 @@ use schema::time::Hour;
 /// Session aggregates of one acquisition tuple by start hour.
 pub type SessionHours = BTreeMap<Hour, HashMap<SessionStat, i64>>;
 
-#[derive(Default)]
+/// Serialised whole into worker 0's snapshot (the cells operator holds no counted cells: this
+/// is their only copy); the fields marked `skip` are per publish.
+#[derive(Default, Serialize, Deserialize)]
 pub struct Tables {
     pub(crate) counts: HashMap<(Dim, Sym), BTreeMap<Minute, i64>>,
     /// User ids are already hashes: identity-hashed sets.
@@ -37,8 +40,10 @@ pub struct Tables {
     pub(crate) open_attempts: HashMap<u32, BTreeMap<(u8, i64, String), i64>>,
     /// Path edge counts, and a counter of their changes (the graph is rebuilt when it moved).
     pub(crate) path_edges: HashMap<(Sym, Sym), i64>,
+    #[serde(skip)]
     pub(crate) paths_version: u64,
     /// `paths_version` at the last publish.
+    #[serde(skip)]
     pub(crate) paths_published: u64,
     /// Retention aggregates by definition index: (breakdown value, cohort, stat) -> users.
     pub(crate) retention: HashMap<u32, HashMap<(Sym, u32, RetentionStat), i64>>,
@@ -54,6 +59,7 @@ pub struct Tables {
     pub(crate) key_texts: IdMap<(String, i64)>,
     key_text_minutes: BTreeMap<Minute, IdSet>,
     /// The windows' floors received in this epoch, applied once its other changes are.
+    #[serde(skip)]
     floors: Option<Floors>,
     /// Whether a session aggregate changed since the last publish.
     pub(crate) sessions_touched: bool,
@@ -63,7 +69,9 @@ pub struct Tables {
     pub published_as_of: Option<i64>,
     /// Count cells changed since the last publish, for the change stream (kept only while
     /// someone listens: `track_changes`).
+    #[serde(skip)]
     pub(crate) touched: Vec<(Dim, Sym, Minute)>,
+    #[serde(skip)]
     pub(crate) track_changes: bool,
 }
 

@@ -3,8 +3,16 @@
 //! workers of the serving process), summed per epoch, and only net changes leave: the read model
 //! applies one change per cell and epoch, whatever the number of workers that contributed.
 //!
+//! The operator holds only the cells whose output depends on what it held before: presence
+//! cells (a user seen in a minute is sent once while any worker's contribution is there) and
+//! retention cohorts (retracted here when their definition changes). Counted cells pass
+//! through: their totals live once, on the read side, whose tables are snapshotted with the
+//! workers' state (`dataflow::export::TableSnapshots`). A second copy of every total here cost
+//! about a tenth of a replay's time (BENCHMARKS.md, "Engine v2").
+//!
 //! Windows move with `as_of` (computed in the dataflow): a cell whose window `as_of` has passed
-//! is retracted here, so the state and the read model are bounded by the windows, not by history.
+//! is dropped here and, through one `Cell::Floors` marker, on the read side, so the state and
+//! the read model are bounded by the windows, not by history.
 
 use std::cell::Cell as Shared;
 use std::collections::BTreeMap;
@@ -64,7 +72,8 @@ pub fn hashed(out: &mut Vec<(Cell, i64)>) -> impl Iterator<Item = (Hashed, i64)>
     out.drain(..).map(|(cell, n)| (Hashed::new(cell), n))
 }
 
-/// What one worker holds: its share of the cells, by window.
+/// What one worker holds: its share of the cells that must be held (see [`CellStore::holds`]), by
+/// window.
 #[derive(Default, Serialize, Deserialize)]
 pub struct CellStore {
     groups: BTreeMap<Window, CellMap>,
@@ -99,6 +108,13 @@ impl CellStore {
         self.key_window = defs.key_window();
     }
 
+    /// Whether a cell is held here: presence cells (their output depends on whether some
+    /// contribution was there before) and retention cohorts (retracted here when their
+    /// definition changes). Every other cell is summed and passes through.
+    fn holds(cell: &Cell, window: Window) -> bool {
+        cell.keep() == Keep::Presence || matches!(window, Window::Cohorts { .. })
+    }
+
     /// Applies one epoch's consolidated change of a cell; `false` when its window has passed
     /// (a late change to a session older than the counts window), which changes nothing.
     pub fn apply(&mut self, cell: Hashed, n: i64, out: &mut Vec<(Cell, i64)>) -> bool {
@@ -108,6 +124,10 @@ impl CellStore {
         let window = cell.cell.window();
         if !self.floors.keeps(window) {
             return false;
+        }
+        if !Self::holds(&cell.cell, window) {
+            out.push((cell.cell, n));
+            return true;
         }
         let group = self.groups.entry(window).or_default();
         let (before, after) = match group.get_mut(&cell) {
@@ -166,19 +186,6 @@ impl CellStore {
         }
     }
 
-    /// Every cell held, as additions (to fill a fresh read model after a restore).
-    pub fn replay(&self, out: &mut Vec<(Cell, i64)>) {
-        for cells in self.groups.values() {
-            for (cell, n) in cells {
-                let n = match cell.cell.keep() {
-                    Keep::Sum => *n,
-                    Keep::Presence => 1,
-                };
-                out.push((cell.cell.clone(), n));
-            }
-        }
-    }
-
     pub fn cells(&self) -> usize {
         self.groups.values().map(|g| g.len()).sum()
     }
@@ -207,8 +214,9 @@ fn slot<'a>(
 }
 
 /// Builds the operator on every worker; cells go to the first `serving` workers (those of the
-/// serving process), which hold them. `store` is fresh or restored (its cells are sent again at
-/// the first epoch). `expired` counts changes that arrived after their window had passed.
+/// serving process), which hold them. `store` is fresh or restored (the read side is restored
+/// from its own part of the snapshot). `expired` counts changes that arrived after their window
+/// had passed.
 pub fn cells<'s>(
     changes: StreamVec<'s, Epoch, (Hashed, i64)>,
     control: StreamVec<'s, Epoch, Control>,
@@ -219,8 +227,7 @@ pub fn cells<'s>(
     expired: Rc<Shared<u64>>,
 ) -> StreamVec<'s, Epoch, (Cell, i64)> {
     let to_serving = Exchange::new(move |(cell, _): &(Hashed, i64)| cell.hash % serving);
-    changes.binary_frontier(control, to_serving, Pipeline, "Cells", move |initial, _| {
-        let mut restored = (store.cells() > 0).then_some(initial);
+    changes.binary_frontier(control, to_serving, Pipeline, "Cells", move |_, _| {
         let mut held = Some(store);
         let mut pending: BTreeMap<Epoch, Epochs> = BTreeMap::new();
         let mut spare: Vec<CellMap> = Vec::new();
@@ -228,10 +235,6 @@ pub fn cells<'s>(
         let mut out: Vec<(Cell, i64)> = Vec::new();
         move |(changes, changes_frontier), (control, control_frontier), output| {
             let Some(store) = held.as_mut() else { return };
-            if let Some(cap) = restored.take() {
-                store.replay(&mut out);
-                output.session(&cap).give_iterator(out.drain(..));
-            }
             let port = output.output_index();
             changes.for_each_stamp(|cap, data| {
                 let Some(cap) = cap.retain_least(port) else { return };
