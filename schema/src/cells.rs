@@ -84,7 +84,8 @@ pub fn series_of(event: &Event) -> impl Iterator<Item = (Dim, Sym)> {
 pub enum Cell {
     /// Events in `(dim, key)` during `minute`.
     Count { dim: Dim, key: Sym, minute: Minute },
-    /// The user had at least one event in `minute`.
+    /// The user had at least one event in `minute`: sent once (the worker that owns the user
+    /// remembers, in its snapshot too, which user-minutes it sent while their window holds).
     UserMinute { minute: Minute, user: UserId },
     /// The text behind a symbol.
     Name { sym: Sym, text: String },
@@ -108,7 +109,7 @@ pub enum Cell {
     /// Events of `kind` by `key` (the symbol of an IP, a user id) during `minute`, for the
     /// per-key alert rules and rate limits; only the kinds some rule reads are counted.
     Keyed { kind: KeyKind, key: Sym, minute: Minute },
-    /// The IP was used by the user during `minute`.
+    /// The IP was used by the user during `minute`: sent once, like [`Cell::UserMinute`].
     IpUser { minute: Minute, ip: Sym, user: UserId },
     /// The text of a per-key symbol, sent only for keys busy enough in `minute` that a rule
     /// could fire on them: a text per event would cost more than the counts.
@@ -128,7 +129,7 @@ pub enum Cell {
 pub enum Keep {
     /// The counts add up (events, users, seconds).
     Sum,
-    /// The cell is present while any contribution is (a user seen in a minute, a name).
+    /// The cell is present while any contribution is: texts that several workers send.
     Presence,
 }
 
@@ -152,7 +153,7 @@ pub enum Window {
 impl Cell {
     pub fn keep(&self) -> Keep {
         match self {
-            Cell::UserMinute { .. } | Cell::Name { .. } | Cell::IpUser { .. } | Cell::KeyText { .. } => Keep::Presence,
+            Cell::Name { .. } | Cell::KeyText { .. } => Keep::Presence,
             _ => Keep::Sum,
         }
     }

@@ -4,8 +4,8 @@
 //! applies one change per cell and epoch, whatever the number of workers that contributed.
 //!
 //! The operator holds only the cells whose output depends on what it held before: presence
-//! cells (a user seen in a minute is sent once while any worker's contribution is there) and
-//! retention cohorts (retracted here when their definition changes). Counted cells pass
+//! cells (a name or a per-key text, which several workers send, is sent on once while any
+//! contribution is there) and retention cohorts (retracted here when their definition changes). Counted cells pass
 //! through: their totals live once, on the read side, whose tables are snapshotted with the
 //! workers' state (`dataflow::export::TableSnapshots`). A second copy of every total here cost
 //! about a tenth of a replay's time (BENCHMARKS.md, "Engine v2").

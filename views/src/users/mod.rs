@@ -42,6 +42,10 @@ pub struct UsersState {
     pub logs: UserLogs,
     pub cohorts: Cohorts,
     pub keys: KeyCounts,
+    /// The user-minutes sent, by minute, while the active-user window can still hold them: a
+    /// user's events all reach this worker, so a user-minute is sent once (live, with 100 ms
+    /// epochs, once per epoch was one cell per event), and the read side counts it as one.
+    pub minutes: std::collections::BTreeMap<Minute, schema::ids::IdSet>,
 }
 
 pub struct Users {
@@ -59,11 +63,6 @@ pub struct Users {
     named: FxHashSet<Sym>,
     /// This epoch's changes, consolidated before they leave the worker.
     changes: Changes,
-    /// The user-minutes sent, by minute, while the active-user window can still hold them: a
-    /// user's events all reach this worker, so a user-minute is sent once, not once per epoch
-    /// (live, with 100 ms epochs, that was one cell per event). Not in snapshots: after a
-    /// restore a user-minute may be sent again, which the cells operator counts as present once.
-    minutes: std::collections::BTreeMap<Minute, schema::ids::IdSet>,
     /// Funnel step matches per minute this epoch.
     steps: FxHashMap<(Sym, Minute), i64>,
     /// The floor the state was last pruned at.
@@ -136,7 +135,6 @@ impl Users {
             key_window: 0,
             named: FxHashSet::default(),
             changes: Changes::default(),
-            minutes: Default::default(),
             steps: FxHashMap::default(),
             floor: i64::MIN,
         }
@@ -205,7 +203,7 @@ impl Users {
     pub fn add(&mut self, a: &Admitted, horizon_ms: i64, out: &mut Vec<(Cell, i64)>) {
         let e = &a.event;
         let minute = minute_of(e.ts);
-        if self.minutes.entry(minute).or_default().insert(e.user) {
+        if self.state.minutes.entry(minute).or_default().insert(e.user) {
             out.push((Cell::UserMinute { minute, user: e.user }, 1));
         }
         let source = [e.utm_source, e.device, e.country];
@@ -236,7 +234,7 @@ impl Users {
     pub fn end_epoch(&mut self, time: &EngineTime, out: &mut Vec<(Cell, i64)>) {
         if let Some(as_of) = time.as_of {
             // Minutes the active-user window has let go.
-            self.minutes = self.minutes.split_off(&Floors::users_at(as_of, &self.config));
+            self.state.minutes = self.state.minutes.split_off(&Floors::users_at(as_of, &self.config));
         }
         for ((key, minute), n) in self.steps.drain() {
             out.push((Cell::Count { dim: Dim::Step, key, minute }, n));
