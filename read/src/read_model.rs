@@ -204,7 +204,11 @@ impl ReadModel {
         if let Some(as_of) = restored.published_as_of {
             self.as_of.fetch_max(as_of, Ordering::Relaxed);
         }
+        let epoch = restored.epoch;
         *self.tables.write() = restored;
+        // Published once as it is: the publish hooks (alerting, which starts afresh) judge the
+        // restored window even if nothing new arrives.
+        self.publish(epoch, std::iter::empty());
         Ok(())
     }
 
