@@ -311,8 +311,8 @@ impl AlertEngine {
                 t.good_start_ms = start_ms;
             }
             let (ended_ms, resolved) = (t.good_start_ms, t.good >= resolve_after);
-            if let (Some(alert), Some(v)) = (self.active.get_mut(&tracker_key), verdict.as_ref()) {
-                (alert.value, alert.baseline) = (v.value, v.baseline);
+            if let (Some(alert), Some(v)) = (self.active.get_mut(&tracker_key), verdict) {
+                (alert.value, alert.baseline, alert.summary) = (v.value, v.baseline, v.summary);
             }
             if resolved {
                 self.trackers.remove(&tracker_key);

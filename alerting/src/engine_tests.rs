@@ -55,6 +55,27 @@ fn an_hourly_rate_is_judged_once_its_sessions_have_settled_with_hysteresis() {
 }
 
 #[test]
+fn value_baseline_and_summary_describe_the_same_bucket_while_an_alert_recovers() {
+    let registry = rule(serde_json::json!({"name": "bouncy", "fire_after": 2, "resolve_after": 2,
+        "when": {"kind": "threshold", "series": {"metric": "bounce_rate", "dim": "utm_source", "key": "ads"},
+                 "above": 50.0, "smooth": 1, "min_baseline": 10.0}}));
+    let funnels = FunnelRegistry::default();
+    let mut t = Tables::default();
+    // Hours 101, 102 bad (80%, 90%): fires; hour 103 good (30%): firing still, recovering.
+    for (h, bounced) in [(100, 4), (101, 16), (102, 18), (103, 6)] {
+        hour(&mut t, h, "ads", 20, bounced);
+    }
+    let mut engine = AlertEngine::new(AlertConfig::default(), 30, 1440);
+    let hour_ms = 3_600_000;
+    engine.evaluate(&t, &registry, &funnels, 103 * hour_ms + 30 * 60_000, 0);
+    let a = &engine.active(0)[0];
+    assert_eq!((a.value, a.summary.as_str()), (90.0, "90.0"));
+    engine.evaluate(&t, &registry, &funnels, 104 * hour_ms + 30 * 60_000, 0);
+    let a = &engine.active(0)[0];
+    assert_eq!((a.value, a.summary.as_str()), (30.0, "30.0"), "the good bucket, in numbers and in words");
+}
+
+#[test]
 fn a_silence_marks_alerts_of_its_rule_until_it_expires() {
     let mut engine = AlertEngine::new(AlertConfig::default(), 30, 1440);
     let alert = Alert {

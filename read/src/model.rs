@@ -374,7 +374,8 @@ pub struct Alert {
     pub severity: schema::alert_rules::Severity,
     pub labels: BTreeMap<String, String>,
     pub state: AlertState,
-    /// The value of the last judged bucket, and the baseline it was compared with.
+    /// The value of the last judged bucket, the baseline it was compared with, and the verdict
+    /// in words: all three of the same bucket (while an alert recovers, of a good one).
     pub value: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<f64>,
