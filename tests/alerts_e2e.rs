@@ -164,3 +164,60 @@ fn every_rule_kind_fires_from_kafka_to_the_alerts_api_as_the_reference_says() {
         "an unknown rule is a 404 naming the rate-limit rules"
     );
 }
+
+/// The same traffic replayed from a file: `replay --dump` carries the alerts the reference
+/// fires, and the replay says how many fired, by rule.
+#[test]
+fn a_replay_dumps_and_summarises_the_alerts_the_reference_fires() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, dump_path) = (dir.path().join("traffic.ndjson"), dir.path().join("dump.json"));
+    let events = traffic();
+    let mut lines = Vec::new();
+    for e in &events {
+        lines.extend(record(e).1);
+        lines.push(b'\n');
+    }
+    std::fs::write(&file, lines).unwrap();
+    let views = spec().views;
+    let settings = Settings {
+        fire_after: views.alerts.fire_after,
+        resolve_after: views.alerts.resolve_after,
+        lateness_ms: 300_000,
+    };
+    let all: Vec<Accepted> = events.iter().map(accepted).collect();
+    let expected = alert_oracle::alerts(&all, &views.alerts.rules, &views.funnels, &settings);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clickflow"))
+        .args(["replay", "--quiet", "--workers", "2", "--config", common::EXAMPLE_CONFIG, "--dump"])
+        .arg(&dump_path)
+        .arg(&file)
+        .arg("--dead-letters")
+        .arg(dir.path().join("dead.ndjson"))
+        .env("CLICKFLOW__VIEWS__ALERTS__BUILTIN", "false")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dump: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump_path).unwrap()).unwrap();
+    let replayed: alert_oracle::Fired = dump["alerts"]
+        .as_array()
+        .expect("the dump has the alerts")
+        .iter()
+        .map(|a| {
+            let at = |f: &str| a[f].as_i64();
+            (
+                a["id"].as_str().unwrap().to_string(),
+                at("started_ms").unwrap(),
+                at("fired_ms").unwrap(),
+                at("resolved_ms"),
+            )
+        })
+        .collect();
+    assert_eq!(replayed, expected);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let fired = dump["alerts"].as_array().unwrap().len();
+    let farms = expected.iter().filter(|a| a.0.starts_with("crowded_ip:")).count();
+    assert!(
+        stderr.contains(&format!("{fired} alerts fired: ")) && stderr.contains(&format!("{farms} crowded_ip")),
+        "the replay summarises the alerts by rule: {stderr}"
+    );
+}

@@ -16,7 +16,7 @@ use crate::config::Config;
 pub struct Args {
     /// NDJSON events, plain or gzip.
     file: PathBuf,
-    /// Write every view's final state and the reject counts as JSON.
+    /// Write every view's final state, the reject counts and the alerts that fired as JSON.
     #[arg(long)]
     dump: Option<PathBuf>,
     /// Where rejected lines go, with reason and line number (default: engine.dead_letter_file,
@@ -30,6 +30,8 @@ pub struct Args {
 
 pub fn main(config: Config, args: Args) -> Result<()> {
     let engine = super::engine(&config)?;
+    // The rules are judged on every published snapshot, as in `run`.
+    let alerts = super::alerting(&engine);
     let shared = SharedFile::open(&args.file)?;
     let sources: SourceFactory = {
         let shared = shared.clone();
@@ -65,16 +67,44 @@ pub fn main(config: Config, args: Args) -> Result<()> {
     for (reason, n) in &rejects.by_reason {
         eprintln!("  {reason}: {n}");
     }
+    let (_, mut history) = alerts.history();
+    history.reverse();
+    eprintln!("{}", alert_summary(&history, config.views.alerts.history));
     if let Some(path) = args.dump {
         let file = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
         let mut out = std::io::BufWriter::new(file);
-        serde_json::to_writer_pretty(&mut out, &engine.read_model.dump())?;
+        let mut dump = serde_json::to_value(engine.read_model.dump())?;
+        dump["alerts"] = serde_json::to_value(&history)?;
+        serde_json::to_writer_pretty(&mut out, &dump)?;
         std::io::Write::flush(&mut out)?;
         eprintln!("wrote {}", path.display());
     }
     // Everything is written: end here rather than free the views' state (seconds after a big
     // replay, for nothing).
     std::process::exit(0)
+}
+
+/// "3 alerts fired: 2 ip_burst, 1 traffic_anomaly (1 still firing at the end)", from the alert
+/// history (oldest first), which keeps the newest `kept`.
+fn alert_summary(history: &[read::model::Alert], kept: usize) -> String {
+    if history.is_empty() {
+        return "no alert fired".to_string();
+    }
+    let mut by_rule: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for alert in history {
+        *by_rule.entry(alert.rule.as_str()).or_default() += 1;
+    }
+    let mut rules: Vec<(&str, usize)> = by_rule.into_iter().collect();
+    rules.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let listed: Vec<String> = rules.iter().map(|(rule, n)| format!("{n} {rule}")).collect();
+    let firing = history.iter().filter(|a| a.resolved_ms.is_none()).count();
+    let plural = if history.len() == 1 { "alert" } else { "alerts" };
+    let newest = if history.len() >= kept {
+        format!(" (the newest {kept}: raise alerts.history to keep more)")
+    } else {
+        String::new()
+    };
+    format!("{} {plural} fired{newest}: {} ({firing} still firing at the end)", history.len(), listed.join(", "))
 }
 
 struct Abort(Arc<std::sync::atomic::AtomicBool>);
