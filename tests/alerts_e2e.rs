@@ -94,6 +94,35 @@ fn accepted((ts, user, event, page, ip): &Ev) -> Accepted {
     }
 }
 
+/// `(id, started, fired, resolved)` of a JSON list of alerts, as the reference gives them.
+fn fired(alerts: &serde_json::Value) -> alert_oracle::Fired {
+    let alerts = alerts.as_array().expect("a list of alerts");
+    alerts
+        .iter()
+        .map(|a| {
+            let at = |f: &str| a[f].as_i64();
+            (
+                a["id"].as_str().unwrap().to_string(),
+                at("started_ms").unwrap(),
+                at("fired_ms").unwrap(),
+                at("resolved_ms"),
+            )
+        })
+        .collect()
+}
+
+/// The alerts the reference fires on `events` with the rules of `examples/funnels.toml`.
+fn reference_alerts(events: &[Ev]) -> alert_oracle::Fired {
+    let views = spec().views;
+    let settings = Settings {
+        fire_after: views.alerts.fire_after,
+        resolve_after: views.alerts.resolve_after,
+        lateness_ms: 300_000,
+    };
+    let all: Vec<Accepted> = events.iter().map(accepted).collect();
+    alert_oracle::alerts(&all, &views.alerts.rules, &views.funnels, &settings)
+}
+
 #[test]
 fn every_rule_kind_fires_from_kafka_to_the_alerts_api_as_the_reference_says() {
     let mock = MockCluster::new(1).unwrap();
@@ -104,13 +133,7 @@ fn every_rule_kind_fires_from_kafka_to_the_alerts_api_as_the_reference_says() {
     produce(&brokers, "clicks", &records);
 
     let views = spec().views;
-    let settings = Settings {
-        fire_after: views.alerts.fire_after,
-        resolve_after: views.alerts.resolve_after,
-        lateness_ms: 300_000,
-    };
-    let all: Vec<Accepted> = events.iter().map(accepted).collect();
-    let expected = alert_oracle::alerts(&all, &views.alerts.rules, &views.funnels, &settings);
+    let expected = reference_alerts(&events);
     let kinds: BTreeSet<&str> = expected.iter().map(|(id, ..)| id.split(':').next().unwrap()).collect();
     assert_eq!(kinds.len(), views.alerts.rules.len(), "every example rule fires on this traffic: {kinds:?}");
 
@@ -124,21 +147,7 @@ fn every_rule_kind_fires_from_kafka_to_the_alerts_api_as_the_reference_says() {
     settled(port, records.len(), reference.live.clock.as_of_ms);
 
     let history = get_json(port, "/api/v1/alerts/history").unwrap();
-    let engine: alert_oracle::Fired = history["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            let at = |f: &str| a[f].as_i64();
-            (
-                a["id"].as_str().unwrap().to_string(),
-                at("started_ms").unwrap(),
-                at("fired_ms").unwrap(),
-                at("resolved_ms"),
-            )
-        })
-        .collect();
-    assert_eq!(engine, expected);
+    assert_eq!(fired(&history["alerts"]), expected);
     let active = get_json(port, "/api/v1/alerts").unwrap();
     let firing: BTreeSet<String> =
         active["alerts"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
@@ -178,14 +187,7 @@ fn a_replay_dumps_and_summarises_the_alerts_the_reference_fires() {
         lines.push(b'\n');
     }
     std::fs::write(&file, lines).unwrap();
-    let views = spec().views;
-    let settings = Settings {
-        fire_after: views.alerts.fire_after,
-        resolve_after: views.alerts.resolve_after,
-        lateness_ms: 300_000,
-    };
-    let all: Vec<Accepted> = events.iter().map(accepted).collect();
-    let expected = alert_oracle::alerts(&all, &views.alerts.rules, &views.funnels, &settings);
+    let expected = reference_alerts(&events);
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_clickflow"))
         .args(["replay", "--quiet", "--workers", "2", "--config", common::EXAMPLE_CONFIG, "--dump"])
@@ -198,21 +200,7 @@ fn a_replay_dumps_and_summarises_the_alerts_the_reference_fires() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let dump: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump_path).unwrap()).unwrap();
-    let replayed: alert_oracle::Fired = dump["alerts"]
-        .as_array()
-        .expect("the dump has the alerts")
-        .iter()
-        .map(|a| {
-            let at = |f: &str| a[f].as_i64();
-            (
-                a["id"].as_str().unwrap().to_string(),
-                at("started_ms").unwrap(),
-                at("fired_ms").unwrap(),
-                at("resolved_ms"),
-            )
-        })
-        .collect();
-    assert_eq!(replayed, expected);
+    assert_eq!(fired(&dump["alerts"]), expected);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let fired = dump["alerts"].as_array().unwrap().len();
     let farms = expected.iter().filter(|a| a.0.starts_with("crowded_ip:")).count();
