@@ -102,3 +102,22 @@ fn a_silence_marks_alerts_of_its_rule_until_it_expires() {
     assert!(engine.unsilence(s.id));
     assert!(!engine.active(0)[0].silenced);
 }
+
+#[test]
+fn bucket_values_hold_a_run_read_in_any_order_and_forget_what_is_behind() {
+    let mut v = BucketValues::default();
+    assert!(v.is_empty() && v.get(5).is_none());
+    v.insert(10, (1.0, 0.0));
+    v.insert(7, (2.0, 0.0));
+    v.insert(12, (3.0, 1.0));
+    assert_eq!(
+        (v.get(7), v.get(8), v.get(10), v.get(12), v.get(13)),
+        (Some((2.0, 0.0)), None, Some((1.0, 0.0)), Some((3.0, 1.0)), None)
+    );
+    v.keep_from(10);
+    assert_eq!((v.get(7), v.get(10)), (None, Some((1.0, 0.0))));
+    v.keep_from(13);
+    assert!(v.is_empty());
+    v.insert(40, (4.0, 0.0));
+    assert_eq!((v.get(12), v.get(40)), (None, Some((4.0, 0.0))));
+}
