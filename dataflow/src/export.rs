@@ -71,15 +71,19 @@ impl TableSnapshots {
     /// Takes the tables for every wanted label before `epoch` (every one for `None`: all input
     /// is published). Called only when every epoch before `epoch` is published and none after.
     fn take_before(&self, epoch: Option<Epoch>, read_model: &ReadModel) {
-        let mut inner = self.inner.lock();
-        let due: Vec<u64> = match epoch {
-            Some(e) => inner.labels.range(..e).copied().collect(),
-            None => inner.labels.iter().copied().collect(),
+        let due: Vec<u64> = {
+            let inner = self.inner.lock();
+            match epoch {
+                Some(e) => inner.labels.range(..e).copied().collect(),
+                None => inner.labels.iter().copied().collect(),
+            }
         };
         if due.is_empty() {
             return;
         }
+        // Serialised without the lock: worker 0 asks for labels meanwhile (later ones only).
         let bytes = read_model.snapshot();
+        let mut inner = self.inner.lock();
         for label in due {
             inner.labels.remove(&label);
             inner.taken.push((label, bytes.clone()));
