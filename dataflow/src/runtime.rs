@@ -260,6 +260,7 @@ impl WorkerSetup {
             self.read_model.restore(&bytes).map_err(|e| fail(&format!("snapshot part tables: {e}")))?;
         }
         let resumed = checkpoint.is_some();
+        let snapshot_parts: &[&str] = if holds_tables { &PARTS_WITH_TABLES } else { &PARTS };
         if let Some(checkpoint) = checkpoint {
             tracing::info!(worker = index, partitions = checkpoint.partitions.len(), "resuming from snapshot");
             source.restore(checkpoint).map_err(|e| fail(&e))?;
@@ -354,8 +355,10 @@ impl WorkerSetup {
                 epoch = next;
                 graph.advance_to(epoch);
             }
-            let parts = self.parts_held(holds_tables, &snapshots);
-            self.write_snapshots(&snapshots, parts, writer.as_ref(), &shape, run);
+            if holds_tables {
+                self.add_tables(&snapshots);
+            }
+            self.write_snapshots(&snapshots, snapshot_parts, writer.as_ref(), &shape, run);
             if let Some(durable) = writer.as_ref().and_then(|w| w.durable()).filter(|d| announced != Some(*d)) {
                 graph.send_durable(index as u32, durable);
                 announced = Some(durable);
@@ -397,9 +400,9 @@ impl WorkerSetup {
                 }
                 worker.step_or_park(Some(Duration::from_millis(5)));
             }
+            self.add_tables(&snapshots);
         }
-        let parts = self.parts_held(holds_tables, &snapshots);
-        self.write_snapshots(&snapshots, parts, writer.as_ref(), &shape, run);
+        self.write_snapshots(&snapshots, snapshot_parts, writer.as_ref(), &shape, run);
         if let Some(writer) = writer {
             writer.finish().map_err(|e| fail(&e))?;
         }
@@ -425,16 +428,11 @@ impl WorkerSetup {
         });
     }
 
-    /// The parts of this worker's snapshots, with the read side's tables the exporter has taken
-    /// since the last call added to them.
-    fn parts_held(&self, holds_tables: bool, snapshots: &Snapshots) -> &'static [&'static str] {
-        if !holds_tables {
-            return &PARTS;
-        }
+    /// Adds the read side's tables the exporter has taken since the last call (worker 0).
+    fn add_tables(&self, snapshots: &Snapshots) {
         for (label, bytes) in self.tables.taken() {
             snapshots.put(label, "tables", bytes);
         }
-        &PARTS_WITH_TABLES
     }
 
     /// Hands every complete snapshot of this worker to its writer.

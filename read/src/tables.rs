@@ -47,6 +47,7 @@ pub struct Tables {
     pub(crate) paths_published: u64,
     /// Retention aggregates by definition index: (breakdown value, cohort, stat) -> users.
     pub(crate) retention: HashMap<u32, HashMap<(Sym, u32, RetentionStat), i64>>,
+    #[serde(skip)]
     pub(crate) retention_touched: bool,
     /// Per-key event counts (per-key alert rules, rate limits) by minute. Minute first: a key
     /// has events in few minutes, and one map per minute costs no allocation per key (a series
@@ -62,7 +63,9 @@ pub struct Tables {
     #[serde(skip)]
     floors: Option<Floors>,
     /// Whether a session aggregate changed since the last publish.
+    #[serde(skip)]
     pub(crate) sessions_touched: bool,
+    #[serde(skip)]
     pub(crate) funnels_touched: bool,
     pub epoch: u64,
     /// `as_of` at the last publish.

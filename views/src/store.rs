@@ -5,10 +5,10 @@
 //!
 //! The operator holds only the cells whose output depends on what it held before: presence
 //! cells (a name or a per-key text, which several workers send, is sent on once while any
-//! contribution is there) and retention cohorts (retracted here when their definition changes). Counted cells pass
-//! through: their totals live once, on the read side, whose tables are snapshotted with the
-//! workers' state (`dataflow::export::TableSnapshots`). A second copy of every total here cost
-//! about a tenth of a replay's time (BENCHMARKS.md, "Engine v2").
+//! contribution is there) and retention cohorts (retracted here when their definition
+//! changes). Counted cells pass through: their totals live once, on the read side, whose tables
+//! are snapshotted with the workers' state (`dataflow::export::TableSnapshots`). A second copy
+//! of every total here cost 5–11% of a replay's time (BENCHMARKS.md, "Session 9").
 //!
 //! Windows move with `as_of` (computed in the dataflow): a cell whose window `as_of` has passed
 //! is dropped here and, through one `Cell::Floors` marker, on the read side, so the state and
