@@ -100,7 +100,11 @@ pub struct AlertEngine {
     trackers: BTreeMap<TrackerKey, Tracker>,
     /// Firing alerts by `(rule, key)` (two keys can share a text, so not by id).
     active: BTreeMap<TrackerKey, Alert>,
+    /// Oldest fired first, whatever order the rules were judged in (a replay keeps the same
+    /// newest `history` however its publishes fell).
     history: VecDeque<Alert>,
+    /// Alerts fired since the start, by rule (the history keeps only the newest).
+    fired: BTreeMap<String, u64>,
     changes: Vec<AlertChange>,
     silences: Vec<Silence>,
     next_silence: u64,
@@ -120,6 +124,7 @@ impl AlertEngine {
             trackers: BTreeMap::new(),
             active: BTreeMap::new(),
             history: VecDeque::new(),
+            fired: BTreeMap::new(),
             changes: Vec::new(),
             silences: Vec::new(),
             next_silence: 1,
@@ -222,8 +227,8 @@ impl AlertEngine {
             Keys::Each => series::each_key(tables, rule, &series),
         };
         // A key that fired stays judged until it resolves, even once its counts are gone.
-        let watched: Vec<Sym> = self.trackers.keys().filter(|(r, _)| r == rule.name()).map(|(_, k)| *k).collect();
-        keys.extend(watched);
+        let watched: BTreeSet<Sym> = self.trackers.keys().filter(|(r, _)| r == rule.name()).map(|(_, k)| *k).collect();
+        keys.extend(watched.iter().copied());
         keys.sort_unstable();
         keys.dedup();
         let single = matches!(series::keys_of(&series, rule.dim), Keys::One(_));
@@ -261,15 +266,18 @@ impl AlertEngine {
                 seen |= v.0 != 0.0 || (rate && v.1 != 0.0);
                 Some(v)
             };
-            let verdict = series_verdict(rule, rate, b, &mut get);
-            let watched = self.trackers.contains_key(&(rule.name().to_string(), key));
+            let watching = watched.contains(&key);
+            let verdict = series_verdict(rule, rate, b, watching, &mut get);
             // Keep what later buckets read: the lookback behind this one.
             cache.keep_from(keep_from);
-            if !single && !seen && !watched {
+            if !single && !seen && !watching {
                 // A key with nothing in what the rule read (it may have counts after `as_of`).
                 continue;
             }
-            out.push((key, (!single).then(|| tables.name(key)), verdict));
+            // A good key nobody watches changes nothing (`track` ignores it): no text for it.
+            if watching || verdict.as_ref().is_some_and(|v| v.bad) {
+                out.push((key, (!single).then(|| tables.name(key)), verdict));
+            }
         }
         caches.retain(|_, cache| !cache.is_empty());
         out
@@ -283,8 +291,9 @@ impl AlertEngine {
     ) -> Vec<(Sym, Option<String>, Option<Verdict>)> {
         let minute = b as Minute;
         let lo = (minute + 1).saturating_sub(rule.def.when.key_window());
-        let mut candidates: BTreeSet<Sym> =
-            self.trackers.keys().filter(|(r, _)| r == rule.name()).map(|(_, k)| *k).collect();
+        let minutes = minute + 1 - lo;
+        let watched: BTreeSet<Sym> = self.trackers.keys().filter(|(r, _)| r == rule.name()).map(|(_, k)| *k).collect();
+        let mut candidates = watched.clone();
         let when = &rule.def.when;
         match when {
             Condition::SharedIp { .. } => candidates.extend(series::ips_in(tables, minute).cloned()),
@@ -299,39 +308,56 @@ impl AlertEngine {
             let views = when.key_kinds()[1];
             candidates.extend(series::keyed_in(tables, views, lo.saturating_sub(1)).cloned());
         }
-        candidates
-            .into_iter()
-            .map(|key| {
-                let verdict = match when {
-                    Condition::Burst { limit, .. } | Condition::RateLimit { limit, .. } => {
-                        let kind = series::primary_kind(when).expect("counted");
-                        let n = series::keyed_sum(tables, kind, key, lo, minute);
-                        let summary = format!("{n} events in {} min (limit {limit})", minute + 1 - lo);
-                        Verdict { bad: n > *limit, value: n as f64, baseline: Some(*limit as f64), summary }
-                    }
-                    Condition::ClicksWithoutViews { min_clicks, .. } => {
-                        let kinds = when.key_kinds();
-                        let clicks = series::keyed_sum(tables, kinds[0], key, lo, minute);
+        // Thousands of keys are candidates in a busy minute and few are bad: a good key nobody
+        // watches changes nothing (`track` ignores it), so its text and summary are not built.
+        let mut out = Vec::new();
+        for key in candidates {
+            let watching = watched.contains(&key);
+            let verdict = match when {
+                Condition::Burst { limit, .. } | Condition::RateLimit { limit, .. } => {
+                    let kind = series::primary_kind(when).expect("counted");
+                    let n = series::keyed_sum(tables, kind, key, lo, minute);
+                    let bad = n > *limit;
+                    (bad || watching).then(|| Verdict {
+                        bad,
+                        value: n as f64,
+                        baseline: Some(*limit as f64),
+                        summary: format!("{n} events in {minutes} min (limit {limit})"),
+                    })
+                }
+                Condition::ClicksWithoutViews { min_clicks, .. } => {
+                    let kinds = when.key_kinds();
+                    let clicks = series::keyed_sum(tables, kinds[0], key, lo, minute);
+                    let bad = clicks >= *min_clicks && series::keyed_sum(tables, kinds[1], key, lo, minute) == 0;
+                    (bad || watching).then(|| {
                         let views = series::keyed_sum(tables, kinds[1], key, lo, minute);
-                        let summary = format!("{clicks} clicks and {views} page views in {} min", minute + 1 - lo);
-                        Verdict {
-                            bad: clicks >= *min_clicks && views == 0,
-                            value: clicks as f64,
-                            baseline: None,
-                            summary,
-                        }
-                    }
-                    Condition::SharedIp { min_users, .. } => {
-                        let users = series::ip_user_count(tables, key, lo, minute);
-                        let summary = format!("{users} distinct users in {} min", minute + 1 - lo);
-                        let baseline = Some(*min_users as f64);
-                        Verdict { bad: users >= *min_users, value: users as f64, baseline, summary }
-                    }
-                    _ => unreachable!("series rules are judged by series_verdicts"),
-                };
-                (key, Some(tables.key_text(key)), Some(verdict))
-            })
-            .collect()
+                        let summary = format!("{clicks} clicks and {views} page views in {minutes} min");
+                        Verdict { bad, value: clicks as f64, baseline: None, summary }
+                    })
+                }
+                Condition::SharedIp { min_users, .. } => {
+                    // Users summed over the minutes bound the distinct ones from above: most IPs
+                    // are far under the bound and need no set.
+                    let users = if watching || series::ip_user_bound(tables, key, lo, minute) >= *min_users {
+                        series::ip_user_count(tables, key, lo, minute)
+                    } else {
+                        0
+                    };
+                    let bad = users >= *min_users;
+                    (bad || watching).then(|| Verdict {
+                        bad,
+                        value: users as f64,
+                        baseline: Some(*min_users as f64),
+                        summary: format!("{users} distinct users in {minutes} min"),
+                    })
+                }
+                _ => unreachable!("series rules are judged by series_verdicts"),
+            };
+            if let Some(verdict) = verdict {
+                out.push((key, Some(tables.key_text(key)), Some(verdict)));
+            }
+        }
+        out
     }
 
     /// Hysteresis: `fire_after` bad buckets in a row fire, `resolve_after` good ones resolve.
@@ -418,7 +444,11 @@ impl AlertEngine {
             silenced: false,
         };
         self.active.insert(tracker_key, alert.clone());
-        self.history.push_back(alert.clone());
+        *self.fired.entry(alert.rule.clone()).or_default() += 1;
+        // Rules are judged one after the other over the buckets a publish made final, so a
+        // later rule can fire for an earlier bucket: in order of firing, then of id.
+        let at = self.history.partition_point(|a| (a.fired_ms, &a.id) <= (alert.fired_ms, &alert.id));
+        self.history.insert(at, alert.clone());
         while self.history.len() > self.config.history {
             self.history.pop_front();
         }
@@ -436,6 +466,11 @@ impl AlertEngine {
 
     pub fn active(&self, now_ms: i64) -> Vec<Alert> {
         self.marked(self.active.values(), now_ms)
+    }
+
+    /// Alerts fired since the start, by rule.
+    pub fn fired(&self) -> &BTreeMap<String, u64> {
+        &self.fired
     }
 
     /// Newest first.

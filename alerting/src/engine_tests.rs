@@ -121,3 +121,30 @@ fn bucket_values_hold_a_run_read_in_any_order_and_forget_what_is_behind() {
     v.insert(40, (4.0, 0.0));
     assert_eq!((v.get(12), v.get(40)), (None, Some((4.0, 0.0))));
 }
+
+#[test]
+fn the_history_keeps_the_newest_alerts_by_firing_time_however_the_rules_were_judged() {
+    // Two per-minute thresholds on the same series: `a` is judged before `b` in each
+    // evaluation, so one evaluation of minutes 10..=11 fires a@10, a@11, b@10, b@11.
+    let defs: Vec<schema::alert_rules::AlertRuleDef> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            serde_json::from_value(serde_json::json!({"name": name, "fire_after": 1, "resolve_after": 1,
+                "when": {"kind": "threshold", "series": {"metric": "events"}, "above": 5.0, "smooth": 1}}))
+            .unwrap()
+        })
+        .collect();
+    let registry = AlertRegistry::new(&defs).unwrap();
+    let funnels = FunnelRegistry::default();
+    let mut t = Tables::default();
+    // Minute 10 bad, 11 good (both resolve), 12 bad again.
+    for (minute, events) in [(10, 9), (11, 1), (12, 9)] {
+        t.apply(Cell::Count { dim: Dim::All, key: NONE, minute }, events);
+    }
+    let config = AlertConfig { history: 2, ..AlertConfig::default() };
+    let mut engine = AlertEngine::new(config, 30, 1440);
+    engine.evaluate(&t, &registry, &funnels, 13 * 60_000, 0);
+    let kept: Vec<(String, i64)> = engine.history(0).iter().map(|a| (a.rule.clone(), a.fired_ms)).collect();
+    assert_eq!(kept, [("b".to_string(), 13 * 60_000), ("a".to_string(), 13 * 60_000)], "newest first");
+    assert_eq!(engine.fired().values().sum::<u64>(), 4, "every alert counts, kept or not");
+}

@@ -74,6 +74,11 @@ impl Alerting {
         (clock, self.engine.lock().history(now_ms()))
     }
 
+    /// Alerts fired since the start, by rule (the history keeps only the newest).
+    pub fn fired(&self) -> std::collections::BTreeMap<String, u64> {
+        self.engine.lock().fired().clone()
+    }
+
     /// Adds a silence; with a store, it is saved before the answer (on-call relies on it).
     pub fn silence(&self, matcher: String, until_ms: i64, comment: Option<String>) -> Result<Silence, String> {
         let mut engine = self.engine.lock();

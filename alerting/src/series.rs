@@ -109,6 +109,14 @@ pub fn ip_user_count(tables: &Tables, ip: Sym, lo: Minute, hi: Minute) -> u64 {
     users.len() as u64
 }
 
+/// Users of `ip` summed over minutes `lo..=hi`: at least [`ip_user_count`], and cheap.
+pub fn ip_user_bound(tables: &Tables, ip: Sym, lo: Minute, hi: Minute) -> u64 {
+    if lo > hi {
+        return 0;
+    }
+    tables.ip_users.range(lo..=hi).filter_map(|(_, ips)| ips.get(&ip)).map(|users| users.len() as u64).sum()
+}
+
 pub fn ips_in(tables: &Tables, minute: Minute) -> impl Iterator<Item = &Sym> {
     tables.ip_users.get(&minute).into_iter().flat_map(|ips| ips.keys())
 }

@@ -2,6 +2,8 @@
 //! that is bad. Reads bucket values through `get` (the engine caches them, since a final bucket
 //! never changes).
 
+use std::ops::RangeInclusive;
+
 use crate::detectors::{count_floor, ewma, judge, median_mad, percent_floor};
 use schema::alert_rules::{AlertRule, Condition, Detector, Direction, Seasonal};
 
@@ -26,6 +28,29 @@ fn window(get: &mut Get<'_>, hi: i64, len: i64) -> Option<(f64, f64)> {
     Some(total)
 }
 
+/// [`window`] ending at each of `ends` (consecutive), pushed onto `out`: each bucket read once
+/// and summed as it slides. Bucket values are whole numbers, so the sums are exact: the same as
+/// summing each window apart.
+fn windows(get: &mut Get<'_>, ends: RangeInclusive<i64>, len: i64, out: &mut Vec<Option<(f64, f64)>>) {
+    let values: Vec<Option<(f64, f64)>> = (ends.start() - len + 1..=*ends.end()).map(&mut *get).collect();
+    let (mut total, mut missing) = ((0.0, 0.0), 0);
+    for (i, value) in values.iter().enumerate() {
+        match value {
+            Some((n, d)) => total = (total.0 + n, total.1 + d),
+            None => missing += 1,
+        }
+        if let Some(gone) = i.checked_sub(len as usize).map(|j| values[j]) {
+            match gone {
+                Some((n, d)) => total = (total.0 - n, total.1 - d),
+                None => missing -= 1,
+            }
+        }
+        if i + 1 >= len as usize {
+            out.push((missing == 0).then_some(total));
+        }
+    }
+}
+
 fn value_of(rate: bool, (num, den): (f64, f64)) -> Option<f64> {
     if !rate {
         Some(num)
@@ -42,8 +67,43 @@ fn buckets(rule: &AlertRule, minutes: u32) -> i64 {
 }
 
 /// The verdict of a series rule (anomaly, threshold, funnel drop) on bucket `b`; `None` when the
-/// data do not allow one yet (history too short, an empty denominator): that is not bad.
-pub fn series_verdict(rule: &AlertRule, rate: bool, b: i64, get: &mut Get<'_>) -> Option<Verdict> {
+/// data do not allow one yet (history too short, an empty denominator): that is not bad. A good
+/// verdict's summary is left empty unless `describe` (most keys are good, and nobody reads it).
+pub fn series_verdict(rule: &AlertRule, rate: bool, b: i64, describe: bool, get: &mut Get<'_>) -> Option<Verdict> {
+    let (mut verdict, summary) = judge_series(rule, rate, b, get)?;
+    if verdict.bad || describe {
+        verdict.summary = summary.text();
+    }
+    Some(verdict)
+}
+
+/// What a series verdict's summary says, put in words only when someone reads it.
+enum Summary {
+    Anomaly { value: f64, baseline: f64, z: f64 },
+    Relative { value: f64, compared: f64, base: f64 },
+    Value(f64),
+    Conversion { value: f64, base: Option<f64> },
+}
+
+impl Summary {
+    fn text(&self) -> String {
+        match *self {
+            Summary::Anomaly { value, baseline, z } => {
+                format!("{value:.1} against a baseline of {baseline:.1} ({z:+.1} deviations)")
+            }
+            Summary::Relative { value, compared, base } => {
+                format!("{value:.1} is {compared:.2}× its trailing mean of {base:.1}")
+            }
+            Summary::Value(value) => format!("{value:.1}"),
+            Summary::Conversion { value, base: Some(base) } => {
+                format!("conversion {value:.1}% against {base:.1}% before")
+            }
+            Summary::Conversion { value, base: None } => format!("conversion {value:.1}%"),
+        }
+    }
+}
+
+fn judge_series(rule: &AlertRule, rate: bool, b: i64, get: &mut Get<'_>) -> Option<(Verdict, Summary)> {
     match &rule.def.when {
         Condition::Anomaly {
             detector,
@@ -59,21 +119,24 @@ pub fn series_verdict(rule: &AlertRule, rate: bool, b: i64, get: &mut Get<'_>) -
             let smooth = *smooth as i64;
             let current = window(get, b, smooth)?;
             let value = value_of(rate, current)?;
-            let ends: Vec<i64> = match seasonal {
-                Seasonal::None => (0..buckets(rule, *window_minutes)).rev().map(|j| b - smooth - j).collect(),
+            // The windows the baseline is made of, oldest first (the EWMA reads them in order).
+            let mut sums = Vec::new();
+            match seasonal {
+                Seasonal::None => {
+                    windows(get, b - smooth - buckets(rule, *window_minutes) + 1..=b - smooth, smooth, &mut sums)
+                }
                 Seasonal::Day | Seasonal::Week => {
                     let period = buckets(rule, if *seasonal == Seasonal::Day { 1440 } else { 10080 });
+                    // ±15 minutes around the same phase: never as wide as a period, so the
+                    // seasons' ranges do not interleave.
                     let half = 15 / rule.bucket_minutes as i64;
-                    let mut ends: Vec<i64> = (1..=*seasons as i64)
-                        .flat_map(|k| (-half..=half).map(move |off| b - k * period + off))
-                        .collect();
-                    ends.sort_unstable();
-                    ends
+                    for k in (1..=*seasons as i64).rev() {
+                        windows(get, b - k * period - half..=b - k * period + half, smooth, &mut sums);
+                    }
                 }
             };
-            let expected = ends.len();
-            let samples: Vec<f64> =
-                ends.into_iter().filter_map(|end| window(get, end, smooth).and_then(|w| value_of(rate, w))).collect();
+            let expected = sums.len();
+            let samples: Vec<f64> = sums.into_iter().filter_map(|w| w.and_then(|w| value_of(rate, w))).collect();
             // A seasonal baseline needs one full season; a trailing one half its window.
             let needed = if *seasonal == Seasonal::None { expected.div_ceil(2) } else { expected / *seasons as usize };
             if samples.len() < needed.max(3) {
@@ -91,8 +154,9 @@ pub fn series_verdict(rule: &AlertRule, rate: bool, b: i64, get: &mut Get<'_>) -
                 Direction::Both => value.max(baseline),
             };
             let (z, bad) = judge(value, baseline, spread.max(floor), *direction, *sensitivity);
-            let summary = format!("{value:.1} against a baseline of {baseline:.1} ({z:+.1} deviations)");
-            Some(Verdict { bad: bad && large_side >= *min_baseline, value, baseline: Some(baseline), summary })
+            let summary = Summary::Anomaly { value, baseline, z };
+            let bad = bad && large_side >= *min_baseline;
+            Some((Verdict { bad, value, baseline: Some(baseline), summary: String::new() }, summary))
         }
         Condition::Threshold { above, below, relative, relative_minutes, smooth, min_baseline, .. } => {
             let smooth = *smooth as i64;
@@ -114,10 +178,10 @@ pub fn series_verdict(rule: &AlertRule, rate: bool, b: i64, get: &mut Get<'_>) -
             }
             let bad = above.is_some_and(|a| compared > a) || below.is_some_and(|x| compared < x);
             let summary = match baseline {
-                Some(base) => format!("{value:.1} is {compared:.2}× its trailing mean of {base:.1}"),
-                None => format!("{value:.1}"),
+                Some(base) => Summary::Relative { value, compared, base },
+                None => Summary::Value(value),
             };
-            Some(Verdict { bad, value, baseline, summary })
+            Some((Verdict { bad, value, baseline, summary: String::new() }, summary))
         }
         Condition::FunnelDrop { window_minutes, floor, drop, baseline_minutes, min_entries, .. } => {
             let len = buckets(rule, *window_minutes);
@@ -130,11 +194,8 @@ pub fn series_verdict(rule: &AlertRule, rate: bool, b: i64, get: &mut Get<'_>) -
             let baseline = before.filter(|w| w.1 >= *min_entries).and_then(|w| value_of(true, w));
             let below_floor = floor.is_some_and(|f| value < f);
             let dropped = drop.zip(baseline).is_some_and(|(d, base)| value < base * (1.0 - d));
-            let summary = match baseline {
-                Some(base) => format!("conversion {value:.1}% against {base:.1}% before"),
-                None => format!("conversion {value:.1}%"),
-            };
-            Some(Verdict { bad: below_floor || dropped, value, baseline, summary })
+            let summary = Summary::Conversion { value, base: baseline };
+            Some((Verdict { bad: below_floor || dropped, value, baseline, summary: String::new() }, summary))
         }
         _ => None,
     }
@@ -156,5 +217,28 @@ pub fn lookback(rule: &AlertRule) -> i64 {
             buckets(rule, *window_minutes) + buckets(rule, *baseline_minutes)
         }
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whole-number values with a missing stretch at the start (before the stream) and one in
+    /// the middle (any `None` must spoil exactly the windows over it).
+    fn value(x: i64) -> Option<(f64, f64)> {
+        (x >= 3 && x != 17).then(|| (((x * 7919) % 101) as f64, ((x * 31) % 13) as f64))
+    }
+
+    #[test]
+    fn sliding_windows_equal_windows_summed_apart() {
+        for len in 1..=6 {
+            for (lo, hi) in [(0, 0), (0, 30), (2, 9), (5, 40), (16, 19)] {
+                let mut slid = Vec::new();
+                windows(&mut value, lo..=hi, len, &mut slid);
+                let apart: Vec<_> = (lo..=hi).map(|end| window(&mut value, end, len)).collect();
+                assert_eq!(slid, apart, "len {len}, ends {lo}..={hi}");
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `clickflow replay FILE`: the same dataflow over a file, as fast as it goes.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,7 +75,8 @@ pub fn main(config: Config, args: Args) -> Result<()> {
     let history = alerts.as_ref().map(|alerts| {
         let (_, mut history) = alerts.history();
         history.reverse();
-        eprintln!("{}", alert_summary(&history, config.views.alerts.history));
+        let firing = alerts.active().1.len();
+        eprintln!("{}", alert_summary(&alerts.fired(), firing, history.len(), config.views.alerts.history));
         history
     });
     if let Some(path) = args.dump {
@@ -93,27 +95,23 @@ pub fn main(config: Config, args: Args) -> Result<()> {
     std::process::exit(0)
 }
 
-/// "3 alerts fired: 2 ip_burst, 1 traffic_anomaly (1 still firing at the end)", from the alert
-/// history (oldest first), which keeps the newest `kept`.
-fn alert_summary(history: &[read::model::Alert], kept: usize) -> String {
-    if history.is_empty() {
+/// "3 alerts fired: 2 ip_burst, 1 traffic_anomaly (1 still firing at the end)", from the alerts
+/// fired by rule; the dump's history keeps the newest `kept` of them.
+fn alert_summary(fired: &BTreeMap<String, u64>, firing: usize, in_history: usize, kept: usize) -> String {
+    let total: u64 = fired.values().sum();
+    if total == 0 {
         return "no alert fired".to_string();
     }
-    let mut by_rule: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for alert in history {
-        *by_rule.entry(alert.rule.as_str()).or_default() += 1;
-    }
-    let mut rules: Vec<(&str, usize)> = by_rule.into_iter().collect();
-    rules.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut rules: Vec<(&String, &u64)> = fired.iter().collect();
+    rules.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let listed: Vec<String> = rules.iter().map(|(rule, n)| format!("{n} {rule}")).collect();
-    let firing = history.iter().filter(|a| a.resolved_ms.is_none()).count();
-    let plural = if history.len() == 1 { "alert" } else { "alerts" };
-    let newest = if history.len() >= kept {
-        format!(" (the newest {kept}: raise alerts.history to keep more)")
+    let plural = if total == 1 { "alert" } else { "alerts" };
+    let newest = if total > in_history as u64 {
+        format!("; the dump keeps the newest {in_history} (raise alerts.history, now {kept}, to keep more)")
     } else {
         String::new()
     };
-    format!("{} {plural} fired{newest}: {} ({firing} still firing at the end)", history.len(), listed.join(", "))
+    format!("{total} {plural} fired: {} ({firing} still firing at the end{newest})", listed.join(", "))
 }
 
 struct Abort(Arc<std::sync::atomic::AtomicBool>);
