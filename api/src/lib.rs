@@ -3,6 +3,7 @@
 
 mod alerts;
 pub mod auth;
+pub mod dashboard;
 mod error;
 mod funnels;
 pub mod http_metrics;
@@ -171,7 +172,9 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route_layer(axum::middleware::from_fn(params::check_params))
         .route_layer(axum::middleware::from_fn_with_state(tokens, auth::require_token))
-        .route_layer(axum::middleware::from_fn_with_state(http, http_metrics::record))
+        .route_layer(axum::middleware::from_fn_with_state(http.clone(), http_metrics::record))
+        // The dashboard's page and assets hold no data: no token, no parameter checks.
+        .merge(dashboard::routes().route_layer(axum::middleware::from_fn_with_state(http, http_metrics::record)))
         .fallback(not_found)
         .with_state(state)
 }

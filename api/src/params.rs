@@ -58,7 +58,15 @@ fn check(pairs: &[(String, String)], takes: &[String], endpoint: &str) -> Result
             Err(_) => return Err(format!("`limit` must be a whole number, got `{v}`")),
         }
     }
-    let time = |name: &str| value(name).map(|v| read::query::parse_time(v, name).map_err(|e| e.0)).transpose();
+    // On the path endpoints `from` and `to` are pages (`/search`, `(entry)`, `event:purchase`),
+    // never a bare number: only a number there is read as a time, for the seconds hint.
+    let pages = endpoint.contains(" /api/v1/paths/");
+    let time = |name: &str| {
+        value(name)
+            .filter(|v| !pages || v.bytes().all(|b| b.is_ascii_digit()))
+            .map(|v| read::query::parse_time(v, name).map_err(|e| e.0))
+            .transpose()
+    };
     if let (Some(from), Some(to)) = (time("from")?, time("to")?) {
         if from > to {
             return Err("`from` is after `to`; swap them".into());
@@ -86,6 +94,10 @@ mod tests {
         let reversed = pairs(&[("from", "2026-11-21T00:00:00Z"), ("to", "2026-11-20T00:00:00Z")]);
         assert!(check(&reversed, &takes, "GET /x").unwrap_err().contains("swap"));
         let seconds = check(&pairs(&[("from", "1795132800")]), &takes, "GET /x").unwrap_err();
+        assert!(seconds.contains("milliseconds"), "{seconds}");
+        let pages = pairs(&[("from", "/search"), ("to", "(exit)")]);
+        assert!(check(&pages, &takes, "GET /api/v1/paths/top").is_ok(), "pages, not times, on the path endpoints");
+        let seconds = check(&pairs(&[("from", "1795132800")]), &takes, "GET /api/v1/paths/top").unwrap_err();
         assert!(seconds.contains("milliseconds"), "{seconds}");
     }
 

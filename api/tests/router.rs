@@ -230,6 +230,10 @@ async fn path_queries_answer_from_the_live_graph_with_actionable_errors() {
     let top = json(&body);
     assert_eq!(top["paths"][0]["pages"], serde_json::json!(["(entry)", "/", "/products/:id", "(exit)"]));
     assert_eq!(top["paths"][0]["sessions"], 2.0);
+    // `from` and `to` are pages here, not times (the dashboard's Sankey starts at a chosen page).
+    let (status, body) = get(s.clone(), "/api/v1/paths/top?from=/&to=(exit)").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(json(&body)["paths"][0]["pages"], serde_json::json!(["/", "/products/:id", "(exit)"]));
     let (_, body) = get(s.clone(), "/api/v1/paths/conversions").await;
     assert_eq!(json(&body)["paths"][0]["pages"], serde_json::json!(["(entry)", "/", "event:purchase"]));
     let (status, body) = get(s.clone(), "/api/v1/paths/conversions?event=click").await;
@@ -471,4 +475,32 @@ async fn metrics_count_requests_per_route_and_status_and_show_the_process() {
         assert!(value > 0.0, "{name}");
     }
     assert!(line("process_cpu_seconds_total ").is_some(), "{body}");
+}
+
+#[tokio::test]
+async fn the_dashboard_and_its_assets_need_no_token_and_are_cached_by_etag() {
+    let tokens = api::auth::Tokens::new(Some("read-t0ken".into()), Some("adm1n-t0ken".into()));
+    let with_tokens = || AppState { tokens: Arc::new(tokens.clone()), ..state() };
+    let assets = [
+        ("/", "text/html; charset=utf-8"),
+        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/client.js", "text/javascript; charset=utf-8"),
+        ("/assets/charts.js", "text/javascript; charset=utf-8"),
+        ("/assets/app.css", "text/css; charset=utf-8"),
+        ("/assets/echarts.min.js", "text/javascript; charset=utf-8"),
+    ];
+    for (uri, content_type) in assets {
+        let response = app(with_tokens()).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{uri} without a token");
+        assert_eq!(response.headers()["content-type"], content_type, "{uri}");
+        assert_eq!(response.headers()["cache-control"], "no-cache", "{uri}");
+        let etag = response.headers()["etag"].clone();
+        let again = Request::get(uri).header("if-none-match", etag).body(Body::empty()).unwrap();
+        let response = app(with_tokens()).oneshot(again).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{uri} revalidates");
+    }
+    let (_, page) = get(state(), "/").await;
+    assert!(page.contains("<title>clickflow</title>"), "{page}");
+    // The data stays behind the token.
+    assert_eq!(call(with_tokens(), "GET", "/api/v1/live", None).await, StatusCode::UNAUTHORIZED);
 }
