@@ -16,6 +16,8 @@ pub type Fired = BTreeSet<(String, i64, i64, Option<i64>)>;
 pub struct Settings {
     pub fire_after: u32,
     pub resolve_after: u32,
+    /// How far `as_of` is behind the newest event: the lateness, or 0 once the input is
+    /// complete (a replayed file read to its end).
     pub lateness_ms: i64,
 }
 

@@ -46,6 +46,17 @@ fn ts_of(v: &Value) -> i64 {
 
 /// The reference dump for partitions of raw records, each in arrival order, all of them idle.
 pub fn dump(spec: &Spec, partitions: &[Vec<Vec<u8>>]) -> Dump {
+    dump_behind(spec, partitions, spec.lateness_ms)
+}
+
+/// The same once the input is complete (a replayed file read to its end): nothing more can
+/// arrive, so `as_of` is the newest event itself.
+pub fn dump_complete(spec: &Spec, partitions: &[Vec<Vec<u8>>]) -> Dump {
+    dump_behind(spec, partitions, 0)
+}
+
+/// `as_of` is `behind` ms before the most advanced partition's newest event.
+fn dump_behind(spec: &Spec, partitions: &[Vec<Vec<u8>>], behind: i64) -> Dump {
     let mut accepted = Vec::new();
     let mut rejects: BTreeMap<String, i64> = BTreeMap::new();
     let mut heads: Vec<i64> = Vec::new();
@@ -99,7 +110,7 @@ pub fn dump(spec: &Spec, partitions: &[Vec<Vec<u8>>]) -> Dump {
         heads.extend(head);
     }
     let head = heads.iter().max().copied();
-    let as_of = head.map(|_| heads.iter().map(|h| h - spec.lateness_ms).max().unwrap());
+    let as_of = head.map(|_| heads.iter().map(|h| h - behind).max().unwrap());
     let mut dump = views_of(spec, &accepted, head, as_of, rejects);
     dump.funnels = super::funnel_oracle::dump(spec, &accepted, as_of);
     dump.paths = super::path_oracle::dump(spec, &accepted, as_of);

@@ -97,7 +97,8 @@ pub struct PartClock<'a> {
 }
 
 /// Combines partition clocks into a worker clock: idle partitions do not hold back the watermark;
-/// a worker whose partitions are all idle reports its most advanced one. The floor is the lowest
+/// a worker whose partitions are all idle reports its most advanced one, and a finished
+/// partition's watermark is its newest event. The floor is the lowest
 /// time a partition can still admit: its watermark, but no less than the admission floor `as_of`
 /// (a partition without data yet can admit anything from `as_of` on).
 pub fn worker_clock<'a>(
@@ -118,6 +119,11 @@ pub fn worker_clock<'a>(
             continue;
         };
         head = Some(head.map_or(h, |x| x.max(h)));
+        // A partition read to its end (a replayed file) sends nothing more, late or not: no
+        // need to wait out the lateness, so its watermark is its newest event. Once every
+        // partition is finished, `as_of` reaches the input's newest event and the last complete
+        // minutes become final (their alerts judged, their sessions closed).
+        let wm = if p.finished { h } else { wm };
         if p.idle || p.finished {
             idle = Some(idle.map_or(wm, |x| x.max(wm)));
         } else {
