@@ -15,6 +15,8 @@ use proptest::prelude::*;
 use schema::alert_rules::{AlertConfig, AlertRuleDef};
 
 const LATENESS: i64 = 3 * 60_000;
+/// Short enough that incidents both reopen and open anew within a stream.
+const HOLD_OFF: i64 = 6;
 /// Two hours ago, on a minute: the streams end in the past.
 static BASE: std::sync::LazyLock<i64> =
     std::sync::LazyLock::new(|| (chrono::Utc::now().timestamp_millis() / 60_000 - 120) * 60_000);
@@ -53,8 +55,14 @@ fn views() -> schema::ViewConfig {
             "steps": [{"event": "page_view"}, {"event": "add_to_cart"}, {"event": "purchase"}]}))
         .unwrap(),
     );
-    views.alerts =
-        AlertConfig { builtin: false, fire_after: 2, resolve_after: 2, rules: rules(), ..AlertConfig::default() };
+    views.alerts = AlertConfig {
+        builtin: false,
+        fire_after: 2,
+        resolve_after: 2,
+        hold_off_minutes: HOLD_OFF as u32,
+        rules: rules(),
+        ..AlertConfig::default()
+    };
     views
 }
 
@@ -136,7 +144,7 @@ fn accepted(e: &Ev) -> Accepted {
 
 fn engine_alerts(harness: &Harness) -> Fired {
     let (_, history) = harness.alerting.history();
-    history.into_iter().map(|a| (a.id, a.started_ms, a.fired_ms, a.resolved_ms)).collect()
+    history.into_iter().map(|a| (a.id, a.started_ms, a.fired_ms, a.resolved_ms, a.rules, a.reopened)).collect()
 }
 
 proptest! {
@@ -148,7 +156,7 @@ proptest! {
         let mut delivered: Vec<&Ev> = events.iter().collect();
         delivered.sort_by_key(|e| ts(e) + e.6 * 1000);
         let lines: Vec<Vec<u8>> = delivered.iter().map(|e| line(e)).collect();
-        let settings = Settings { fire_after: 2, resolve_after: 2, lateness_ms: LATENESS };
+        let settings = Settings { fire_after: 2, resolve_after: 2, lateness_ms: LATENESS, hold_off_minutes: HOLD_OFF };
         let views = views();
         let mut harness = Harness::start(workers, LATENESS, views.clone());
         let mut start = 0;

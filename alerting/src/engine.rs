@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+use crate::incidents::Incidents;
 use crate::series::{self as series, Keys};
 use crate::verdict::{lookback, series_verdict, Verdict};
 use read::model::{Alert, AlertChange, AlertState, Silence};
@@ -77,6 +78,9 @@ impl BucketValues {
     }
 }
 
+/// A key, its text (per-key and `*` rules) and its verdict on one bucket.
+type KeyVerdict = (Sym, Option<String>, Option<Verdict>);
+
 /// `(rule name, key symbol)`; the symbol is `NONE` for a single-series rule.
 type TrackerKey = (String, Sym);
 
@@ -98,21 +102,17 @@ pub struct AlertEngine {
     /// read from the cache (the tables may have let it go, depending on the batching).
     window_minutes: u32,
     trackers: BTreeMap<TrackerKey, Tracker>,
-    /// Firing alerts by `(rule, key)` (two keys can share a text, so not by id).
-    active: BTreeMap<TrackerKey, Alert>,
-    /// Oldest fired first, whatever order the rules were judged in (a replay keeps the same
-    /// newest `history` however its publishes fell).
-    history: VecDeque<Alert>,
-    /// Alerts fired since the start, by rule (the history keeps only the newest).
-    fired: BTreeMap<String, u64>,
-    changes: Vec<AlertChange>,
+    /// What fired, one alert per series.
+    incidents: Incidents,
     silences: Vec<Silence>,
     next_silence: u64,
 }
 
 impl AlertEngine {
     pub fn new(config: AlertConfig, session_settle_minutes: u32, window_minutes: u32) -> AlertEngine {
+        let incidents = Incidents::new(config.hold_off_minutes, config.history, config.max_keys_per_rule);
         AlertEngine {
+            incidents,
             config,
             session_settle_minutes,
             window_minutes,
@@ -122,10 +122,6 @@ impl AlertEngine {
             origin: None,
             values: HashMap::new(),
             trackers: BTreeMap::new(),
-            active: BTreeMap::new(),
-            history: VecDeque::new(),
-            fired: BTreeMap::new(),
-            changes: Vec::new(),
             silences: Vec::new(),
             next_silence: 1,
         }
@@ -150,9 +146,12 @@ impl AlertEngine {
         let Some(origin) = self.origin else { return };
         let first_evaluation = !std::mem::replace(&mut self.started, true);
         let rules = self.rules.refresh(registry).to_vec();
-        for rule in rules {
+        // Every bucket to judge, in the order they became final (then by rule and bucket): what
+        // an incident is made of then depends on event time only, not on how publishes fell.
+        let mut due: Vec<(i64, usize, i64)> = Vec::new();
+        for (index, rule) in rules.iter().enumerate() {
             let bucket_ms = rule.bucket_minutes as i64 * MS_PER_MINUTE;
-            let last_final = (as_of_ms - self.settle(&rule) * MS_PER_MINUTE).div_euclid(bucket_ms) - 1;
+            let last_final = (as_of_ms - self.settle(rule) * MS_PER_MINUTE).div_euclid(bucket_ms) - 1;
             let origin_bucket = minute_start_ms(origin).div_euclid(bucket_ms);
             // Buckets before the tables' window have no counts left (a clock far in the past
             // must not make the first evaluation walk years of empty buckets).
@@ -163,11 +162,17 @@ impl AlertEngine {
                 None if first_evaluation => origin_bucket.max(held),
                 None => last_final,
             };
-            for b in start.max(origin_bucket)..=last_final {
-                self.judge(tables, &rule, funnels, b, origin_bucket, available_from);
-            }
+            let settle_ms = self.settle(rule) * MS_PER_MINUTE;
+            due.extend((start.max(origin_bucket)..=last_final).map(|b| ((b + 1) * bucket_ms + settle_ms, index, b)));
             self.next.insert(rule.name().to_string(), start.max(last_final + 1));
         }
+        due.sort_unstable();
+        for (_, index, b) in due {
+            let rule = &rules[index];
+            let origin_bucket = minute_start_ms(origin).div_euclid(rule.bucket_minutes as i64 * MS_PER_MINUTE);
+            self.judge(tables, rule, funnels, b, origin_bucket, available_from);
+        }
+        self.incidents.forget_before(as_of_ms, self.session_settle_minutes as i64 * MS_PER_MINUTE);
     }
 
     /// Minutes after its end before a bucket is final (session cells need the session gap).
@@ -190,10 +195,11 @@ impl AlertEngine {
     ) {
         let bucket_ms = rule.bucket_minutes as i64 * MS_PER_MINUTE;
         let (start_ms, end_ms) = (b * bucket_ms, (b + 1) * bucket_ms);
-        let verdicts: Vec<(Sym, Option<String>, Option<Verdict>)> = match &rule.def.when {
-            Condition::Anomaly { series, .. } | Condition::Threshold { series, .. } => {
-                self.series_verdicts(tables, rule, series.clone(), b, origin_bucket, available_from)
-            }
+        let (watched, verdicts): (String, Vec<KeyVerdict>) = match &rule.def.when {
+            Condition::Anomaly { series, .. } | Condition::Threshold { series, .. } => (
+                series_name(rule, series),
+                self.series_verdicts(tables, rule, series.clone(), b, origin_bucket, available_from),
+            ),
             Condition::FunnelDrop { funnel, step, .. } => {
                 let Some((_, f)) = funnels.get(funnel) else { return };
                 let step = step.unwrap_or(f.steps() as u8).min(f.steps() as u8);
@@ -204,12 +210,16 @@ impl AlertEngine {
                     funnel: Some(funnel.clone()),
                     step: Some(step),
                 };
-                self.series_verdicts(tables, rule, series, b, origin_bucket, available_from)
+                (
+                    series_name(rule, &series),
+                    self.series_verdicts(tables, rule, series, b, origin_bucket, available_from),
+                )
             }
-            _ => self.key_verdicts(tables, rule, b),
+            _ => (series::key_label(rule).to_string(), self.key_verdicts(tables, rule, b)),
         };
         for (key, text, verdict) in verdicts {
-            self.track(rule, key, text, verdict, start_ms, end_ms);
+            let series = format!("{watched}={key:016x}");
+            self.track(rule, key, &series, text, verdict, start_ms, end_ms);
         }
     }
 
@@ -221,7 +231,7 @@ impl AlertEngine {
         b: i64,
         origin_bucket: i64,
         available_from: Minute,
-    ) -> Vec<(Sym, Option<String>, Option<Verdict>)> {
+    ) -> Vec<KeyVerdict> {
         let mut keys = match series::keys_of(&series, rule.dim) {
             Keys::One(k) => vec![k],
             Keys::Each => series::each_key(tables, rule, &series),
@@ -283,12 +293,7 @@ impl AlertEngine {
         out
     }
 
-    fn key_verdicts(
-        &mut self,
-        tables: &Tables,
-        rule: &AlertRule,
-        b: i64,
-    ) -> Vec<(Sym, Option<String>, Option<Verdict>)> {
+    fn key_verdicts(&mut self, tables: &Tables, rule: &AlertRule, b: i64) -> Vec<KeyVerdict> {
         let minute = b as Minute;
         let lo = (minute + 1).saturating_sub(rule.def.when.key_window());
         let minutes = minute + 1 - lo;
@@ -360,11 +365,14 @@ impl AlertEngine {
         out
     }
 
-    /// Hysteresis: `fire_after` bad buckets in a row fire, `resolve_after` good ones resolve.
+    /// Hysteresis: `fire_after` bad buckets in a row fire, `resolve_after` good ones resolve; the
+    /// incident of `series` follows.
+    #[allow(clippy::too_many_arguments)]
     fn track(
         &mut self,
         rule: &AlertRule,
         key: Sym,
+        series: &str,
         text: Option<String>,
         verdict: Option<Verdict>,
         start_ms: i64,
@@ -385,39 +393,27 @@ impl AlertEngine {
                 t.good_start_ms = start_ms;
             }
             let (ended_ms, resolved) = (t.good_start_ms, t.good >= resolve_after);
-            if let (Some(alert), Some(v)) = (self.active.get_mut(&tracker_key), verdict) {
-                (alert.value, alert.baseline, alert.summary) = (v.value, v.baseline, v.summary);
+            if let Some(v) = verdict {
+                self.incidents.update(series, rule.name(), v.value, v.baseline, v.summary);
             }
             if resolved {
                 self.trackers.remove(&tracker_key);
-                if let Some(mut alert) = self.active.remove(&tracker_key) {
-                    alert.state = AlertState::Resolved;
-                    (alert.ended_ms, alert.resolved_ms) = (Some(ended_ms), Some(end_ms));
-                    let same = |a: &&mut Alert| a.id == alert.id && a.started_ms == alert.started_ms;
-                    if let Some(past) = self.history.iter_mut().rev().find(same) {
-                        *past = alert.clone();
-                    }
-                    self.changes.push(AlertChange { action: AlertState::Resolved, alert });
-                }
+                self.incidents.leave(series, rule.name(), ended_ms, end_ms);
             }
             return;
         }
         let verdict = verdict.expect("bad has a verdict");
-        let firing_for_rule = self.active.values().filter(|a| a.rule == rule.name()).count();
-        let t = self.trackers.entry(tracker_key.clone()).or_default();
+        let t = self.trackers.entry(tracker_key).or_default();
         t.bad += 1;
         t.good = 0;
         if t.bad == 1 && !t.firing {
             (t.run_start_ms, t.text) = (start_ms, text);
         }
-        let id = alert_id(rule, &t.text);
         if t.firing {
-            if let Some(alert) = self.active.get_mut(&tracker_key) {
-                (alert.value, alert.baseline, alert.summary) = (verdict.value, verdict.baseline, verdict.summary);
-            }
+            self.incidents.update(series, rule.name(), verdict.value, verdict.baseline, verdict.summary);
             return;
         }
-        if t.bad < fire_after || firing_for_rule >= self.config.max_keys_per_rule {
+        if t.bad < fire_after || !self.incidents.may_fire(series, rule.name(), end_ms) {
             return;
         }
         t.firing = true;
@@ -427,8 +423,9 @@ impl AlertEngine {
             labels.insert(series::key_label(rule).into(), k.clone());
         }
         let alert = Alert {
-            id: id.clone(),
+            id: alert_id(rule, &t.text),
             rule: rule.name().to_string(),
+            rules: vec![rule.name().to_string()],
             key: t.text.clone(),
             severity: rule.def.severity,
             labels,
@@ -440,24 +437,16 @@ impl AlertEngine {
             fired_ms: end_ms,
             ended_ms: None,
             resolved_ms: None,
+            reopened: 0,
             link: link(rule),
             silenced: false,
         };
-        self.active.insert(tracker_key, alert.clone());
-        *self.fired.entry(alert.rule.clone()).or_default() += 1;
-        // Rules are judged one after the other over the buckets a publish made final, so a
-        // later rule can fire for an earlier bucket: in order of firing, then of id.
-        let at = self.history.partition_point(|a| (a.fired_ms, &a.id) <= (alert.fired_ms, &alert.id));
-        self.history.insert(at, alert.clone());
-        while self.history.len() > self.config.history {
-            self.history.pop_front();
-        }
-        self.changes.push(AlertChange { action: AlertState::Firing, alert });
+        self.incidents.fire(series, alert);
     }
 
     /// Changes since the last call, for the change stream.
     pub fn take_changes(&mut self) -> Vec<AlertChange> {
-        let mut changes = std::mem::take(&mut self.changes);
+        let mut changes = self.incidents.take_changes();
         for change in &mut changes {
             change.alert.silenced = self.silenced(&change.alert, now_ms());
         }
@@ -465,17 +454,22 @@ impl AlertEngine {
     }
 
     pub fn active(&self, now_ms: i64) -> Vec<Alert> {
-        self.marked(self.active.values(), now_ms)
+        self.marked(self.incidents.active(), now_ms)
     }
 
-    /// Alerts fired since the start, by rule.
+    /// Alerts (incidents) opened since the start, by rule.
     pub fn fired(&self) -> &BTreeMap<String, u64> {
-        &self.fired
+        self.incidents.fired()
+    }
+
+    /// Incidents joined by a rule that did not open them, by rule.
+    pub fn joined(&self) -> &BTreeMap<String, u64> {
+        self.incidents.joined()
     }
 
     /// Newest first.
     pub fn history(&self, now_ms: i64) -> Vec<Alert> {
-        self.marked(self.history.iter().rev(), now_ms)
+        self.marked(self.incidents.history().rev(), now_ms)
     }
 
     fn marked<'a>(&self, alerts: impl Iterator<Item = &'a Alert>, now_ms: i64) -> Vec<Alert> {
@@ -483,7 +477,10 @@ impl AlertEngine {
     }
 
     fn silenced(&self, alert: &Alert, now_ms: i64) -> bool {
-        self.silences.iter().any(|s| s.until_ms > now_ms && (s.matcher == alert.rule || s.matcher == alert.id))
+        self.silences.iter().any(|s| {
+            s.until_ms > now_ms
+                && (s.matcher == alert.rule || s.matcher == alert.id || alert.rules.contains(&s.matcher))
+        })
     }
 
     pub fn silence(&mut self, matcher: String, until_ms: i64, comment: Option<String>) -> Silence {
@@ -511,6 +508,13 @@ impl AlertEngine {
         self.silences.retain(|s| s.id != id);
         self.silences.len() != before
     }
+}
+
+/// What a series rule watches, for the incident it shares with the rules that watch the same
+/// (its key is added per key).
+fn series_name(rule: &AlertRule, series: &SeriesDef) -> String {
+    let funnel = series.funnel.as_deref().unwrap_or("");
+    format!("{:?}/{}/{funnel}/{}", series.metric, rule.dim.as_str(), series.step.unwrap_or(0))
 }
 
 fn alert_id(rule: &AlertRule, key: &Option<String>) -> String {

@@ -81,6 +81,7 @@ fn a_silence_marks_alerts_of_its_rule_until_it_expires() {
     let alert = Alert {
         id: "r:k".into(),
         rule: "r".into(),
+        rules: vec!["r".into()],
         key: Some("k".into()),
         severity: Severity::Warning,
         labels: BTreeMap::new(),
@@ -92,10 +93,11 @@ fn a_silence_marks_alerts_of_its_rule_until_it_expires() {
         fired_ms: 0,
         ended_ms: None,
         resolved_ms: None,
+        reopened: 0,
         link: String::new(),
         silenced: false,
     };
-    engine.active.insert(("r".into(), 1), alert);
+    engine.incidents.fire("series", alert);
     let s = engine.silence("r".into(), 1_000, None);
     assert!(engine.active(999)[0].silenced);
     assert!(!engine.active(1_000)[0].silenced, "expired");
@@ -122,29 +124,82 @@ fn bucket_values_hold_a_run_read_in_any_order_and_forget_what_is_behind() {
     assert_eq!((v.get(12), v.get(40)), (None, Some((4.0, 0.0))));
 }
 
-#[test]
-fn the_history_keeps_the_newest_alerts_by_firing_time_however_the_rules_were_judged() {
-    // Two per-minute thresholds on the same series: `a` is judged before `b` in each
-    // evaluation, so one evaluation of minutes 10..=11 fires a@10, a@11, b@10, b@11.
-    let defs: Vec<schema::alert_rules::AlertRuleDef> = ["a", "b"]
+/// Per-minute thresholds named `names` on `series` (JSON), firing after 1 bad minute and
+/// resolving after 1 good one.
+fn thresholds(rules: &[(&str, serde_json::Value, &str)]) -> AlertRegistry {
+    let defs: Vec<schema::alert_rules::AlertRuleDef> = rules
         .iter()
-        .map(|name| {
+        .map(|(name, series, severity)| {
             serde_json::from_value(serde_json::json!({"name": name, "fire_after": 1, "resolve_after": 1,
-                "when": {"kind": "threshold", "series": {"metric": "events"}, "above": 5.0, "smooth": 1}}))
+                "severity": severity,
+                "when": {"kind": "threshold", "series": series, "above": 5.0, "smooth": 1}}))
             .unwrap()
         })
         .collect();
-    let registry = AlertRegistry::new(&defs).unwrap();
+    AlertRegistry::new(&defs).unwrap()
+}
+
+/// Events per minute, all of them clicks.
+fn clicks(t: &mut Tables, minutes: &[(u32, i64)]) {
+    for (minute, events) in minutes {
+        t.apply(Cell::Count { dim: Dim::All, key: NONE, minute: *minute }, *events);
+        t.apply(Cell::Count { dim: Dim::Event, key: sym("click"), minute: *minute }, *events);
+    }
+}
+
+#[test]
+fn the_history_keeps_the_newest_alerts_by_firing_time_however_the_rules_were_judged() {
+    // Two rules on two series: `a` is listed before `b`, and one evaluation of minutes 10..=12
+    // fires a@11, b@11, a@13, b@13 (a rule-by-rule judge would keep b@11 over a@13).
+    let all = serde_json::json!({"metric": "events"});
+    let clicks_only = serde_json::json!({"metric": "events", "dim": "event", "key": "click"});
+    let registry = thresholds(&[("a", all, "warning"), ("b", clicks_only, "warning")]);
     let funnels = FunnelRegistry::default();
     let mut t = Tables::default();
-    // Minute 10 bad, 11 good (both resolve), 12 bad again.
-    for (minute, events) in [(10, 9), (11, 1), (12, 9)] {
-        t.apply(Cell::Count { dim: Dim::All, key: NONE, minute }, events);
-    }
-    let config = AlertConfig { history: 2, ..AlertConfig::default() };
+    // Minute 10 bad, 11 good (both resolve), 12 bad again, after the hold-off.
+    clicks(&mut t, &[(10, 9), (11, 1), (12, 9)]);
+    let config = AlertConfig { history: 2, hold_off_minutes: 0, ..AlertConfig::default() };
     let mut engine = AlertEngine::new(config, 30, 1440);
     engine.evaluate(&t, &registry, &funnels, 13 * 60_000, 0);
     let kept: Vec<(String, i64)> = engine.history(0).iter().map(|a| (a.rule.clone(), a.fired_ms)).collect();
     assert_eq!(kept, [("b".to_string(), 13 * 60_000), ("a".to_string(), 13 * 60_000)], "newest first");
     assert_eq!(engine.fired().values().sum::<u64>(), 4, "every alert counts, kept or not");
+}
+
+#[test]
+fn rules_on_one_series_share_one_incident_that_reopens_within_the_hold_off() {
+    // `slow` and `fast` watch the same series; `fast` is critical.
+    let all = serde_json::json!({"metric": "events"});
+    let registry = thresholds(&[("slow", all.clone(), "warning"), ("fast", all, "critical")]);
+    let funnels = FunnelRegistry::default();
+    let mut t = Tables::default();
+    // Bad 10..=11, good 12 (resolved at 13 min), bad again at 30, good 31, bad at 300.
+    clicks(&mut t, &[(10, 9), (11, 9), (12, 1), (30, 9), (31, 1), (300, 9), (301, 1)]);
+    let config = AlertConfig { hold_off_minutes: 60, ..AlertConfig::default() };
+    let mut engine = AlertEngine::new(config, 30, 1440);
+    engine.evaluate(&t, &registry, &funnels, 12 * 60_000, 0);
+    let firing = engine.active(0);
+    assert_eq!(firing.len(), 1, "one incident for two rules: {firing:?}");
+    let incident = &firing[0];
+    assert_eq!((incident.rule.as_str(), incident.rules.clone()), ("slow", vec!["slow".to_string(), "fast".into()]));
+    assert_eq!(incident.severity, Severity::Critical, "as bad as its worst rule");
+    assert_eq!(engine.take_changes().len(), 1, "paged once");
+
+    engine.evaluate(&t, &registry, &funnels, 13 * 60_000, 0);
+    let changes = engine.take_changes();
+    assert_eq!(changes.len(), 1, "resolved once, with its last rule: {changes:?}");
+    assert_eq!(changes[0].action, AlertState::Resolved);
+
+    engine.evaluate(&t, &registry, &funnels, 32 * 60_000, 0);
+    let changes = engine.take_changes();
+    assert_eq!(changes.len(), 2, "fired again within the hold-off, then resolved: {changes:?}");
+    assert_eq!((changes[0].action, changes[0].alert.reopened), (AlertState::Firing, 1), "reopened");
+    assert_eq!(changes[0].alert.started_ms, 10 * 60_000, "the same incident");
+    assert_eq!(engine.history(0).len(), 1, "one incident in the history");
+
+    engine.evaluate(&t, &registry, &funnels, 302 * 60_000, 0);
+    let history = engine.history(0);
+    assert_eq!(history.len(), 2, "after the hold-off, a new incident: {history:?}");
+    assert_eq!((history[0].started_ms, history[0].reopened), (300 * 60_000, 0));
+    assert_eq!(engine.fired().values().sum::<u64>(), 2, "two incidents opened");
 }

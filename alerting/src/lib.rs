@@ -4,6 +4,7 @@
 
 pub mod detectors;
 pub mod engine;
+pub mod incidents;
 pub mod limits;
 pub mod series;
 pub mod verdict;
@@ -74,9 +75,14 @@ impl Alerting {
         (clock, self.engine.lock().history(now_ms()))
     }
 
-    /// Alerts fired since the start, by rule (the history keeps only the newest).
+    /// Alerts (incidents) opened since the start, by rule (the history keeps only the newest).
     pub fn fired(&self) -> std::collections::BTreeMap<String, u64> {
         self.engine.lock().fired().clone()
+    }
+
+    /// Incidents joined by a rule that did not open them, by rule.
+    pub fn joined(&self) -> std::collections::BTreeMap<String, u64> {
+        self.engine.lock().joined().clone()
     }
 
     /// Adds a silence; with a store, it is saved before the answer (on-call relies on it).

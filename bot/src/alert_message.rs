@@ -103,6 +103,7 @@ pub fn reply(tracked: &Tracked, kind: ReplyKind) -> Message {
     let text = match kind {
         ReplyKind::Resolved => format!("Resolved: {}", line(&tracked.alert)),
         ReplyKind::StillFiring => format!(":repeat: Still firing: {}", line(&tracked.alert)),
+        ReplyKind::Reopened => format!(":rotating_light: Firing again: {}", line(&tracked.alert)),
     };
     Builder::new().section(&text).build()
 }

@@ -45,6 +45,17 @@ pub fn plan(state: &mut State, config: &BotConfig, alerts: &[Alert], head_ms: Op
                     state.push(&channel, Op::Reply { group, alert: key.clone(), kind: ReplyKind::Resolved });
                     state.push(&channel, Op::Update { group });
                     changed = true;
+                } else if !resolved && tracked.resolve_queued {
+                    // Reopened within the engine's hold-off: the same incident fires again, in
+                    // its own thread and message rather than as a new page.
+                    tracked.alert = alert.clone();
+                    (tracked.resolve_queued, tracked.resolved_at_ms, tracked.notified_ms) = (false, None, now_ms);
+                    let channel = state.groups[&group].channel.clone();
+                    if !alert.silenced {
+                        state.push(&channel, Op::Reply { group, alert: key.clone(), kind: ReplyKind::Reopened });
+                    }
+                    state.push(&channel, Op::Update { group });
+                    changed = true;
                 } else if !resolved && !alert.silenced && repeat_due(config, tracked, now_ms) {
                     tracked.notified_ms = now_ms;
                     let channel = state.groups[&group].channel.clone();
@@ -160,6 +171,7 @@ mod tests {
         Alert {
             id: rule.into(),
             rule: rule.into(),
+            rules: vec![rule.into()],
             key: None,
             severity: Severity::Warning,
             labels: Default::default(),
@@ -171,6 +183,7 @@ mod tests {
             fired_ms: started_ms + 180_000,
             ended_ms: None,
             resolved_ms: None,
+            reopened: 0,
             link: String::new(),
             silenced: false,
         }
@@ -231,6 +244,29 @@ mod tests {
         let again = alert("spike", NOW - 600_000);
         plan(&mut state, &config, &[first, again], Some(NOW), NOW + 60_000);
         assert_eq!(state.groups.len(), 2, "a new occurrence (new started_ms) gets its own message");
+    }
+
+    #[test]
+    fn an_incident_reopened_within_the_hold_off_fires_again_in_its_thread() {
+        let config = BotConfig::default();
+        let mut state = State::default();
+        let mut incident = alert("spike", NOW - 3_600_000);
+        plan(&mut state, &config, std::slice::from_ref(&incident), Some(NOW), NOW);
+        state.groups.get_mut(&0).unwrap().ts = Some("1.0".into());
+        incident.state = AlertState::Resolved;
+        incident.resolved_ms = Some(NOW - 3_000_000);
+        plan(&mut state, &config, std::slice::from_ref(&incident), Some(NOW), NOW + 1000);
+        state.queues.clear();
+        incident.state = AlertState::Firing;
+        (incident.resolved_ms, incident.reopened) = (None, 1);
+        plan(&mut state, &config, std::slice::from_ref(&incident), Some(NOW), NOW + 2000);
+        let key = alert_key(&incident);
+        assert_eq!(
+            ops(&state),
+            vec![Op::Reply { group: 0, alert: key.clone(), kind: ReplyKind::Reopened }, Op::Update { group: 0 }]
+        );
+        assert_eq!(state.groups.len(), 1, "no new message");
+        assert!(!state.alerts[&key].resolve_queued, "it can resolve again");
     }
 
     #[test]

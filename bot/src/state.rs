@@ -51,6 +51,8 @@ pub struct Tracked {
 pub enum ReplyKind {
     Resolved,
     StillFiring,
+    /// Fired again within the hold-off: the same incident, in its thread.
+    Reopened,
 }
 
 /// One call to Slack, queued per channel; rendered from the state when it is sent.

@@ -25,6 +25,7 @@ fn alert(rule: &str, key: &str, team: &str) -> Alert {
     Alert {
         id: format!("{rule}:{key}"),
         rule: rule.into(),
+        rules: vec![rule.into()],
         key: Some(key.into()),
         severity: Severity::Critical,
         labels: BTreeMap::from([("team".to_string(), team.to_string()), ("rule".to_string(), rule.to_string())]),
@@ -36,6 +37,7 @@ fn alert(rule: &str, key: &str, team: &str) -> Alert {
         fired_ms: T0 + 180_000,
         ended_ms: None,
         resolved_ms: None,
+        reopened: 0,
         link: "/api/v1/limits/x".into(),
         silenced: false,
     }

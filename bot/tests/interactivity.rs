@@ -21,6 +21,7 @@ fn firing() -> Alert {
     Alert {
         id: "spike".into(),
         rule: "spike".into(),
+        rules: vec!["spike".into()],
         key: None,
         severity: schema::alert_rules::Severity::Warning,
         labels: BTreeMap::new(),
@@ -32,6 +33,7 @@ fn firing() -> Alert {
         fired_ms: 1_795_132_980_000,
         ended_ms: None,
         resolved_ms: None,
+        reopened: 0,
         link: "/api/v1/timeseries".into(),
         silenced: false,
     }

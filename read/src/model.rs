@@ -368,7 +368,12 @@ pub enum AlertState {
 pub struct Alert {
     /// `rule` or `rule:key`: the same condition has the same id every time it occurs.
     pub id: String,
+    /// The rule that opened the incident.
     pub rule: String,
+    /// Every rule that fired in it, the opening one first (rules watching the same series share
+    /// one incident).
+    #[serde(default)]
+    pub rules: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     pub severity: schema::alert_rules::Severity,
@@ -389,6 +394,9 @@ pub struct Alert {
     pub ended_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_ms: Option<i64>,
+    /// Times a rule fired on its series again within the hold-off after it resolved.
+    #[serde(default)]
+    pub reopened: u32,
     /// The API view that shows what the rule watches.
     pub link: String,
     /// Muted by a silence (set when read).

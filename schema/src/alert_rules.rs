@@ -467,6 +467,9 @@ pub struct AlertConfig {
     pub history: usize,
     /// Keys one rule may alert on at once (a flood of keys is one problem, not a thousand pages).
     pub max_keys_per_rule: usize,
+    /// After an incident resolves, a rule firing on the same series within this time reopens it
+    /// rather than paging again.
+    pub hold_off_minutes: u32,
     pub rules: Vec<AlertRuleDef>,
 }
 
@@ -478,6 +481,7 @@ impl Default for AlertConfig {
             resolve_after: 5,
             history: 1000,
             max_keys_per_rule: 100,
+            hold_off_minutes: 240,
             rules: Vec::new(),
         }
     }

@@ -77,6 +77,10 @@ pub fn main(config: Config, args: Args) -> Result<()> {
         history.reverse();
         let firing = alerts.active().1.len();
         eprintln!("{}", alert_summary(&alerts.fired(), firing, history.len(), config.views.alerts.history));
+        let joined = alerts.joined();
+        if !joined.is_empty() {
+            eprintln!("  rules that also fired within those alerts (same series): {}", by_rule(&joined).join(", "));
+        }
         history
     });
     if let Some(path) = args.dump {
@@ -102,9 +106,7 @@ fn alert_summary(fired: &BTreeMap<String, u64>, firing: usize, in_history: usize
     if total == 0 {
         return "no alert fired".to_string();
     }
-    let mut rules: Vec<(&String, &u64)> = fired.iter().collect();
-    rules.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    let listed: Vec<String> = rules.iter().map(|(rule, n)| format!("{n} {rule}")).collect();
+    let listed = by_rule(fired);
     let plural = if total == 1 { "alert" } else { "alerts" };
     let newest = if total > in_history as u64 {
         format!("; the dump keeps the newest {in_history} (raise alerts.history, now {kept}, to keep more)")
@@ -112,6 +114,13 @@ fn alert_summary(fired: &BTreeMap<String, u64>, firing: usize, in_history: usize
         String::new()
     };
     format!("{total} {plural} fired: {} ({firing} still firing at the end{newest})", listed.join(", "))
+}
+
+/// "2 ip_burst", "1 traffic_anomaly": most first.
+fn by_rule(counts: &BTreeMap<String, u64>) -> Vec<String> {
+    let mut rules: Vec<(&String, &u64)> = counts.iter().collect();
+    rules.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    rules.iter().map(|(rule, n)| format!("{n} {rule}")).collect()
 }
 
 struct Abort(Arc<std::sync::atomic::AtomicBool>);

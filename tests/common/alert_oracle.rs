@@ -10,8 +10,10 @@ use schema::funnels::FunnelDef;
 use super::funnel_oracle::matches;
 use super::oracle::Accepted;
 
-/// `(id, started_ms, fired_ms, resolved_ms)` of every alert that fired, in firing order per id.
-pub type Fired = BTreeSet<(String, i64, i64, Option<i64>)>;
+/// `(id, started_ms, fired_ms, resolved_ms, rules, reopened)` of every incident: the opening
+/// rule's id and run, the last resolve, the rules that fired in it in the order they joined, and
+/// how often it reopened.
+pub type Fired = BTreeSet<(String, i64, i64, Option<i64>, Vec<String>, u32)>;
 
 pub struct Settings {
     pub fire_after: u32,
@@ -19,6 +21,88 @@ pub struct Settings {
     /// How far `as_of` is behind the newest event: the lateness, or 0 once the input is
     /// complete (a replayed file read to its end).
     pub lateness_ms: i64,
+    pub hold_off_minutes: i64,
+}
+
+/// One rule's firing run on one series.
+struct Run {
+    rule: usize,
+    name: String,
+    series: String,
+    id: String,
+    start: i64,
+    fired: i64,
+    resolved: Option<i64>,
+}
+
+/// Runs grouped into incidents, as README "Alerts" says: runs are taken in the order they
+/// fired or resolved (then by rule); a run on a series with an open incident joins it, one within
+/// the hold-off after it resolved reopens it, any other opens a new one; an incident resolves
+/// with the last of its runs.
+fn incidents(runs: Vec<Run>, hold_off_ms: i64) -> Fired {
+    struct Incident {
+        id: String,
+        start: i64,
+        fired: i64,
+        open: usize,
+        resolved: Option<i64>,
+        rules: Vec<String>,
+        reopened: u32,
+    }
+    // (time, rule, resolves?, run)
+    let mut steps: Vec<(i64, usize, bool, usize)> = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        steps.push((run.fired, run.rule, false, i));
+        if let Some(r) = run.resolved {
+            steps.push((r, run.rule, true, i));
+        }
+    }
+    steps.sort();
+    let mut out = Fired::new();
+    let mut current: BTreeMap<&str, Incident> = BTreeMap::new();
+    let done = |i: Incident, out: &mut Fired| {
+        out.insert((i.id, i.start, i.fired, i.resolved, i.rules, i.reopened));
+    };
+    for (time, _, resolves, i) in steps {
+        let run = &runs[i];
+        let series = run.series.as_str();
+        if resolves {
+            let incident = current.get_mut(series).expect("a run resolves in its incident");
+            incident.open -= 1;
+            if incident.open == 0 {
+                incident.resolved = Some(time);
+            }
+            continue;
+        }
+        match current.get_mut(series) {
+            Some(incident) if incident.open > 0 || incident.resolved.is_some_and(|r| time - r <= hold_off_ms) => {
+                incident.reopened += (incident.open == 0) as u32;
+                incident.open += 1;
+                incident.resolved = None;
+                if !incident.rules.contains(&run.name) {
+                    incident.rules.push(run.name.clone());
+                }
+            }
+            _ => {
+                let new = Incident {
+                    id: run.id.clone(),
+                    start: run.start,
+                    fired: run.fired,
+                    open: 1,
+                    resolved: None,
+                    rules: vec![run.name.clone()],
+                    reopened: 0,
+                };
+                if let Some(old) = current.insert(series, new) {
+                    done(old, &mut out);
+                }
+            }
+        }
+    }
+    for incident in current.into_values() {
+        done(incident, &mut out);
+    }
+    out
 }
 
 type Series = BTreeMap<i64, (f64, f64)>;
@@ -96,11 +180,11 @@ struct Track {
 
 /// Every alert the rules fire over the events, judged up to the `as_of` they imply.
 pub fn alerts(events: &[Accepted], rules: &[AlertRuleDef], funnels: &[FunnelDef], settings: &Settings) -> Fired {
-    let mut fired = Fired::new();
-    let Some(origin) = events.iter().map(|e| minute(e.ts)).min() else { return fired };
+    let mut runs: Vec<Run> = Vec::new();
+    let Some(origin) = events.iter().map(|e| minute(e.ts)).min() else { return Fired::new() };
     let head = events.iter().map(|e| e.ts).max().unwrap();
     let last_final = minute(head - settings.lateness_ms) - 1;
-    for rule in rules {
+    for (rule_index, rule) in rules.iter().enumerate() {
         let fire_after = rule.fire_after.unwrap_or(settings.fire_after);
         let resolve_after = rule.resolve_after.unwrap_or(settings.resolve_after);
         let mut tracks: BTreeMap<String, Track> = BTreeMap::new();
@@ -178,7 +262,9 @@ pub fn alerts(events: &[Accepted], rules: &[AlertRuleDef], funnels: &[FunnelDef]
                         t.good_start = start;
                     }
                     if t.good >= resolve_after {
-                        fired.insert((id, t.run_start, t.fired, Some(end)));
+                        let series = series_of_rule(&rule.when, &series_rule, &key);
+                        let (name, start, fired, resolved) = (rule.name.clone(), t.run_start, t.fired, Some(end));
+                        runs.push(Run { rule: rule_index, name, series, id, start, fired, resolved });
                         tracks.remove(&key);
                     }
                 }
@@ -190,10 +276,31 @@ pub fn alerts(events: &[Accepted], rules: &[AlertRuleDef], funnels: &[FunnelDef]
             } else {
                 format!("{}:{key}", rule.name)
             };
-            fired.insert((id, t.run_start, t.fired, None));
+            let series = series_of_rule(&rule.when, &series_rule, &key);
+            let (name, start, fired, resolved) = (rule.name.clone(), t.run_start, t.fired, None);
+            runs.push(Run { rule: rule_index, name, series, id, start, fired, resolved });
         }
     }
-    fired
+    incidents(runs, settings.hold_off_minutes * 60_000)
+}
+
+/// What a rule watches on `key`: its series (metric, dimension, funnel step) or the key field.
+fn series_of_rule(when: &Condition, series_rule: &Option<(SeriesDef, bool)>, key: &str) -> String {
+    match (series_rule, when) {
+        (Some((s, _)), _) => format!(
+            "{:?}/{}/{}/{}/{key}",
+            s.metric,
+            s.dim.as_deref().unwrap_or("all"),
+            s.funnel.as_deref().unwrap_or(""),
+            s.step.unwrap_or(0)
+        ),
+        (None, Condition::Burst { key: field, .. } | Condition::RateLimit { key: field, .. }) => {
+            format!("{}/{key}", field.as_str())
+        }
+        (None, Condition::ClicksWithoutViews { .. }) => format!("user/{key}"),
+        (None, Condition::SharedIp { .. }) => format!("ip/{key}"),
+        _ => unreachable!("every rule kind is a series or per-key rule"),
+    }
 }
 
 /// `(verdict, whether any bucket read had data)`; `None` = no verdict (counts as good).
