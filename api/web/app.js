@@ -297,9 +297,15 @@ const panels = {
       const silenceButton = (matcher) => (state.admin
         ? el('button', { type: 'button', class: 'small', dataTestid: 'silence', dataMatcher: matcher, onclick: () => silence(matcher) }, 'Silence 1 h')
         : '');
+      // An incident lists the other rules that fired on its series, and how often it reopened.
+      const also = (a) => [
+        (a.rules || []).length > 1 ? 'also ' + a.rules.slice(1).join(', ') : '',
+        a.reopened ? 'reopened ' + a.reopened + '×' : '',
+      ].filter(Boolean).join('; ');
       table('table-alerts', [
         { title: 'alert', value: (a) => el('span', { class: 'sev ' + a.severity, text: a.id }) },
         { title: 'summary', value: (a) => a.summary },
+        { title: 'incident', value: also },
         { title: 'since', value: (a) => clock(a.started_ms).slice(5, 16) },
         { title: '', value: (a) => (a.silenced ? el('span', { class: 'tag', text: 'silenced' }) : silenceButton(a.id)) },
       ], firing.alerts, 'nothing firing');
@@ -309,6 +315,7 @@ const panels = {
         { title: 'fired', value: (a) => clock(a.fired_ms).slice(5, 16) },
         { title: 'resolved', value: (a) => (a.resolved_ms ? clock(a.resolved_ms).slice(5, 16) : '–') },
         { title: 'summary', value: (a) => a.summary },
+        { title: 'incident', value: also },
       ], history.alerts, 'no alert has fired');
       const silencedRules = new Set(silences.silences.map((s) => s.matcher));
       table('table-rules', [
