@@ -38,6 +38,17 @@ pub struct GeneratorConfig {
     pub incidents: IncidentConfig,
 }
 
+/// Bot identities (user `bot-N` on IP `203.0.113.N`).
+const BOTS: u32 = 50;
+/// Minutes of each hour a bot identity is active, staggered by identity: its alerts fire, then
+/// resolve while it rests (a bot busy for ever kept the demo's alerts firing without end).
+const BOT_ACTIVE_MINUTES: i64 = 10;
+
+/// Whether bot `n` starts sessions at `ts`.
+pub fn bot_active(n: u32, ts: i64) -> bool {
+    (ts.div_euclid(60_000) + 7 * n as i64).rem_euclid(60) < BOT_ACTIVE_MINUTES
+}
+
 impl Default for GeneratorConfig {
     fn default() -> Self {
         GeneratorConfig {
@@ -319,12 +330,13 @@ impl Generator {
         -u.ln() * mean
     }
 
+    /// A session starting at `at`: a bot's when one is drawn and active then, a person's otherwise.
     fn start_session(&mut self, at: i64) {
         let id = self.next_session;
         self.next_session += 1;
         let bot = self.rng.random_bool(self.config.bot_share.clamp(0.0, 1.0));
-        let session = if bot {
-            let n = self.rng.random_range(0..50u32);
+        let bot = bot.then(|| self.rng.random_range(0..BOTS)).filter(|n| bot_active(*n, at));
+        let session = if let Some(n) = bot {
             Session {
                 user: format!("bot-{n}"),
                 id: format!("s{id}"),
