@@ -131,7 +131,7 @@ const ENDPOINTS: &[&str] = &[
     "DELETE /api/v1/alerts/silences/{id}",
     "GET /api/v1/limits/{rule}",
     "GET /api/v1/limits/{rule}/{key}",
-    "GET /api/v1/stream?views=live,counts,sessions,funnels,retention,paths,alerts",
+    "GET /api/v1/stream?views=live,counts,sessions,funnels,retention,paths,alerts&coalesce_ms=1000",
     "GET /api/v1/rejects",
     "GET /api/v1/dump",
     "GET /healthz",

@@ -504,3 +504,77 @@ async fn the_dashboard_and_its_assets_need_no_token_and_are_cached_by_etag() {
     // The data stays behind the token.
     assert_eq!(call(with_tokens(), "GET", "/api/v1/live", None).await, StatusCode::UNAUTHORIZED);
 }
+
+/// The next `n` server-sent events of `body` as `(id, event, data)`, waiting at most 5 s.
+async fn next_events(body: &mut Body, n: usize) -> Vec<(Option<String>, String, String)> {
+    let mut events = Vec::new();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while events.len() < n {
+        let frame = tokio::time::timeout_at(deadline, body.frame()).await.expect("an event in time");
+        let data = frame.expect("the stream goes on").unwrap().into_data().unwrap_or_default();
+        text.push_str(std::str::from_utf8(&data).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let field =
+                |name: &str| block.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim_start().to_string()));
+            if let Some(event) = field("event:") {
+                events.push((field("id:"), event, field("data:").unwrap_or_default()));
+            }
+        }
+    }
+    events
+}
+
+async fn open_stream(state: AppState, uri: &str, last_event_id: Option<&str>) -> Body {
+    let mut request = Request::get(uri);
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id);
+    }
+    let response = app(state).oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body()
+}
+
+#[tokio::test]
+async fn the_stream_coalesces_publishes_and_resumes_after_its_last_event_id() {
+    let s = state();
+    let (home, m) = (sym("/"), minute_of(HEAD));
+    let uri = "/api/v1/stream?views=live,counts&coalesce_ms=300";
+    let mut body = open_stream(s.clone(), uri, None).await;
+    let first = next_events(&mut body, 1).await;
+    assert_eq!((first[0].0.as_deref(), first[0].1.as_str()), (Some("3"), "live"), "the state it starts from");
+    // Five publishes in a row, each one more view of `/` in the same minute.
+    for epoch in 4..=8 {
+        s.read_model.publish(epoch, vec![(Cell::Count { dim: Dim::PageView, key: home, minute: m }, 1)]);
+    }
+    let mut counts = Vec::new();
+    while counts.last().is_none_or(|(id, _): &(Option<String>, serde_json::Value)| id.as_deref() != Some("8")) {
+        for (id, event, data) in next_events(&mut body, 1).await {
+            if event == "counts" {
+                counts.push((id, json(&data)));
+            }
+        }
+    }
+    assert!(counts.len() <= 2, "five publishes, at most two batches (the first goes at once): {counts:?}");
+    let newest = &counts.last().unwrap().1;
+    assert_eq!(newest["epoch"], 8);
+    assert_eq!(newest["counts"][0]["count"], 12, "the cell at its newest value: {newest}");
+    drop(body);
+
+    // Back after epoch 4: what it missed, in one batch, as of epoch 8.
+    let mut body = open_stream(s.clone(), uri, Some("4")).await;
+    let resumed = next_events(&mut body, 2).await;
+    let names: Vec<(&str, Option<&str>)> = resumed.iter().map(|(id, e, _)| (e.as_str(), id.as_deref())).collect();
+    assert_eq!(names, [("live", Some("8")), ("counts", Some("8"))]);
+    assert_eq!(json(&resumed[1].2)["counts"][0]["count"], 12);
+    drop(body);
+
+    // Back after an epoch no longer kept: told to re-read, then the live numbers now.
+    let mut body = open_stream(s.clone(), uri, Some("2")).await;
+    let reset = next_events(&mut body, 2).await;
+    assert_eq!((reset[0].1.as_str(), reset[0].0.as_deref()), ("reset", Some("8")));
+    assert_eq!(reset[1].1, "live");
+    let (status, _) = get(s, "/api/v1/stream?coalesce_ms=60001").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

@@ -584,6 +584,8 @@ const STREAM_PANELS = {
   paths: ['paths'],
   alert: ['alerts', 'limits'],
   lagged: Object.keys(panels),
+  // Reconnected after changes the server no longer keeps: everything is re-read.
+  reset: Object.keys(panels),
 };
 
 let pendingLive = null;

@@ -77,9 +77,13 @@ const Client = {
   // event and onState('open' | 'retrying' | 'auth', detail). Reconnects with a growing delay.
   async stream(signal, onEvent, onState) {
     let delay = 500;
+    // The id of the last event read: a reconnect resumes after it (or the server says `reset`).
+    const last = { id: null };
     while (!signal.aborted) {
       try {
-        const response = await fetch('api/v1/stream', { headers: this.headers({ Accept: 'text/event-stream' }), signal });
+        const extra = { Accept: 'text/event-stream' };
+        if (last.id !== null) extra['Last-Event-ID'] = last.id;
+        const response = await fetch('api/v1/stream', { headers: this.headers(extra), signal });
         if (response.status === 401) {
           onState('auth', await errorText(response));
           return;
@@ -87,7 +91,7 @@ const Client = {
         if (!response.ok || !response.body) throw new ApiError(response.status, await errorText(response));
         onState('open');
         delay = 500;
-        await readEvents(response.body, onEvent);
+        await readEvents(response.body, onEvent, last);
         onState('retrying', 'the stream ended');
       } catch (e) {
         if (signal.aborted) return;
@@ -117,12 +121,13 @@ function sleep(ms, signal) {
 
 // The server-sent events format (HTML Living Standard, "event stream interpretation"): lines end
 // in CR, LF or CRLF; a blank line dispatches; `:` starts a comment (keep-alives).
-async function readEvents(body, onEvent) {
+async function readEvents(body, onEvent, last) {
   const reader = body.getReader();
   const decoder = new TextDecoder();
   let buffer = '';
   let name = '';
   let data = [];
+  let id = null;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
@@ -138,6 +143,8 @@ async function readEvents(body, onEvent) {
           try { parsed = JSON.parse(text); } catch (_) { /* `lagged` is plain text */ }
           onEvent(name || 'message', parsed);
         }
+        if (id !== null) last.id = id;
+        id = null;
         name = '';
         data = [];
         continue;
@@ -148,6 +155,7 @@ async function readEvents(body, onEvent) {
       let value = colon < 0 ? '' : line.slice(colon + 1);
       if (value.startsWith(' ')) value = value.slice(1);
       if (field === 'event') name = value;
+      else if (field === 'id') id = value;
       else if (field === 'data') data.push(value);
     }
   }

@@ -61,7 +61,14 @@ pub struct Change {
     /// Alerts that fired or resolved.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<AlertChange>,
+    /// Wall-clock ms of the publish.
+    #[serde(skip)]
+    pub at_ms: i64,
 }
+
+/// How long, and how many, published changes are kept for a client that reconnects.
+const RESUME_MS: i64 = 60_000;
+const RESUME_CHANGES: usize = 1200;
 
 pub struct ReadModel {
     config: ViewConfig,
@@ -77,6 +84,11 @@ pub struct ReadModel {
     graph: Mutex<(u64, Arc<PathGraph>)>,
     tables: RwLock<Tables>,
     changes: broadcast::Sender<Arc<Change>>,
+    /// The last changes, oldest first, for a client that reconnects (`Last-Event-ID`).
+    recent: Mutex<std::collections::VecDeque<Arc<Change>>>,
+    /// Wall-clock ms of the last publish that had a listener: changes are still built for a
+    /// while after the last one leaves, so a client that reconnects can resume.
+    listened_ms: AtomicI64,
     /// `as_of` of the last publish (i64::MIN before the first), read lock-free by ingestion to
     /// retract what fell out of the windows.
     as_of: AtomicI64,
@@ -104,6 +116,8 @@ impl ReadModel {
             config,
             tables: RwLock::new(Tables::default()),
             changes,
+            recent: Mutex::default(),
+            listened_ms: AtomicI64::new(i64::MIN),
             as_of: AtomicI64::new(i64::MIN),
             complete_before: AtomicU64::new(0),
         })
@@ -126,7 +140,12 @@ impl ReadModel {
     /// Applies every update of the epochs up to `epoch` and publishes the result.
     pub fn publish(&self, epoch: u64, updates: impl IntoIterator<Item = (Cell, i64)>) {
         let mut tables = self.tables.write();
-        tables.track_changes = self.changes.receiver_count() > 0;
+        let now = schema::time::now_ms();
+        if self.changes.receiver_count() > 0 {
+            self.listened_ms.store(now, Ordering::Relaxed);
+        }
+        let listened = now.saturating_sub(self.listened_ms.load(Ordering::Relaxed)) <= RESUME_MS;
+        tables.track_changes = listened;
         for (row, diff) in updates {
             tables.apply(row, diff);
         }
@@ -155,7 +174,8 @@ impl ReadModel {
             }
             None => Vec::new(),
         };
-        if self.changes.receiver_count() == 0 {
+        if !listened {
+            self.recent.lock().clear();
             return;
         }
         let mut counts: Vec<CountChange> = touched
@@ -185,8 +205,35 @@ impl ReadModel {
             retention,
             paths,
             alerts,
+            at_ms: now,
         };
-        let _ = self.changes.send(Arc::new(change));
+        let change = Arc::new(change);
+        {
+            let mut recent = self.recent.lock();
+            recent.push_back(change.clone());
+            while recent.len() > RESUME_CHANGES || recent.front().is_some_and(|c| c.at_ms < now - RESUME_MS) {
+                recent.pop_front();
+            }
+        }
+        let _ = self.changes.send(change);
+    }
+
+    /// Every change published after `epoch`, if all of them are still kept (a client resuming
+    /// its change stream); `None` when some are gone.
+    pub fn changes_after(&self, epoch: u64) -> Option<Vec<Arc<Change>>> {
+        // Not under the ring's lock: a publish holds the tables while it takes that lock.
+        let current = self.tables.read().epoch;
+        if epoch == current {
+            return Some(Vec::new());
+        }
+        if epoch > current {
+            // The client saw another run's epochs: nothing to resume from.
+            return None;
+        }
+        let recent = self.recent.lock();
+        // The change right after `epoch` must be kept: the one at `epoch` itself or an older one.
+        recent.front().filter(|c| c.clock.epoch <= epoch)?;
+        Some(recent.iter().filter(|c| c.clock.epoch > epoch).cloned().collect())
     }
 
     /// The published tables, serialised: the read side's part of a snapshot (taken by the
