@@ -438,6 +438,7 @@ impl AlertEngine {
             ended_ms: None,
             resolved_ms: None,
             reopened: 0,
+            reopened_ms: None,
             link: link(rule),
             silenced: false,
         };

@@ -94,6 +94,7 @@ fn a_silence_marks_alerts_of_its_rule_until_it_expires() {
         ended_ms: None,
         resolved_ms: None,
         reopened: 0,
+        reopened_ms: None,
         link: String::new(),
         silenced: false,
     };

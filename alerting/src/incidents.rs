@@ -106,6 +106,7 @@ impl Incidents {
             shown.state = AlertState::Firing;
             (shown.ended_ms, shown.resolved_ms) = (None, None);
             shown.reopened += 1;
+            shown.reopened_ms = Some(alert.fired_ms);
             (shown.value, shown.baseline, shown.summary) = (alert.value, alert.baseline, alert.summary);
         }
         let shown = shown.clone();

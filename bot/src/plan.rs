@@ -184,6 +184,7 @@ mod tests {
             ended_ms: None,
             resolved_ms: None,
             reopened: 0,
+            reopened_ms: None,
             link: String::new(),
             silenced: false,
         }

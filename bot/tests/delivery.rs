@@ -38,6 +38,7 @@ fn alert(rule: &str, key: &str, team: &str) -> Alert {
         ended_ms: None,
         resolved_ms: None,
         reopened: 0,
+        reopened_ms: None,
         link: "/api/v1/limits/x".into(),
         silenced: false,
     }

@@ -34,6 +34,7 @@ fn firing() -> Alert {
         ended_ms: None,
         resolved_ms: None,
         reopened: 0,
+        reopened_ms: None,
         link: "/api/v1/timeseries".into(),
         silenced: false,
     }

@@ -394,9 +394,12 @@ pub struct Alert {
     pub ended_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_ms: Option<i64>,
-    /// Times a rule fired on its series again within the hold-off after it resolved.
+    /// Times a rule fired on its series again within the hold-off after it resolved, and the
+    /// event time of the last (the end of the bucket that reopened it).
     #[serde(default)]
     pub reopened: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reopened_ms: Option<i64>,
     /// The API view that shows what the rule watches.
     pub link: String,
     /// Muted by a silence (set when read).

@@ -68,6 +68,34 @@ pub fn main(config: &Config, args: &Args) -> Result<()> {
         })
     };
     eprintln!("bench alerts: {count} events, about {} days of event time at {}/s", args.days, args.rate);
+    // Every page: an incident opening, or reopening within its hold-off (the history keeps an
+    // incident once, with the time it first fired).
+    let ran = Arc::new(AtomicBool::new(false));
+    let pages = {
+        let (mut changes, ran) = (engine.read_model.subscribe(), ran.clone());
+        std::thread::spawn(move || {
+            use tokio::sync::broadcast::error::TryRecvError;
+            let mut pages = Vec::new();
+            loop {
+                match changes.try_recv() {
+                    Ok(change) => pages.extend(
+                        change.alerts.iter().filter(|c| c.action == read::model::AlertState::Firing).map(|c| {
+                            let mut alert = c.alert.clone();
+                            alert.fired_ms = alert.reopened_ms.unwrap_or(alert.fired_ms);
+                            alert
+                        }),
+                    ),
+                    Err(TryRecvError::Lagged(n)) => {
+                        panic!("bench alerts: {n} changes missed; the figures would be wrong")
+                    }
+                    // Every publish happens before the engine returns and `ran` is set.
+                    Err(TryRecvError::Empty) if ran.load(Ordering::Relaxed) => return pages,
+                    Err(TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(1)),
+                    Err(TryRecvError::Closed) => return pages,
+                }
+            }
+        })
+    };
     let started = Instant::now();
     let progress = {
         let (model, alerts, done) = (engine.read_model.clone(), alerts.clone(), done.clone());
@@ -82,10 +110,12 @@ pub fn main(config: &Config, args: &Args) -> Result<()> {
         })
     };
     engine.run(sources, super::discard_sinks())?;
+    ran.store(true, Ordering::Relaxed);
     done.store(true, Ordering::Relaxed);
     let _ = progress.join();
     let elapsed = started.elapsed();
-    let (clock, alerts) = alerts.history();
+    let clock = alerts.history().0;
+    let alerts = pages.join().expect("the page collector");
     // The labels for the span generated (the rate varies, so the span is known only now).
     let end = clock.as_of_ms.unwrap_or(start);
     let plan: Vec<Incident> = incidents::plan(&generator.incidents, generator.seed, start, end);
