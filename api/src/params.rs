@@ -106,6 +106,6 @@ mod tests {
         let timeseries = &TAKES[&("GET".to_string(), "/api/v1/timeseries".to_string())];
         assert_eq!(timeseries, &["metric", "breakdown", "from", "to", "limit"]);
         assert!(TAKES[&("GET".to_string(), "/api/v1/live".to_string())].is_empty());
-        assert_eq!(TAKES[&("GET".to_string(), "/api/v1/stream".to_string())], ["views"]);
+        assert_eq!(TAKES[&("GET".to_string(), "/api/v1/stream".to_string())], ["views", "coalesce_ms"]);
     }
 }
