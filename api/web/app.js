@@ -536,7 +536,7 @@ async function unsilence(id) {
 
 // ---------------------------------------------------------------- scheduling
 
-// The least time between two reads of a panel: the stream says "changed" up to ten times a second.
+// The least time between two reads of a panel (the stream says "changed" about once a second).
 const INTERVAL_MS = { live: 250, traffic: 1000, breakdowns: 2000, sessions: 1000, funnels: 2000, retention: 3000, paths: 2000, alerts: 2000, limits: 2000 };
 const runs = {};
 
@@ -577,7 +577,8 @@ function loadAll() {
 
 // What each stream event invalidates.
 const STREAM_PANELS = {
-  counts: ['traffic', 'breakdowns', 'limits'],
+  // Each batch of the stream has a `live` event: the per-minute counts moved.
+  live: ['traffic', 'breakdowns', 'limits'],
   sessions: ['sessions'],
   funnels: ['funnels'],
   retention: ['retention'],
@@ -592,11 +593,10 @@ let pendingLive = null;
 function onStreamEvent(name, data) {
   state.lastEventAt = Date.now();
   if (name === 'live') {
-    // Drawn at most every 250 ms: the engine may publish ten times a second.
+    // Drawn at most every 250 ms (with `coalesce_ms=0` the engine may publish ten times a second).
     const first = !pendingLive;
     pendingLive = data;
     if (first) setTimeout(() => { const l = pendingLive; pendingLive = null; drawLive(l); }, 250);
-    return;
   }
   for (const p of STREAM_PANELS[name] || []) schedule(p);
 }

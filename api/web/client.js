@@ -83,7 +83,10 @@ const Client = {
       try {
         const extra = { Accept: 'text/event-stream' };
         if (last.id !== null) extra['Last-Event-ID'] = last.id;
-        const response = await fetch('api/v1/stream', { headers: this.headers(extra), signal });
+        // Not `counts`: its cells are most of the stream's bytes and the panels re-read their
+        // endpoints anyway; a `live` event (one per batch) says the counts moved.
+        const url = 'api/v1/stream?views=live,sessions,funnels,retention,paths,alerts';
+        const response = await fetch(url, { headers: this.headers(extra), signal });
         if (response.status === 401) {
           onState('auth', await errorText(response));
           return;
