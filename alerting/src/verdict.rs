@@ -4,7 +4,7 @@
 
 use std::ops::RangeInclusive;
 
-use crate::detectors::{count_floor, ewma, judge, median_mad, percent_floor};
+use crate::detectors::{count_floor, early_sensitivity, ewma, judge, median_mad, percent_floor, EARLY_SAMPLES};
 use schema::alert_rules::{AlertRule, Condition, Detector, Direction, Seasonal};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -137,11 +137,18 @@ fn judge_series(rule: &AlertRule, rate: bool, b: i64, get: &mut Get<'_>) -> Opti
             };
             let expected = sums.len();
             let samples: Vec<f64> = sums.into_iter().filter_map(|w| w.and_then(|w| value_of(rate, w))).collect();
-            // A seasonal baseline needs one full season; a trailing one half its window.
-            let needed = if *seasonal == Seasonal::None { expected.div_ceil(2) } else { expected / *seasons as usize };
+            // A seasonal baseline needs one full season; a trailing one half its window, or
+            // `EARLY_SAMPLES` with a widened sensitivity until then.
+            let half = expected.div_ceil(2);
+            let needed =
+                if *seasonal == Seasonal::None { half.min(EARLY_SAMPLES) } else { expected / *seasons as usize };
             if samples.len() < needed.max(3) {
                 return None;
             }
+            let sensitivity = match seasonal {
+                Seasonal::None => early_sensitivity(*sensitivity, samples.len(), half),
+                _ => *sensitivity,
+            };
             let (baseline, spread) = match detector {
                 Detector::Mad => median_mad(&samples).map(|(m, mad)| (m, 1.4826 * mad))?,
                 Detector::Ewma => ewma(&samples)?,
@@ -153,7 +160,7 @@ fn judge_series(rule: &AlertRule, rate: bool, b: i64, get: &mut Get<'_>) -> Opti
                 Direction::Down => baseline,
                 Direction::Both => value.max(baseline),
             };
-            let (z, bad) = judge(value, baseline, spread.max(floor), *direction, *sensitivity);
+            let (z, bad) = judge(value, baseline, spread.max(floor), *direction, sensitivity);
             let summary = Summary::Anomaly { value, baseline, z };
             let bad = bad && large_side >= *min_baseline;
             Some((Verdict { bad, value, baseline: Some(baseline), summary: String::new() }, summary))
@@ -228,6 +235,28 @@ mod tests {
     /// the middle (any `None` must spoil exactly the windows over it).
     fn value(x: i64) -> Option<(f64, f64)> {
         (x >= 3 && x != 17).then(|| (((x * 7919) % 101) as f64, ((x * 31) % 13) as f64))
+    }
+
+    #[test]
+    fn a_day_long_trailing_baseline_judges_after_half_an_hour_with_a_wider_sensitivity() {
+        let def: schema::alert_rules::AlertRuleDef = serde_json::from_value(serde_json::json!({"name": "day",
+            "when": {"kind": "anomaly", "series": {"metric": "events"}, "window_minutes": 1440,
+                     "smooth": 1, "sensitivity": 5.0, "min_baseline": 0.0}}))
+        .unwrap();
+        let rule = AlertRule::new(def).unwrap();
+        // Buckets 0..n alternate 90 and 110 (median 100, MAD 10: spread 14.826), then `value`.
+        let verdict = |n: i64, value: f64| {
+            let mut get = |x: i64| match x {
+                x if (0..n).contains(&x) => Some((if x % 2 == 0 { 90.0 } else { 110.0 }, 1.0)),
+                x if x == n => Some((value, 1.0)),
+                _ => None,
+            };
+            series_verdict(&rule, false, n, true, &mut get)
+        };
+        assert_eq!(verdict(29, 500.0), None, "29 samples: not yet (it used to take 720)");
+        // 40 samples: the sensitivity is 5.91, not 5: 200 is 6.74 spreads out, 180 only 5.40.
+        assert!(verdict(40, 200.0).unwrap().bad);
+        assert!(!verdict(40, 180.0).unwrap().bad, "bad at 5, not at the widened sensitivity");
     }
 
     #[test]

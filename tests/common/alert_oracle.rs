@@ -339,9 +339,13 @@ fn judge_series(when: &Condition, s: &Series, b: i64, origin: i64, rate: bool, m
                 let v = value(current)?;
                 let samples: Vec<f64> =
                     (0..w).rev().filter_map(|j| window(b - smooth - j, smooth).and_then(value)).collect();
-                if samples.len() < (w as usize).div_ceil(2).max(3) {
+                // Half the window, or 30 samples with the sensitivity widened until then (the
+                // widening is the detectors' own function, tested by hand there).
+                let half = (w as usize).div_ceil(2);
+                if samples.len() < half.min(alerting::detectors::EARLY_SAMPLES).max(3) {
                     return None;
                 }
+                let sensitivity = alerting::detectors::early_sensitivity(*sensitivity, samples.len(), half);
                 let (base, spread) = match detector {
                     Detector::Mad => {
                         let m = median(samples.clone());
@@ -375,9 +379,9 @@ fn judge_series(when: &Condition, s: &Series, b: i64, origin: i64, rate: bool, m
                     }
                 };
                 let bad = match direction {
-                    Direction::Up => z >= *sensitivity,
-                    Direction::Down => z <= -*sensitivity,
-                    Direction::Both => z.abs() >= *sensitivity,
+                    Direction::Up => z >= sensitivity,
+                    Direction::Down => z <= -sensitivity,
+                    Direction::Both => z.abs() >= sensitivity,
                 };
                 Some(bad && large >= *min_baseline)
             })()
