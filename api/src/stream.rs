@@ -6,9 +6,9 @@
 //! The engine publishes up to ten times a second; a dashboard needs far less. Changes are
 //! **coalesced**: the first change after a quiet spell goes out at once, then at most one batch per
 //! `coalesce_ms` (1000 by default), each cell and view at its newest value, alert changes all
-//! kept. Every event carries `id:` (the epoch of the newest publish it includes); a client that
-//! reconnects with `Last-Event-ID` (browsers' `EventSource` does) gets what it missed in one
-//! batch, or `reset` if those changes are no longer kept (about a minute), and then re-reads.
+//! kept. The last event of a batch carries `id:` (the epoch of the newest publish it includes); a
+//! client that reconnects with `Last-Event-ID` (browsers' `EventSource` does) gets what it missed
+//! in one batch, or `reset` if those changes are no longer kept (about a minute), and re-reads.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -73,8 +73,11 @@ pub async fn stream(
         Some((_, None)) => {
             let epoch = s.read_model.clock().epoch;
             let note = "the changes since your Last-Event-ID are no longer kept; re-read the views";
-            queue.push_back(Event::default().event("reset").id(epoch.to_string()).data(note));
+            queue.push_back(Event::default().event("reset").data(note));
             queue.extend(initial_live(&s, &wants, epoch));
+            if !wants.live() {
+                queue.push_back(Event::default().comment("reset").id(epoch.to_string()));
+            }
             epoch
         }
         None => {
@@ -213,16 +216,20 @@ impl Batch {
         self.newest = newest;
     }
 
-    /// The events of the views `wants` asks for, each with the batch's newest epoch as its id.
+    /// The events of the views `wants` asks for; the last carries the batch's newest epoch as
+    /// its id, so a client that reconnects mid-batch is sent the whole batch again (at least
+    /// once: alert changes are deduplicated by `id` and `started_ms`).
     fn events(self, wants: &Wants) -> Vec<Event> {
         let id = self.epoch.map(|e| e.to_string());
-        let event = |name: &str| {
-            let e = Event::default().event(name);
-            match &id {
-                Some(id) => e.id(id.clone()),
-                None => e,
-            }
-        };
+        let mut out = self.untagged(wants);
+        if let (Some(last), Some(id)) = (out.pop(), id) {
+            out.push(last.id(id));
+        }
+        out
+    }
+
+    fn untagged(self, wants: &Wants) -> Vec<Event> {
+        let event = |name: &str| Event::default().event(name);
         let mut out = Vec::new();
         if self.lagged > 0 {
             out.push(event("lagged").data(format!("{} changes skipped; re-read /api/v1/live", self.lagged)));

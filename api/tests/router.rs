@@ -566,15 +566,15 @@ async fn the_stream_coalesces_publishes_and_resumes_after_its_last_event_id() {
     let mut body = open_stream(s.clone(), uri, Some("4")).await;
     let resumed = next_events(&mut body, 2).await;
     let names: Vec<(&str, Option<&str>)> = resumed.iter().map(|(id, e, _)| (e.as_str(), id.as_deref())).collect();
-    assert_eq!(names, [("live", Some("8")), ("counts", Some("8"))]);
+    assert_eq!(names, [("live", None), ("counts", Some("8"))], "the batch's last event carries its id");
     assert_eq!(json(&resumed[1].2)["counts"][0]["count"], 12);
     drop(body);
 
     // Back after an epoch no longer kept: told to re-read, then the live numbers now.
     let mut body = open_stream(s.clone(), uri, Some("2")).await;
     let reset = next_events(&mut body, 2).await;
-    assert_eq!((reset[0].1.as_str(), reset[0].0.as_deref()), ("reset", Some("8")));
-    assert_eq!(reset[1].1, "live");
+    assert_eq!((reset[0].1.as_str(), reset[1].1.as_str()), ("reset", "live"));
+    assert_eq!(reset[1].0.as_deref(), Some("8"), "then the live numbers now, with the epoch");
     let (status, _) = get(s, "/api/v1/stream?coalesce_ms=60001").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
