@@ -342,7 +342,7 @@ fn judge_series(when: &Condition, s: &Series, b: i64, origin: i64, rate: bool, m
                 // Half the window, or 30 samples with the sensitivity widened until then (the
                 // widening is the detectors' own function, tested by hand there).
                 let half = (w as usize).div_ceil(2);
-                if samples.len() < half.min(alerting::detectors::EARLY_SAMPLES).max(3) {
+                if samples.len() < half.clamp(3, alerting::detectors::EARLY_SAMPLES) {
                     return None;
                 }
                 let sensitivity = alerting::detectors::early_sensitivity(*sensitivity, samples.len(), half);
