@@ -2,16 +2,16 @@
 //! binary, so the dashboard needs no network. Without it the build still succeeds: an empty file
 //! is embedded and the page shows its numbers as tables, saying that charts were not embedded.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let echarts = manifest.join("web/node_modules/echarts/dist/echarts.min.js");
-    let (bytes, version) = match std::fs::read(&echarts) {
+    let bytes = match std::fs::read(&echarts) {
         Ok(bytes) => {
             println!("cargo:rerun-if-changed={}", echarts.display());
-            (bytes, package_version(&manifest.join("web/node_modules/echarts/package.json")))
+            bytes
         }
         Err(_) => {
             println!(
@@ -20,7 +20,7 @@ fn main() {
             );
             // Scanned for any change, so the install is picked up by the next build.
             println!("cargo:rerun-if-changed={}", manifest.join("web").display());
-            (Vec::new(), String::new())
+            Vec::new()
         }
     };
     let target = out.join("echarts.min.js");
@@ -28,16 +28,5 @@ fn main() {
     if std::fs::read(&target).ok().as_deref() != Some(bytes.as_slice()) {
         std::fs::write(&target, &bytes).expect("OUT_DIR is writable");
     }
-    println!("cargo:rustc-env=CLICKFLOW_ECHARTS_VERSION={version}");
     println!("cargo:rerun-if-changed=build.rs");
-}
-
-/// `"version"` of a package.json, without a JSON parser in the build script.
-fn package_version(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.split_once("\"version\"")
-        .and_then(|(_, rest)| rest.split('"').nth(1))
-        .filter(|v| v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
-        .unwrap_or("unknown")
-        .to_string()
 }

@@ -149,10 +149,12 @@ impl AlertEngine {
         // Every bucket to judge, in the order they became final (then by rule and bucket): what
         // an incident is made of then depends on event time only, not on how publishes fell.
         let mut due: Vec<(i64, usize, i64)> = Vec::new();
+        let mut origin_buckets = Vec::with_capacity(rules.len());
         for (index, rule) in rules.iter().enumerate() {
             let bucket_ms = rule.bucket_minutes as i64 * MS_PER_MINUTE;
             let last_final = (as_of_ms - self.settle(rule) * MS_PER_MINUTE).div_euclid(bucket_ms) - 1;
             let origin_bucket = minute_start_ms(origin).div_euclid(bucket_ms);
+            origin_buckets.push(origin_bucket);
             // Buckets before the tables' window have no counts left (a clock far in the past
             // must not make the first evaluation walk years of empty buckets).
             let held = (available_from / rule.bucket_minutes) as i64;
@@ -168,11 +170,14 @@ impl AlertEngine {
         }
         due.sort_unstable();
         for (_, index, b) in due {
-            let rule = &rules[index];
-            let origin_bucket = minute_start_ms(origin).div_euclid(rule.bucket_minutes as i64 * MS_PER_MINUTE);
-            self.judge(tables, rule, funnels, b, origin_bucket, available_from);
+            self.judge(tables, &rules[index], funnels, b, origin_buckets[index], available_from);
         }
         self.incidents.forget_before(as_of_ms, self.session_settle_minutes as i64 * MS_PER_MINUTE);
+    }
+
+    /// The keys of `rule` in a run (bad or firing): judged every bucket until the run ends.
+    fn watched(&self, rule: &AlertRule) -> BTreeSet<Sym> {
+        self.trackers.keys().filter(|(r, _)| r == rule.name()).map(|(_, k)| *k).collect()
     }
 
     /// Minutes after its end before a bucket is final (session cells need the session gap).
@@ -237,7 +242,7 @@ impl AlertEngine {
             Keys::Each => series::each_key(tables, rule, &series),
         };
         // A key that fired stays judged until it resolves, even once its counts are gone.
-        let watched: BTreeSet<Sym> = self.trackers.keys().filter(|(r, _)| r == rule.name()).map(|(_, k)| *k).collect();
+        let watched = self.watched(rule);
         keys.extend(watched.iter().copied());
         keys.sort_unstable();
         keys.dedup();
@@ -297,7 +302,7 @@ impl AlertEngine {
         let minute = b as Minute;
         let lo = (minute + 1).saturating_sub(rule.def.when.key_window());
         let minutes = minute + 1 - lo;
-        let watched: BTreeSet<Sym> = self.trackers.keys().filter(|(r, _)| r == rule.name()).map(|(_, k)| *k).collect();
+        let watched = self.watched(rule);
         let mut candidates = watched.clone();
         let when = &rule.def.when;
         match when {
@@ -333,9 +338,14 @@ impl AlertEngine {
                 Condition::ClicksWithoutViews { min_clicks, .. } => {
                     let kinds = when.key_kinds();
                     let clicks = series::keyed_sum(tables, kinds[0], key, lo, minute);
-                    let bad = clicks >= *min_clicks && series::keyed_sum(tables, kinds[1], key, lo, minute) == 0;
+                    // Views matter only with enough clicks, or for a watched key's summary.
+                    let views = if clicks >= *min_clicks || watching {
+                        series::keyed_sum(tables, kinds[1], key, lo, minute)
+                    } else {
+                        0
+                    };
+                    let bad = clicks >= *min_clicks && views == 0;
                     (bad || watching).then(|| {
-                        let views = series::keyed_sum(tables, kinds[1], key, lo, minute);
                         let summary = format!("{clicks} clicks and {views} page views in {minutes} min");
                         Verdict { bad, value: clicks as f64, baseline: None, summary }
                     })
@@ -478,10 +488,7 @@ impl AlertEngine {
     }
 
     fn silenced(&self, alert: &Alert, now_ms: i64) -> bool {
-        self.silences.iter().any(|s| {
-            s.until_ms > now_ms
-                && (s.matcher == alert.rule || s.matcher == alert.id || alert.rules.contains(&s.matcher))
-        })
+        self.silences.iter().any(|s| s.until_ms > now_ms && (s.matcher == alert.id || alert.involves(&s.matcher)))
     }
 
     pub fn silence(&mut self, matcher: String, until_ms: i64, comment: Option<String>) -> Silence {

@@ -61,14 +61,18 @@ impl Incidents {
     /// Whether `rule` may fire on `series` at `fired_ms`: joining or reopening always may;
     /// opening only while the rule has fewer than the limit open.
     pub fn may_fire(&self, series: &str, rule: &str, fired_ms: i64) -> bool {
-        match self.by_series.get(series) {
-            Some(incident) if !incident.firing.is_empty() || self.within_hold_off(incident, fired_ms) => true,
-            _ => self.open_by(rule) < self.max_open_per_rule,
-        }
+        self.continues(series, fired_ms).is_some() || self.open_by(rule) < self.max_open_per_rule
     }
 
-    fn within_hold_off(&self, incident: &Incident, fired_ms: i64) -> bool {
-        incident.alert.resolved_ms.is_some_and(|resolved| fired_ms - resolved <= self.hold_off_ms)
+    /// What a run firing on `series` at `fired_ms` does to its latest incident: joins it while
+    /// open (`Some(false)`), reopens it within the hold-off (`Some(true)`), or neither (`None`:
+    /// it opens a new one).
+    fn continues(&self, series: &str, fired_ms: i64) -> Option<bool> {
+        let incident = self.by_series.get(series)?;
+        if !incident.firing.is_empty() {
+            return Some(false);
+        }
+        incident.alert.resolved_ms.is_some_and(|resolved| fired_ms - resolved <= self.hold_off_ms).then_some(true)
     }
 
     fn open_by(&self, rule: &str) -> usize {
@@ -78,12 +82,7 @@ impl Incidents {
     /// `alert` (its rule's run, as it would open an incident) fires on `series`.
     pub fn fire(&mut self, series: &str, alert: Alert) {
         let rule = alert.rule.clone();
-        let reopen = match self.by_series.get(series) {
-            Some(incident) if !incident.firing.is_empty() => Some(false),
-            Some(incident) if self.within_hold_off(incident, alert.fired_ms) => Some(true),
-            _ => None,
-        };
-        let Some(reopen) = reopen else {
+        let Some(reopen) = self.continues(series, alert.fired_ms) else {
             *self.fired.entry(rule.clone()).or_default() += 1;
             let at = self.history.partition_point(|a| (a.fired_ms, &a.id) <= (alert.fired_ms, &alert.id));
             self.history.insert(at, alert.clone());

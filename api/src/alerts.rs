@@ -24,8 +24,7 @@ pub struct AlertQuery {
 fn filtered(alerts: Vec<Alert>, q: &AlertQuery) -> Vec<Alert> {
     alerts
         .into_iter()
-        // An incident is the rule's if the rule fired in it, opening it or not.
-        .filter(|a| q.rule.as_ref().is_none_or(|r| &a.rule == r || a.rules.contains(r)))
+        .filter(|a| q.rule.as_ref().is_none_or(|r| a.involves(r)))
         .filter(|a| q.severity.as_ref().is_none_or(|s| a.severity.as_str() == s))
         .take(q.limit.unwrap_or(usize::MAX))
         .collect()

@@ -17,7 +17,6 @@ const CHARTS_JS: &str = include_str!("../web/charts.js");
 const APP_CSS: &str = include_str!("../web/app.css");
 /// Empty when `scripts/install-web` had not run before the build (see `build.rs`).
 const ECHARTS_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/echarts.min.js"));
-const ECHARTS_VERSION: &str = env!("CLICKFLOW_ECHARTS_VERSION");
 /// Served instead of ECharts when it was not embedded: the page checks for `window.echarts`.
 const NO_ECHARTS_JS: &str =
     "/* Apache ECharts was not embedded in this build: run scripts/install-web, then build again. */\n";
@@ -79,13 +78,8 @@ static ECHARTS: LazyLock<Asset> = LazyLock::new(|| {
 });
 
 /// Whether this build embedded ECharts (`scripts/install-web` ran before it).
-pub fn charts_embedded() -> bool {
+fn charts_embedded() -> bool {
     !ECHARTS_JS.is_empty()
-}
-
-/// The embedded ECharts version, empty when none was embedded.
-pub fn charts_version() -> &'static str {
-    ECHARTS_VERSION
 }
 
 /// The page and its assets; stateless, so they merge into any router.

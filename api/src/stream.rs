@@ -70,19 +70,13 @@ pub async fn stream(
             queue.extend(batch.events(&wants));
             seen
         }
-        Some((_, None)) => {
-            let epoch = s.read_model.clock().epoch;
-            let note = "the changes since your Last-Event-ID are no longer kept; re-read the views";
-            queue.push_back(Event::default().event("reset").data(note));
-            queue.extend(initial_live(&s, &wants, epoch));
-            if !wants.live() {
-                queue.push_back(Event::default().comment("reset").id(epoch.to_string()));
+        gone => {
+            if gone.is_some() {
+                let note = "the changes since your Last-Event-ID are no longer kept; re-read the views";
+                queue.push_back(Event::default().event("reset").data(note));
             }
-            epoch
-        }
-        None => {
             let epoch = s.read_model.clock().epoch;
-            queue.extend(initial_live(&s, &wants, epoch));
+            queue.push_back(initial(&s, &wants, epoch));
             epoch
         }
     };
@@ -90,8 +84,11 @@ pub async fn stream(
     Ok(Sse::new(stream::unfold(feed, Feed::next)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-fn initial_live(s: &AppState, wants: &Wants, epoch: u64) -> Option<Event> {
-    wants.live().then(|| Event::default().event("live").id(epoch.to_string()).json_data(s.read_model.live()).ok())?
+/// The state a client starts from, with its epoch as the id: the live numbers if it wants them,
+/// an id alone otherwise.
+fn initial(s: &AppState, wants: &Wants, epoch: u64) -> Event {
+    let live = wants.live().then(|| Event::default().event("live").json_data(s.read_model.live()).ok()).flatten();
+    live.unwrap_or_else(|| Event::default().comment("state")).id(epoch.to_string())
 }
 
 /// Which views a client asked for, in the order of [`VIEWS`].

@@ -91,7 +91,7 @@ pub struct Route {
 
 impl Route {
     fn matches(&self, alert: &Alert) -> bool {
-        self.rule.as_ref().is_none_or(|r| *r == alert.rule || alert.rules.contains(r))
+        self.rule.as_ref().is_none_or(|r| alert.involves(r))
             && self.severity.is_none_or(|s| alert.severity >= s)
             && self.labels.iter().all(|(k, v)| alert.labels.get(k) == Some(v))
     }

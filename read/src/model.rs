@@ -407,6 +407,15 @@ pub struct Alert {
     pub silenced: bool,
 }
 
+impl Alert {
+    /// Whether `rule` fired in this incident, opening it or joining it (silences, routes and
+    /// `?rule=` all ask this).
+    pub fn involves(&self, rule: &str) -> bool {
+        // `rules` holds the opening one too, except in alerts kept before it existed.
+        self.rule == rule || self.rules.iter().any(|r| r == rule)
+    }
+}
+
 /// What the change stream and the bot receive.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AlertChange {

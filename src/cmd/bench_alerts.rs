@@ -114,7 +114,7 @@ pub fn main(config: &Config, args: &Args) -> Result<()> {
     done.store(true, Ordering::Relaxed);
     let _ = progress.join();
     let elapsed = started.elapsed();
-    let clock = alerts.history().0;
+    let clock = engine.read_model.clock();
     let alerts = pages.join().expect("the page collector");
     // The labels for the span generated (the rate varies, so the span is known only now).
     let end = clock.as_of_ms.unwrap_or(start);
